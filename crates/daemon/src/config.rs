@@ -1,0 +1,223 @@
+//! The JSON contract between the TypeScript configuration layer and a device process.
+//!
+//! Unknown fields are rejected rather than ignored, so an option the TypeScript side believes it
+//! set can never be silently dropped by the Rust side.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub shared_dir: PathBuf,
+    pub socket: SocketConfig,
+    pub tag: Option<String>,
+    pub num_request_queues: usize,
+    pub queue_size: u16,
+    pub thread_pool_size: usize,
+    pub cache: CacheMode,
+    pub readonly: bool,
+    pub readdirplus: bool,
+    pub writeback: bool,
+    pub allow_direct_io: bool,
+    pub allow_mmap: bool,
+    pub announce_submounts: bool,
+    pub killpriv_v2: bool,
+    pub rlimit_nofile: Option<u64>,
+    pub log_level: LogLevel,
+    pub sandbox: SandboxMode,
+    pub seccomp: SeccompMode,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum SocketConfig {
+    /// Bind a new listening socket at `path`, optionally owned by group `group`.
+    Path { path: PathBuf, group: Option<String> },
+    /// Adopt an already listening socket inherited as file descriptor `fd`.
+    Fd { fd: i32 },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    Auto,
+    Always,
+    Never,
+    Metadata,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn to_filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Off => log::LevelFilter::Off,
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// Only `none` exists until the sandbox lands; the TypeScript layer refuses the others with a
+/// clear message, and so does deserialisation here.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    None,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Json(serde_json::Error),
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Json(e) => write!(f, "invalid device configuration: {e}"),
+            ConfigError::Invalid(msg) => write!(f, "invalid device configuration: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl DaemonConfig {
+    /// Parses and checks a configuration; the checks repeat the TypeScript layer's on purpose,
+    /// because the library API can be driven by any caller.
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let config: DaemonConfig = serde_json::from_str(json).map_err(ConfigError::Json)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
+        if !self.shared_dir.is_absolute() {
+            return invalid("sharedDir must be an absolute path");
+        }
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() || tag.len() > 36 {
+                return invalid("tag must be 1 to 36 bytes long");
+            }
+        }
+        if self.num_request_queues == 0 || self.num_request_queues > 64 {
+            return invalid("numRequestQueues must be between 1 and 64");
+        }
+        if !self.queue_size.is_power_of_two() {
+            return invalid("queueSize must be a power of two");
+        }
+        if self.thread_pool_size > 1024 {
+            return invalid("threadPoolSize must be at most 1024");
+        }
+        match &self.socket {
+            SocketConfig::Path { path, .. } if path.as_os_str().is_empty() => {
+                return invalid("socket path must not be empty")
+            }
+            SocketConfig::Fd { fd } if *fd < 0 => return invalid("socket fd must not be negative"),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::json!({
+            "sharedDir": "/srv/share",
+            "socket": { "kind": "path", "path": "/run/vfs.sock", "group": null },
+            "tag": null,
+            "numRequestQueues": 1,
+            "queueSize": 1024,
+            "threadPoolSize": 0,
+            "cache": "auto",
+            "readonly": false,
+            "readdirplus": true,
+            "writeback": false,
+            "allowDirectIo": false,
+            "allowMmap": false,
+            "announceSubmounts": true,
+            "killprivV2": false,
+            "rlimitNofile": null,
+            "logLevel": "info",
+            "sandbox": "none",
+            "seccomp": "none"
+        })
+    }
+
+    #[test]
+    fn parses_the_typescript_contract() {
+        let config = DaemonConfig::from_json(&sample().to_string()).unwrap();
+        assert_eq!(config.shared_dir, PathBuf::from("/srv/share"));
+        assert_eq!(
+            config.socket,
+            SocketConfig::Path { path: "/run/vfs.sock".into(), group: None }
+        );
+        assert_eq!(config.cache, CacheMode::Auto);
+        assert_eq!(config.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn parses_fd_socket() {
+        let mut v = sample();
+        v["socket"] = serde_json::json!({ "kind": "fd", "fd": 7 });
+        let config = DaemonConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(config.socket, SocketConfig::Fd { fd: 7 });
+    }
+
+    #[test]
+    fn rejects_unknown_fields() {
+        let mut v = sample();
+        v["xattr"] = serde_json::json!(true);
+        let err = DaemonConfig::from_json(&v.to_string()).unwrap_err();
+        assert!(err.to_string().contains("unknown field `xattr`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unsupported_sandbox() {
+        let mut v = sample();
+        v["sandbox"] = serde_json::json!("namespace");
+        assert!(DaemonConfig::from_json(&v.to_string()).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (field, value) in [
+            ("sharedDir", serde_json::json!("relative/dir")),
+            ("tag", serde_json::json!("x".repeat(37))),
+            ("tag", serde_json::json!("")),
+            ("numRequestQueues", serde_json::json!(0)),
+            ("queueSize", serde_json::json!(1000)),
+            ("cache", serde_json::json!("sometimes")),
+        ] {
+            let mut v = sample();
+            v[field] = value;
+            assert!(DaemonConfig::from_json(&v.to_string()).is_err(), "{field} accepted");
+        }
+    }
+}

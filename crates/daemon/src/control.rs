@@ -1,0 +1,116 @@
+//! The control channel between a device process and the process that started it: one end of a
+//! stream socketpair carrying newline-delimited JSON. The device sends [`Event`]s; the parent sends
+//! [`Command`]s. End of file from the parent means it is gone, which the device treats as `stop`.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event<'a> {
+    Listening { socket: &'a str },
+    Connected,
+    Disconnected,
+    Log { level: &'a str, target: &'a str, message: &'a str },
+    Error { message: &'a str },
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "camelCase")]
+pub enum Command {
+    Stop,
+}
+
+/// What ended the wait for commands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Requested,
+    ParentGone,
+}
+
+pub struct ControlChannel {
+    writer: Mutex<UnixStream>,
+}
+
+impl ControlChannel {
+    pub fn new(stream: UnixStream) -> io::Result<(Self, UnixStream)> {
+        let reader = stream.try_clone()?;
+        Ok((ControlChannel { writer: Mutex::new(stream) }, reader))
+    }
+
+    /// Sends one event. A parent that stopped listening is not an error worth dying for: the
+    /// device goes on serving its guest, and the reader side notices the parent's departure.
+    pub fn send(&self, event: &Event<'_>) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut writer = match self.writer.lock() {
+            Ok(writer) => writer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let _ = writer.write_all(&line);
+    }
+}
+
+/// Blocks until the parent asks the device to stop or goes away. Lines that are not a known
+/// command are reported back as errors and otherwise ignored, so a protocol mismatch is visible.
+pub fn wait_for_stop(reader: UnixStream, channel: &ControlChannel) -> StopReason {
+    let mut lines = BufReader::new(reader);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) | Err(_) => return StopReason::ParentGone,
+            Ok(_) => match serde_json::from_str::<Command>(line.trim_end()) {
+                Ok(Command::Stop) => return StopReason::Requested,
+                Err(e) => {
+                    let message = format!("unknown control command: {e}");
+                    channel.send(&Event::Log { level: "warn", target: "control", message: &message });
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn events_are_json_lines() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (channel, _reader) = ControlChannel::new(ours).unwrap();
+        channel.send(&Event::Listening { socket: "/tmp/x.sock" });
+        channel.send(&Event::Log { level: "info", target: "t", message: "a \"quoted\"\nline" });
+        channel.send(&Event::Connected);
+        drop(channel);
+        drop(_reader);
+        let mut text = String::new();
+        theirs.read_to_string(&mut text).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], r#"{"event":"listening","socket":"/tmp/x.sock"}"#);
+        assert_eq!(
+            lines[1],
+            r#"{"event":"log","level":"info","target":"t","message":"a \"quoted\"\nline"}"#
+        );
+        assert_eq!(lines[2], r#"{"event":"connected"}"#);
+    }
+
+    #[test]
+    fn stop_command_and_eof() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (channel, reader) = ControlChannel::new(ours).unwrap();
+        theirs.write_all(b"{\"cmd\":\"bogus\"}\n{\"cmd\":\"stop\"}\n").unwrap();
+        assert_eq!(wait_for_stop(reader, &channel), StopReason::Requested);
+
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (channel, reader) = ControlChannel::new(ours).unwrap();
+        drop(theirs);
+        assert_eq!(wait_for_stop(reader, &channel), StopReason::ParentGone);
+    }
+}

@@ -1,0 +1,213 @@
+//! The life of a device process, from configuration to exit.
+
+use std::fmt;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use virtiofsd_device::{DeviceConfig, DeviceEvents};
+use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, PassthroughFs};
+
+use crate::config::{CacheMode, DaemonConfig, SocketConfig};
+use crate::control::{self, ControlChannel, Event, StopReason};
+use crate::logger;
+use crate::socket::{self, BoundSocket};
+
+#[derive(Debug)]
+enum RunError {
+    Socket(socket::SocketError),
+    SharedDir(std::path::PathBuf, io::Error),
+    Device(String),
+    Setup(&'static str, io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Socket(e) => e.fmt(f),
+            RunError::SharedDir(p, e) => write!(f, "cannot open shared directory {}: {e}", p.display()),
+            RunError::Device(e) => write!(f, "vhost-user device failed: {e}"),
+            RunError::Setup(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+/// Ends the process without running exit handlers: a device process is a fork of an embedding
+/// runtime (Node), whose atexit handlers and stdio buffers belong to the parent.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no process state that could be inconsistent.
+    unsafe { libc::_exit(code) }
+}
+
+struct Reporter {
+    channel: Arc<ControlChannel>,
+}
+
+impl DeviceEvents for Reporter {
+    fn connected(&self) {
+        log::info!("frontend connected");
+        self.channel.send(&Event::Connected);
+    }
+
+    fn disconnected(&self) {
+        log::info!("frontend disconnected");
+        self.channel.send(&Event::Disconnected);
+    }
+}
+
+/// Runs a device until its frontend disconnects (exit code 0), it is told to stop (the process
+/// exits 0 from the control thread), or it fails (exit code 1, after an `error` event).
+pub fn run(config: DaemonConfig, control: UnixStream) -> i32 {
+    let (channel, commands) = match ControlChannel::new(control) {
+        Ok(pair) => pair,
+        Err(_) => return 1,
+    };
+    let channel = Arc::new(channel);
+    logger::install(channel.clone(), config.log_level.to_filter());
+    match serve(&config, &channel, commands) {
+        Ok(()) => 0,
+        Err(e) => {
+            let message = e.to_string();
+            log::error!("{message}");
+            channel.send(&Event::Error { message: &message });
+            1
+        }
+    }
+}
+
+fn serve(config: &DaemonConfig, channel: &Arc<ControlChannel>, commands: UnixStream) -> Result<(), RunError> {
+    let signals = block_stop_signals().map_err(|e| RunError::Setup("cannot block signals", e))?;
+    adjust_rlimit_nofile(config.rlimit_nofile)
+        .map_err(|e| RunError::Setup("cannot set the open-file limit (--rlimit-nofile)", e))?;
+
+    let fs = PassthroughFs::new(fs_config(config))
+        .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
+    let server = Arc::new(virtiofsd_fuse::Server::new(fs));
+
+    let bound = Arc::new(match &config.socket {
+        SocketConfig::Path { path, group } => socket::bind_path(path, group.as_deref()),
+        SocketConfig::Fd { fd } => socket::adopt_fd(*fd),
+    }
+    .map_err(RunError::Socket)?);
+
+    spawn_stop_watchers(channel, commands, signals, &bound)?;
+
+    let device_config = DeviceConfig {
+        tag: config.tag.clone(),
+        num_request_queues: config.num_request_queues,
+        queue_size: config.queue_size,
+        thread_pool_size: config.thread_pool_size,
+    };
+    let listening = match &config.socket {
+        SocketConfig::Path { path, .. } => path.display().to_string(),
+        SocketConfig::Fd { fd } => format!("fd:{fd}"),
+    };
+    log::warn!("running without a sandbox (--sandbox=none) and without seccomp (--seccomp=none)");
+    log::info!("waiting for a vhost-user frontend on {listening}");
+    channel.send(&Event::Listening { socket: &listening });
+
+    let listener = bound.listener.try_clone().map_err(|e| RunError::Setup("cannot clone listener", e))?;
+    let reporter = Reporter { channel: channel.clone() };
+    let result = virtiofsd_device::serve(listener, server, &device_config, &reporter)
+        .map_err(|e| RunError::Device(e.to_string()));
+    bound.remove_file();
+    result
+}
+
+fn fs_config(config: &DaemonConfig) -> FsConfig {
+    FsConfig {
+        root_dir: config.shared_dir.clone(),
+        cache: match config.cache {
+            CacheMode::Auto => CachePolicy::Auto,
+            CacheMode::Always => CachePolicy::Always,
+            CacheMode::Never => CachePolicy::Never,
+            CacheMode::Metadata => CachePolicy::Metadata,
+        },
+        readonly: config.readonly,
+        writeback: config.writeback,
+        readdirplus: config.readdirplus,
+        allow_direct_io: config.allow_direct_io,
+        allow_mmap: config.allow_mmap,
+        announce_submounts: config.announce_submounts,
+        killpriv_v2: config.killpriv_v2,
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread, before any other thread exists, so every
+/// thread inherits the mask and only the watcher thread receives them (through sigwait).
+fn block_stop_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers are valid.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn spawn_stop_watchers(
+    channel: &Arc<ControlChannel>,
+    commands: UnixStream,
+    signals: libc::sigset_t,
+    bound: &Arc<BoundSocket>,
+) -> Result<(), RunError> {
+    let (ch, sock) = (channel.clone(), bound.clone());
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            let reason = control::wait_for_stop(commands, &ch);
+            match reason {
+                StopReason::Requested => log::info!("stop requested"),
+                StopReason::ParentGone => log::info!("parent process gone; stopping"),
+            }
+            sock.remove_file();
+            exit_now(0);
+        })
+        .map_err(|e| RunError::Setup("cannot start the control thread", e))?;
+
+    let sock = bound.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `signals` is an initialised set and `sig` is valid for writes.
+            while unsafe { libc::sigwait(&signals, &mut sig) } != 0 {}
+            log::info!("signal {sig} received; stopping");
+            sock.remove_file();
+            exit_now(0);
+        })
+        .map_err(|e| RunError::Setup("cannot start the signal thread", e))?;
+    Ok(())
+}
+
+/// `None`: raise the soft and hard limits to min(1,000,000, fs.nr_open) as upstream does;
+/// `Some(0)`: leave the limit alone; `Some(n)`: set both limits to n.
+fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
+    let target = match requested {
+        Some(0) => return Ok(()),
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(1_048_576)
+            .min(1_000_000),
+    };
+    let limit = libc::rlimit { rlim_cur: target, rlim_max: target };
+    // SAFETY: `limit` is a valid rlimit value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if requested.is_some() {
+        return Err(err);
+    }
+    // The default is best effort: an unprivileged user may not raise the hard limit.
+    log::warn!("cannot raise the open-file limit to {target}: {err}");
+    Ok(())
+}

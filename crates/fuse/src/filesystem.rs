@@ -1,0 +1,360 @@
+//! The contract between the dispatcher and a filesystem implementation.
+//!
+//! Methods take decoded, validated arguments (names are NUL-free `CStr`s that never contain `/` and
+//! are never `.` or `..` where they name a new or existing child) and return `io::Result`; an error's
+//! raw OS error becomes the reply's `-errno` (anything else becomes `EIO`). Every method has a
+//! default that answers `ENOSYS`, so an operation a filesystem does not implement is reported to
+//! the guest rather than silently ignored.
+
+use std::ffi::CStr;
+use std::io;
+use std::time::Duration;
+
+use crate::io::{ZeroCopyReader, ZeroCopyWriter};
+
+/// A guest-visible inode number (the FUSE `nodeid`).
+pub type Inode = u64;
+/// An open file or directory handle (the FUSE `fh`).
+pub type Handle = u64;
+
+/// The inode of the shared directory itself.
+pub const ROOT_ID: Inode = 1;
+
+/// Who is asking: the credentials of the guest process behind the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// A looked-up or newly created inode, as the guest will cache it.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub inode: Inode,
+    pub generation: u64,
+    pub attr: libc::stat64,
+    /// `FUSE_ATTR_*` flags (for example `FUSE_ATTR_SUBMOUNT`).
+    pub attr_flags: u32,
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+}
+
+impl Entry {
+    /// A negative entry: the name does not exist, and the guest may cache that for `timeout`.
+    pub fn negative(timeout: Duration) -> Self {
+        // SAFETY: `stat64` is plain old data; all-zero is a valid value.
+        let attr = unsafe { std::mem::zeroed() };
+        Entry {
+            inode: 0,
+            generation: 0,
+            attr,
+            attr_flags: 0,
+            attr_timeout: Duration::ZERO,
+            entry_timeout: timeout,
+        }
+    }
+}
+
+/// A time to set with SETATTR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    /// The current time of the host (`UTIME_NOW`).
+    Now,
+    /// An explicit time.
+    At { secs: i64, nsecs: u32 },
+}
+
+/// What SETATTR changes; `None` leaves an attribute alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    /// The guest asked to clear setuid/setgid as part of the change (`FATTR_KILL_SUIDGID`).
+    pub kill_suidgid: bool,
+}
+
+/// One directory entry for READDIR.
+#[derive(Clone, Copy, Debug)]
+pub struct DirEntry<'a> {
+    pub inode: u64,
+    /// The offset the guest passes back to continue after this entry.
+    pub offset: u64,
+    /// `DT_*` value.
+    pub file_type: u32,
+    pub name: &'a [u8],
+}
+
+/// `FOPEN_*` flags returned by OPEN, CREATE and OPENDIR.
+pub type OpenOptions = u32;
+
+/// What the filesystem can do, negotiated at INIT. The dispatcher owns the wire flags; the
+/// filesystem only says which optional behaviours it wants from those the kernel offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Flags the kernel offered (`FUSE_*` capability bits, 64-bit with `FUSE_INIT_EXT`).
+    pub offered: u64,
+}
+
+/// Adds one entry to a READDIR reply; returns the bytes used, or 0 when the entry did not fit
+/// (the filesystem must then stop).
+pub type AddDirEntry<'a> = dyn FnMut(DirEntry<'_>) -> io::Result<usize> + 'a;
+/// Adds one entry to a READDIRPLUS reply; returns the bytes used, or 0 when the entry did not fit.
+/// On 0 the filesystem stops and undoes the lookup count it took for that entry.
+pub type AddDirEntryPlus<'a> = dyn FnMut(DirEntry<'_>, Entry) -> io::Result<usize> + 'a;
+
+fn enosys<T>() -> io::Result<T> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
+#[allow(unused_variables)]
+pub trait FileSystem: Send + Sync {
+    /// Called once at FUSE_INIT; returns the `FUSE_*` capability flags to enable, a subset of
+    /// `opts.offered`. The dispatcher adds the flags it needs itself.
+    fn init(&self, opts: InitOptions) -> io::Result<u64> {
+        Ok(0)
+    }
+
+    /// FUSE_DESTROY, or the transport going away: drop all inodes and handles.
+    fn destroy(&self) {}
+
+    fn lookup(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        enosys()
+    }
+
+    /// Drops `count` lookup references to `inode`.
+    fn forget(&self, ctx: Context, inode: Inode, count: u64) {}
+
+    fn batch_forget(&self, ctx: Context, requests: &[(Inode, u64)]) {
+        for &(inode, count) in requests {
+            self.forget(ctx, inode, count);
+        }
+    }
+
+    /// Returns attributes and how long the guest may cache them.
+    fn getattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        enosys()
+    }
+
+    fn setattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        attr: SetAttr,
+        handle: Option<Handle>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        enosys()
+    }
+
+    fn readlink(&self, ctx: Context, inode: Inode) -> io::Result<Vec<u8>> {
+        enosys()
+    }
+
+    fn symlink(
+        &self,
+        ctx: Context,
+        target: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        enosys()
+    }
+
+    fn mknod(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        enosys()
+    }
+
+    fn mkdir(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        enosys()
+    }
+
+    fn unlink(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        enosys()
+    }
+
+    fn rmdir(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        enosys()
+    }
+
+    /// RENAME (flags 0) and RENAME2 (`RENAME_*` flags).
+    fn rename(
+        &self,
+        ctx: Context,
+        old_parent: Inode,
+        old_name: &CStr,
+        new_parent: Inode,
+        new_name: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    fn link(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        new_parent: Inode,
+        new_name: &CStr,
+    ) -> io::Result<Entry> {
+        enosys()
+    }
+
+    /// `flags` are the guest's open(2) flags. A `None` handle asks the guest to send no handle
+    /// (only valid with `FUSE_NO_OPEN_SUPPORT`, which this project does not use).
+    fn open(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
+        enosys()
+    }
+
+    fn create(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions)> {
+        enosys()
+    }
+
+    /// Reads up to `size` bytes at `offset` into `w`; returns the byte count (short at EOF).
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        flags: u32,
+    ) -> io::Result<usize> {
+        enosys()
+    }
+
+    /// Writes `size` bytes taken from `r` at `offset`; returns the byte count.
+    /// `kill_suidgid` is set when the guest asks for setuid/setgid to be cleared (`FUSE_WRITE_KILL_SUIDGID`).
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        kill_suidgid: bool,
+        flags: u32,
+    ) -> io::Result<usize> {
+        enosys()
+    }
+
+    fn flush(&self, ctx: Context, inode: Inode, handle: Handle, lock_owner: u64) -> io::Result<()> {
+        enosys()
+    }
+
+    fn fsync(&self, ctx: Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+        enosys()
+    }
+
+    fn release(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        flags: u32,
+        handle: Handle,
+        flush: bool,
+        lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    fn statfs(&self, ctx: Context, inode: Inode) -> io::Result<libc::statvfs64> {
+        enosys()
+    }
+
+    fn opendir(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, OpenOptions)> {
+        enosys()
+    }
+
+    /// Lists entries from `offset` (0 = start, otherwise a value from a previous `DirEntry::offset`)
+    /// until `add` returns 0 or the directory ends. `size` is the guest's buffer size, for sizing
+    /// host reads; `add` enforces it.
+    fn readdir(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut AddDirEntry<'_>,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    /// Like `readdir`, with each entry looked up (taking one lookup reference, except for `.` and
+    /// `..`, which are passed with a zeroed `Entry` whose inode is 0 and take none).
+    fn readdirplus(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut AddDirEntryPlus<'_>,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    fn releasedir(&self, ctx: Context, inode: Inode, flags: u32, handle: Handle) -> io::Result<()> {
+        enosys()
+    }
+
+    fn access(&self, ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
+        enosys()
+    }
+}

@@ -1,0 +1,14 @@
+//! The FUSE protocol as a virtio-fs device speaks it: the kernel ABI ([`abi`]), the contract a
+//! filesystem implements ([`filesystem`]), the byte sources and sinks a transport provides ([`io`]),
+//! and the dispatcher that decodes requests and encodes replies ([`server`]).
+//!
+//! The crate knows nothing about virtqueues or host files: transports implement [`io`], filesystems
+//! implement [`filesystem::FileSystem`].
+
+pub mod abi;
+pub mod filesystem;
+pub mod io;
+pub mod server;
+
+pub use filesystem::{Context, Entry, FileSystem};
+pub use server::Server;
