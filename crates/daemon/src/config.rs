@@ -35,7 +35,10 @@ pub struct DaemonConfig {
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 pub enum SocketConfig {
     /// Bind a new listening socket at `path`, optionally owned by group `group`.
-    Path { path: PathBuf, group: Option<String> },
+    Path {
+        path: PathBuf,
+        group: Option<String>,
+    },
     /// Adopt an already listening socket inherited as file descriptor `fd`.
     Fd { fd: i32 },
 }
@@ -176,7 +179,10 @@ mod tests {
         assert_eq!(config.shared_dir, PathBuf::from("/srv/share"));
         assert_eq!(
             config.socket,
-            SocketConfig::Path { path: "/run/vfs.sock".into(), group: None }
+            SocketConfig::Path {
+                path: "/run/vfs.sock".into(),
+                group: None
+            }
         );
         assert_eq!(config.cache, CacheMode::Auto);
         assert_eq!(config.log_level, LogLevel::Info);
@@ -217,7 +223,10 @@ mod tests {
         ] {
             let mut v = sample();
             v[field] = value;
-            assert!(DaemonConfig::from_json(&v.to_string()).is_err(), "{field} accepted");
+            assert!(
+                DaemonConfig::from_json(&v.to_string()).is_err(),
+                "{field} accepted"
+            );
         }
     }
 }

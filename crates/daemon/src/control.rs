@@ -11,11 +11,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum Event<'a> {
-    Listening { socket: &'a str },
+    Listening {
+        socket: &'a str,
+    },
     Connected,
     Disconnected,
-    Log { level: &'a str, target: &'a str, message: &'a str },
-    Error { message: &'a str },
+    Log {
+        level: &'a str,
+        target: &'a str,
+        message: &'a str,
+    },
+    Error {
+        message: &'a str,
+    },
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -38,7 +46,12 @@ pub struct ControlChannel {
 impl ControlChannel {
     pub fn new(stream: UnixStream) -> io::Result<(Self, UnixStream)> {
         let reader = stream.try_clone()?;
-        Ok((ControlChannel { writer: Mutex::new(stream) }, reader))
+        Ok((
+            ControlChannel {
+                writer: Mutex::new(stream),
+            },
+            reader,
+        ))
     }
 
     /// Sends one event. A parent that stopped listening is not an error worth dying for: the
@@ -69,7 +82,11 @@ pub fn wait_for_stop(reader: UnixStream, channel: &ControlChannel) -> StopReason
                 Ok(Command::Stop) => return StopReason::Requested,
                 Err(e) => {
                     let message = format!("unknown control command: {e}");
-                    channel.send(&Event::Log { level: "warn", target: "control", message: &message });
+                    channel.send(&Event::Log {
+                        level: "warn",
+                        target: "control",
+                        message: &message,
+                    });
                 }
             },
         }
@@ -85,8 +102,14 @@ mod tests {
     fn events_are_json_lines() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let (channel, _reader) = ControlChannel::new(ours).unwrap();
-        channel.send(&Event::Listening { socket: "/tmp/x.sock" });
-        channel.send(&Event::Log { level: "info", target: "t", message: "a \"quoted\"\nline" });
+        channel.send(&Event::Listening {
+            socket: "/tmp/x.sock",
+        });
+        channel.send(&Event::Log {
+            level: "info",
+            target: "t",
+            message: "a \"quoted\"\nline",
+        });
         channel.send(&Event::Connected);
         drop(channel);
         drop(_reader);
@@ -105,7 +128,9 @@ mod tests {
     fn stop_command_and_eof() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let (channel, reader) = ControlChannel::new(ours).unwrap();
-        theirs.write_all(b"{\"cmd\":\"bogus\"}\n{\"cmd\":\"stop\"}\n").unwrap();
+        theirs
+            .write_all(b"{\"cmd\":\"bogus\"}\n{\"cmd\":\"stop\"}\n")
+            .unwrap();
         assert_eq!(wait_for_stop(reader, &channel), StopReason::Requested);
 
         let (ours, theirs) = UnixStream::pair().unwrap();

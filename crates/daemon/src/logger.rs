@@ -29,7 +29,11 @@ impl Log for ControlLogger {
             log::Level::Debug => "debug",
             log::Level::Trace => "trace",
         };
-        self.channel.send(&Event::Log { level, target: record.target(), message: &message });
+        self.channel.send(&Event::Log {
+            level,
+            target: record.target(),
+            message: &message,
+        });
     }
 
     fn flush(&self) {}

@@ -25,7 +25,9 @@ impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RunError::Socket(e) => e.fmt(f),
-            RunError::SharedDir(p, e) => write!(f, "cannot open shared directory {}: {e}", p.display()),
+            RunError::SharedDir(p, e) => {
+                write!(f, "cannot open shared directory {}: {e}", p.display())
+            }
             RunError::Device(e) => write!(f, "vhost-user device failed: {e}"),
             RunError::Setup(what, e) => write!(f, "{what}: {e}"),
         }
@@ -45,12 +47,10 @@ struct Reporter {
 
 impl DeviceEvents for Reporter {
     fn connected(&self) {
-        log::info!("frontend connected");
         self.channel.send(&Event::Connected);
     }
 
     fn disconnected(&self) {
-        log::info!("frontend disconnected");
         self.channel.send(&Event::Disconnected);
     }
 }
@@ -75,7 +75,11 @@ pub fn run(config: DaemonConfig, control: UnixStream) -> i32 {
     }
 }
 
-fn serve(config: &DaemonConfig, channel: &Arc<ControlChannel>, commands: UnixStream) -> Result<(), RunError> {
+fn serve(
+    config: &DaemonConfig,
+    channel: &Arc<ControlChannel>,
+    commands: UnixStream,
+) -> Result<(), RunError> {
     let signals = block_stop_signals().map_err(|e| RunError::Setup("cannot block signals", e))?;
     adjust_rlimit_nofile(config.rlimit_nofile)
         .map_err(|e| RunError::Setup("cannot set the open-file limit (--rlimit-nofile)", e))?;
@@ -84,11 +88,13 @@ fn serve(config: &DaemonConfig, channel: &Arc<ControlChannel>, commands: UnixStr
         .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
     let server = Arc::new(virtiofsd_fuse::Server::new(fs));
 
-    let bound = Arc::new(match &config.socket {
-        SocketConfig::Path { path, group } => socket::bind_path(path, group.as_deref()),
-        SocketConfig::Fd { fd } => socket::adopt_fd(*fd),
-    }
-    .map_err(RunError::Socket)?);
+    let bound = Arc::new(
+        match &config.socket {
+            SocketConfig::Path { path, group } => socket::bind_path(path, group.as_deref()),
+            SocketConfig::Fd { fd } => socket::adopt_fd(*fd),
+        }
+        .map_err(RunError::Socket)?,
+    );
 
     spawn_stop_watchers(channel, commands, signals, &bound)?;
 
@@ -106,8 +112,13 @@ fn serve(config: &DaemonConfig, channel: &Arc<ControlChannel>, commands: UnixStr
     log::info!("waiting for a vhost-user frontend on {listening}");
     channel.send(&Event::Listening { socket: &listening });
 
-    let listener = bound.listener.try_clone().map_err(|e| RunError::Setup("cannot clone listener", e))?;
-    let reporter = Reporter { channel: channel.clone() };
+    let listener = bound
+        .listener
+        .try_clone()
+        .map_err(|e| RunError::Setup("cannot clone listener", e))?;
+    let reporter = Reporter {
+        channel: channel.clone(),
+    };
     let result = virtiofsd_device::serve(listener, server, &device_config, &reporter)
         .map_err(|e| RunError::Device(e.to_string()));
     bound.remove_file();
@@ -125,7 +136,8 @@ fn fs_config(config: &DaemonConfig) -> FsConfig {
         },
         readonly: config.readonly,
         writeback: config.writeback,
-        readdirplus: config.readdirplus,
+        // As upstream: with nothing cached, READDIRPLUS would only fill a cache that is never used.
+        readdirplus: config.readdirplus && config.cache != CacheMode::Never,
         allow_direct_io: config.allow_direct_io,
         allow_mmap: config.allow_mmap,
         announce_submounts: config.announce_submounts,
@@ -198,7 +210,10 @@ fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
             .unwrap_or(1_048_576)
             .min(1_000_000),
     };
-    let limit = libc::rlimit { rlim_cur: target, rlim_max: target };
+    let limit = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target,
+    };
     // SAFETY: `limit` is a valid rlimit value.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
         return Ok(());
@@ -207,7 +222,25 @@ fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
     if requested.is_some() {
         return Err(err);
     }
-    // The default is best effort: an unprivileged user may not raise the hard limit.
-    log::warn!("cannot raise the open-file limit to {target}: {err}");
+    // The default is best effort: without CAP_SYS_RESOURCE the hard limit cannot be raised, so
+    // take as much as the hard limit allows.
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `current` is valid for writes; `raised` is a valid rlimit value.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) == 0 {
+            let raised = libc::rlimit {
+                rlim_cur: current.rlim_max,
+                rlim_max: current.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    log::debug!(
+        "open-file limit {} (could not raise it to {target}: {err})",
+        current.rlim_max
+    );
     Ok(())
 }

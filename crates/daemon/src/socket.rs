@@ -25,7 +25,11 @@ impl fmt::Display for SocketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SocketError::PathOccupied(p) => {
-                write!(f, "{} exists and is not a socket; refusing to replace it", p.display())
+                write!(
+                    f,
+                    "{} exists and is not a socket; refusing to replace it",
+                    p.display()
+                )
             }
             SocketError::Bind(p, e) => write!(f, "cannot listen on {}: {e}", p.display()),
             SocketError::UnknownGroup(g) => write!(f, "socket group {g:?} does not exist"),
@@ -58,7 +62,9 @@ impl BoundSocket {
 }
 
 fn is_socket(path: &Path) -> bool {
-    fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+    fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false)
 }
 
 /// Binds at `path`, replacing a stale socket left by an earlier run (as upstream does), and
@@ -73,7 +79,10 @@ pub fn bind_path(path: &Path, group: Option<&str>) -> Result<BoundSocket, Socket
     }
     let gid = group.map(lookup_group).transpose()?;
     let listener = UnixListener::bind(path).map_err(|e| SocketError::Bind(path.to_owned(), e))?;
-    let bound = BoundSocket { listener, path: Some(path.to_owned()) };
+    let bound = BoundSocket {
+        listener,
+        path: Some(path.to_owned()),
+    };
     if let Some(gid) = gid {
         let result = std::os::unix::fs::chown(path, None, Some(gid))
             .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o660)));
@@ -144,7 +153,10 @@ pub fn adopt_fd(fd: RawFd) -> Result<BoundSocket, SocketError> {
     // SAFETY: the fd was checked to be an open listening Unix socket that this process was given
     // to own; nothing else in the device process uses it.
     let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    Ok(BoundSocket { listener, path: None })
+    Ok(BoundSocket {
+        listener,
+        path: None,
+    })
 }
 
 #[cfg(test)]
@@ -174,7 +186,10 @@ mod tests {
     fn refuses_to_replace_a_regular_file() {
         let path = temp_path("file");
         fs::write(&path, b"precious").unwrap();
-        assert!(matches!(bind_path(&path, None), Err(SocketError::PathOccupied(_))));
+        assert!(matches!(
+            bind_path(&path, None),
+            Err(SocketError::PathOccupied(_))
+        ));
         assert_eq!(fs::read(&path).unwrap(), b"precious");
     }
 
@@ -199,7 +214,10 @@ mod tests {
         assert!(adopted.path.is_none());
 
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert!(matches!(adopt_fd(a.into_raw_fd()), Err(SocketError::NotAListeningSocket(_))));
+        assert!(matches!(
+            adopt_fd(a.into_raw_fd()),
+            Err(SocketError::NotAListeningSocket(_))
+        ));
         assert!(matches!(adopt_fd(9999), Err(SocketError::Fd(..))));
     }
 }

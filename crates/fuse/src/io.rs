@@ -12,15 +12,24 @@ pub trait ZeroCopyReader {
     /// Writes up to `count` of the remaining request bytes into `file` at `offset` (one or more
     /// `pwritev` calls; stops early only on a short write). Returns the number of bytes written,
     /// which are consumed from the request.
-    fn read_to_file(&mut self, file: BorrowedFd<'_>, count: usize, offset: u64) -> io::Result<usize>;
+    fn read_to_file(
+        &mut self,
+        file: BorrowedFd<'_>,
+        count: usize,
+        offset: u64,
+    ) -> io::Result<usize>;
 }
 
 /// Moves file bytes into the transport's reply buffers.
 pub trait ZeroCopyWriter {
     /// Reads up to `count` bytes from `file` at `offset` straight into the reply buffers (one or more
     /// `preadv` calls; stops early at end of file). Returns the number of bytes read.
-    fn write_from_file(&mut self, file: BorrowedFd<'_>, count: usize, offset: u64)
-        -> io::Result<usize>;
+    fn write_from_file(
+        &mut self,
+        file: BorrowedFd<'_>,
+        count: usize,
+        offset: u64,
+    ) -> io::Result<usize>;
 }
 
 /// The readable part of a request: header, arguments and, for WRITE, the payload.

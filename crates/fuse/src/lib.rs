@@ -9,6 +9,8 @@ pub mod abi;
 pub mod filesystem;
 pub mod io;
 pub mod server;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use filesystem::{Context, Entry, FileSystem};
 pub use server::Server;

@@ -35,8 +35,12 @@ fn to_napi(err: impl std::fmt::Display) -> Error {
 #[napi]
 pub fn spawn_device(config_json: String) -> Result<SpawnedDevice> {
     let config = DaemonConfig::from_json(&config_json).map_err(to_napi)?;
-    let spawned = process::spawn(config).map_err(|e| to_napi(format!("cannot start device process: {e}")))?;
-    Ok(SpawnedDevice { pid: spawned.pid, control_fd: spawned.control_fd })
+    let spawned =
+        process::spawn(config).map_err(|e| to_napi(format!("cannot start device process: {e}")))?;
+    Ok(SpawnedDevice {
+        pid: spawned.pid,
+        control_fd: spawned.control_fd,
+    })
 }
 
 /// Non-blocking: reports whether the device process has exited, and how.
@@ -44,9 +48,21 @@ pub fn spawn_device(config_json: String) -> Result<SpawnedDevice> {
 pub fn reap_device(pid: i32) -> Result<DeviceStatus> {
     let status = process::reap(pid).map_err(to_napi)?;
     Ok(match status {
-        process::Status::Running => DeviceStatus { exited: false, code: None, signal: None },
-        process::Status::Exited(code) => DeviceStatus { exited: true, code: Some(code), signal: None },
-        process::Status::Signaled(sig) => DeviceStatus { exited: true, code: None, signal: Some(sig) },
+        process::Status::Running => DeviceStatus {
+            exited: false,
+            code: None,
+            signal: None,
+        },
+        process::Status::Exited(code) => DeviceStatus {
+            exited: true,
+            code: Some(code),
+            signal: None,
+        },
+        process::Status::Signaled(sig) => DeviceStatus {
+            exited: true,
+            code: None,
+            signal: Some(sig),
+        },
     })
 }
 
@@ -59,5 +75,7 @@ pub fn signal_device(pid: i32, signal: i32) -> Result<()> {
 /// Checks a device configuration without starting anything.
 #[napi]
 pub fn validate_config(config_json: String) -> Result<()> {
-    DaemonConfig::from_json(&config_json).map(|_| ()).map_err(to_napi)
+    DaemonConfig::from_json(&config_json)
+        .map(|_| ())
+        .map_err(to_napi)
 }

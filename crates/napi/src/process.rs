@@ -51,13 +51,20 @@ pub fn spawn(config: DaemonConfig) -> io::Result<Spawned> {
     if pidfd >= 0 {
         // SAFETY: pidfd_open returned a new, open file descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-        lock_children().get_or_insert_with(HashMap::new).insert(pid, fd);
+        lock_children()
+            .get_or_insert_with(HashMap::new)
+            .insert(pid, fd);
     }
-    Ok(Spawned { pid, control_fd: parent_end.into_raw_fd() })
+    Ok(Spawned {
+        pid,
+        control_fd: parent_end.into_raw_fd(),
+    })
 }
 
 fn lock_children() -> std::sync::MutexGuard<'static, Option<HashMap<i32, OwnedFd>>> {
-    CHILDREN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Non-blocking wait for a device process started by [`spawn`].
@@ -137,8 +144,20 @@ fn prepare_child(config: &DaemonConfig, control: &UnixStream, parent_pid: i32) -
     unsafe {
         // Terminal signals (Ctrl-C) go to the parent, which stops its devices in order.
         libc::setpgid(0, 0);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
-        libc::prctl(libc::PR_SET_NAME, c"virtiofsd".as_ptr() as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"virtiofsd".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         // The parent died between fork and PR_SET_PDEATHSIG: nobody would ever stop us.
         if libc::getppid() != parent_pid {
             return Err(io::Error::other("parent exited during start-up"));

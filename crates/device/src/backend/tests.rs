@@ -1,0 +1,347 @@
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::mock::MockSplitQueue;
+use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
+use vm_memory::{Address, Bytes, GuestAddress};
+
+use super::*;
+
+const QUEUE_SIZE: u16 = 16;
+
+/// Replies with the request bytes upper-cased, so a test can tell the reply came from it.
+struct UpperEcho;
+
+impl RequestHandler for UpperEcho {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, mut w: W) -> io::Result<usize> {
+        let mut buf = vec![0u8; r.available_bytes()];
+        r.read_exact(&mut buf)?;
+        buf.make_ascii_uppercase();
+        w.write_all(&buf)?;
+        Ok(w.bytes_written())
+    }
+}
+
+/// Fails every request.
+struct Reject;
+
+impl RequestHandler for Reject {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, _r: &mut R, _w: W) -> io::Result<usize> {
+        Err(io::Error::other("rejected"))
+    }
+}
+
+/// Claims more reply bytes than the chain has room for.
+struct Liar;
+
+impl RequestHandler for Liar {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, _r: &mut R, _w: W) -> io::Result<usize> {
+        Ok(1 << 20)
+    }
+}
+
+fn guest_memory() -> GuestMem {
+    GuestMemoryAtomic::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap())
+}
+
+fn eventfd() -> File {
+    // SAFETY: plain eventfd creation with valid flags.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    assert!(fd >= 0, "eventfd failed: {}", io::Error::last_os_error());
+    // SAFETY: `fd` is freshly created and owned by nobody else.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+fn signalled(call: &mut File) -> bool {
+    let mut buf = [0u8; 8];
+    call.read(&mut buf).is_ok()
+}
+
+struct Fixture {
+    mem: GuestMem,
+    vring: Vring,
+    call: File,
+    used: GuestAddress,
+}
+
+/// A vring on a mock driver queue with one chain per request: `requests[i]` goes in a readable
+/// descriptor at 0x1000 + i * 0x100, and a 16-byte writable descriptor at 0x4000 + i * 0x100
+/// takes the reply. `None` makes the writable descriptor point outside guest memory.
+fn fixture(requests: &[Option<&[u8]>], event_idx: bool) -> Fixture {
+    let mem = guest_memory();
+    let m = mem.memory();
+    let queue = MockSplitQueue::new(&*m, QUEUE_SIZE);
+    let mut descs = Vec::new();
+    for (i, req) in requests.iter().enumerate() {
+        let i16 = i as u16;
+        let read_at = 0x1000 + i as u64 * 0x100;
+        let reply_at = match req {
+            Some(bytes) => {
+                m.write_slice(bytes, GuestAddress(read_at)).unwrap();
+                0x4000 + i as u64 * 0x100
+            }
+            None => 0x20_0000,
+        };
+        let len = req.map_or(4, |b| b.len() as u32);
+        descs.push(RawDescriptor::from(Descriptor::new(
+            read_at,
+            len,
+            VRING_DESC_F_NEXT as u16,
+            2 * i16 + 1,
+        )));
+        descs.push(RawDescriptor::from(Descriptor::new(
+            reply_at,
+            16,
+            VRING_DESC_F_WRITE as u16,
+            0,
+        )));
+    }
+    queue.add_desc_chains(&descs, 0).unwrap();
+
+    let vring = <Vring as VringT<GuestMem>>::new(mem.clone(), QUEUE_SIZE).unwrap();
+    vring.set_queue_size(QUEUE_SIZE);
+    vring
+        .set_queue_info(
+            queue.desc_table_addr().0,
+            queue.avail_addr().0,
+            queue.used_addr().0,
+        )
+        .unwrap();
+    vring.set_queue_event_idx(event_idx);
+    vring.set_queue_ready(true);
+    vring.set_enabled(true);
+    let call = eventfd();
+    vring.set_call(Some(call.try_clone().unwrap()));
+    let used = queue.used_addr();
+    drop(m);
+    Fixture {
+        mem,
+        vring,
+        call,
+        used,
+    }
+}
+
+impl Fixture {
+    /// Used ring entries as (head index, length).
+    fn used_entries(&self) -> Vec<(u32, u32)> {
+        let m = self.mem.memory();
+        let idx: u16 = m.read_obj(self.used.unchecked_add(2)).unwrap();
+        (0..u64::from(idx))
+            .map(|i| {
+                let at = self.used.unchecked_add(4 + i * 8);
+                let id: u32 = m.read_obj(at).unwrap();
+                let len: u32 = m.read_obj(at.unchecked_add(4)).unwrap();
+                (id, len)
+            })
+            .collect()
+    }
+
+    fn reply(&self, i: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        self.mem
+            .memory()
+            .read_slice(&mut out, GuestAddress(0x4000 + i * 0x100))
+            .unwrap();
+        out
+    }
+}
+
+fn backend<H: RequestHandler + 'static>(
+    h: H,
+    mem: &GuestMem,
+    pool: usize,
+) -> VhostUserFsBackend<H> {
+    let config = DeviceConfig {
+        thread_pool_size: pool,
+        queue_size: QUEUE_SIZE,
+        ..DeviceConfig::default()
+    };
+    VhostUserFsBackend::new(Arc::new(h), &config, mem.clone()).unwrap()
+}
+
+#[test]
+fn processes_chains_in_queue_thread() {
+    let mut fx = fixture(&[Some(b"hello"), Some(b"fuse req")], false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 5), (2, 8)]);
+    assert_eq!(fx.reply(0, 5), b"HELLO");
+    assert_eq!(fx.reply(1, 8), b"FUSE REQ");
+    assert!(signalled(&mut fx.call), "guest was not interrupted");
+    // Nothing new: no further used entries, no further interrupt.
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries().len(), 2);
+    assert!(!signalled(&mut fx.call));
+}
+
+#[test]
+fn bad_chain_is_returned_with_zero_length() {
+    let fx = fixture(&[Some(b"ok"), None, Some(b"after")], false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 2), (2, 0), (4, 5)]);
+    assert_eq!(fx.reply(2, 5), b"AFTER");
+}
+
+#[test]
+fn rejected_request_is_returned_with_zero_length() {
+    let fx = fixture(&[Some(b"x"), Some(b"y")], false);
+    let be = backend(Reject, &fx.mem, 0);
+    be.process_queue(&fx.vring, 0).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 0), (2, 0)]);
+}
+
+#[test]
+fn used_length_is_capped_at_reply_room() {
+    let fx = fixture(&[Some(b"x")], false);
+    let be = backend(Liar, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 16)]);
+}
+
+#[test]
+fn event_idx_queue_is_drained_and_signalled() {
+    let mut fx = fixture(&[Some(b"a"), Some(b"bb"), Some(b"ccc")], true);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.set_event_idx(true);
+    assert!(be.event_idx());
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 1), (2, 2), (4, 3)]);
+    assert!(signalled(&mut fx.call));
+    // With EVENT_IDX the device publishes how far it has read in avail_event (after the used
+    // ring), which is how the driver knows when to kick again.
+    let m = fx.mem.memory();
+    let avail_event: u16 = m
+        .read_obj(fx.used.unchecked_add(4 + 8 * u64::from(QUEUE_SIZE)))
+        .unwrap();
+    assert_eq!(avail_event, 3);
+}
+
+#[test]
+fn thread_pool_completes_every_chain() {
+    let reqs: Vec<Vec<u8>> = (0..8).map(|i| format!("req{i}").into_bytes()).collect();
+    let reqs: Vec<Option<&[u8]>> = reqs.iter().map(|r| Some(&r[..])).collect();
+    let mut fx = fixture(&reqs, false);
+    let be = backend(UpperEcho, &fx.mem, 3);
+    be.process_queue(&fx.vring, 1).unwrap();
+    // Dropping the backend drains and joins the pool.
+    drop(be);
+    let mut used = fx.used_entries();
+    used.sort_unstable();
+    let expected: Vec<(u32, u32)> = (0..8).map(|i| (2 * i, 4)).collect();
+    assert_eq!(used, expected);
+    for i in 0..8u64 {
+        assert_eq!(fx.reply(i, 4), format!("REQ{i}").into_bytes());
+    }
+    assert!(signalled(&mut fx.call));
+}
+
+#[test]
+fn features_and_protocol_features() {
+    let mem = guest_memory();
+    let untagged = backend(UpperEcho, &mem, 0);
+    let f = untagged.features();
+    for bit in [
+        VIRTIO_F_VERSION_1,
+        VIRTIO_RING_F_INDIRECT_DESC,
+        VIRTIO_RING_F_EVENT_IDX,
+    ] {
+        assert_ne!(f & (1 << bit), 0, "feature bit {bit} missing");
+    }
+    assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+    let p = untagged.protocol_features();
+    assert!(p.contains(VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK));
+    assert!(!p.contains(VhostUserProtocolFeatures::CONFIG));
+
+    let config = DeviceConfig {
+        tag: Some("share".into()),
+        num_request_queues: 3,
+        ..DeviceConfig::default()
+    };
+    let tagged = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, mem).unwrap();
+    assert!(tagged
+        .protocol_features()
+        .contains(VhostUserProtocolFeatures::CONFIG));
+    assert_eq!(tagged.num_queues(), 4);
+    assert_eq!(tagged.max_queue_size(), 1024);
+    assert_eq!(tagged.queues_per_thread(), vec![1, 2, 4, 8]);
+    let space = tagged.get_config(0, CONFIG_LEN as u32);
+    assert_eq!(&space[..6], b"share\0");
+    assert_eq!(&space[36..], &[3, 0, 0, 0]);
+    assert!(tagged.get_config(40, 1).is_empty());
+    assert!(tagged.get_config(u32::MAX, 8).is_empty());
+}
+
+#[test]
+fn handle_event_rejects_unknown_vring_and_event_set() {
+    let fx = fixture(&[Some(b"x")], false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    let vrings = [fx.vring.clone()];
+    assert!(be.handle_event(1, EventSet::IN, &vrings, 1).is_err());
+    assert!(be.handle_event(0, EventSet::OUT, &vrings, 1).is_err());
+    be.handle_event(0, EventSet::IN, &vrings, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 1)]);
+}
+
+/// Holds each request until the test releases it.
+struct Gated(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl RequestHandler for Gated {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap()
+            .recv()
+            .map_err(|_| io::Error::other("gate closed"))?;
+        UpperEcho.handle(r, w)
+    }
+}
+
+#[test]
+fn stop_vring_waits_for_pool_requests() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let fx = fixture(&[Some(b"slow")], false);
+    let (release, gate) = mpsc::channel();
+    let be = Arc::new(backend(Gated(std::sync::Mutex::new(gate)), &fx.mem, 2));
+    be.process_queue(&fx.vring, 1).unwrap();
+    let (stopped_tx, stopped) = mpsc::channel();
+    let be2 = Arc::clone(&be);
+    let stopper = std::thread::spawn(move || {
+        be2.stop_vring(1).unwrap();
+        stopped_tx.send(()).unwrap();
+    });
+    assert!(
+        stopped.recv_timeout(Duration::from_millis(200)).is_err(),
+        "stop_vring returned while a request was still running"
+    );
+    assert!(fx.used_entries().is_empty());
+    release.send(()).unwrap();
+    stopped
+        .recv_timeout(Duration::from_secs(10))
+        .expect("stop_vring did not return after the request finished");
+    stopper.join().unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 4)]);
+    // Other queues have nothing in flight and stop at once.
+    be.stop_vring(0).unwrap();
+    be.stop_vring(99).unwrap();
+}
+
+#[test]
+fn new_rejects_invalid_config() {
+    let mem = guest_memory();
+    let config = DeviceConfig {
+        num_request_queues: 64,
+        ..DeviceConfig::default()
+    };
+    let err = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, mem)
+        .err()
+        .expect("64 request queues cannot be mapped to threads");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}

@@ -1,0 +1,247 @@
+//! The vhost-user-fs device: serves one vhost-user frontend (QEMU, cloud-hypervisor, ...) on a
+//! listening socket, turning virtqueue descriptor chains into FUSE requests for a
+//! [`RequestHandler`] and its replies back into used descriptors.
+
+pub mod backend;
+pub mod config_space;
+pub mod descriptor;
+mod fuse_server;
+mod pool;
+
+use std::fmt;
+use std::io;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+
+use log::{debug, info};
+use vhost::vhost_user::{Error as VhostUserError, Listener};
+use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+pub use backend::VhostUserFsBackend;
+pub use descriptor::{split_chain, ChainError, ChainReader, ChainWriter};
+
+/// Default (and upstream's) virtqueue size.
+pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
+/// Largest virtqueue size a split virtqueue allows.
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+/// Queue-to-thread masks are 64 bits wide and the hiprio queue takes one.
+pub const MAX_REQUEST_QUEUES: usize = 63;
+
+/// Answers one FUSE request: reads it from `r`, writes the reply into `w`, and returns the
+/// number of reply bytes written (the used length reported to the guest).
+pub trait RequestHandler: Send + Sync {
+    /// Handles one request. An error means no reply could be produced; the chain is then
+    /// returned to the guest with a used length of 0.
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize>;
+}
+
+/// Notifications about the single frontend connection.
+pub trait DeviceEvents {
+    /// A frontend connected; the daemon is now serving it.
+    fn connected(&self);
+    /// The frontend connection ended (cleanly or not).
+    fn disconnected(&self);
+}
+
+/// [`DeviceEvents`] that ignores both notifications.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEvents;
+
+impl DeviceEvents for NoEvents {
+    fn connected(&self) {}
+    fn disconnected(&self) {}
+}
+
+/// Device parameters from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// Mount tag reported in the config space (`--tag`); without one the frontend supplies it.
+    pub tag: Option<String>,
+    /// Number of request queues (besides the hiprio queue).
+    pub num_request_queues: usize,
+    /// Maximum virtqueue size (`--queue-size`).
+    pub queue_size: u16,
+    /// Worker threads for requests (`--thread-pool-size`); 0 handles them in the queue thread.
+    pub thread_pool_size: usize,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            tag: None,
+            num_request_queues: 1,
+            queue_size: DEFAULT_QUEUE_SIZE,
+            thread_pool_size: 0,
+        }
+    }
+}
+
+/// A [`DeviceConfig`] value the device cannot work with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The tag is empty.
+    EmptyTag,
+    /// The tag is longer than the 36-byte config-space field (length in bytes).
+    TagTooLong(usize),
+    /// The tag contains a NUL byte, which would truncate it in the guest.
+    TagHasNul,
+    /// The request queue count is outside `1..=MAX_REQUEST_QUEUES`.
+    RequestQueues(usize),
+    /// The queue size is not a power of two in `1..=MAX_QUEUE_SIZE`.
+    QueueSize(u16),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyTag => write!(f, "the tag must not be empty"),
+            Self::TagTooLong(n) => write!(
+                f,
+                "the tag is {n} bytes long; at most {} are allowed",
+                config_space::TAG_LEN
+            ),
+            Self::TagHasNul => write!(f, "the tag must not contain NUL bytes"),
+            Self::RequestQueues(n) => write!(
+                f,
+                "{n} request queues requested; between 1 and {MAX_REQUEST_QUEUES} are supported"
+            ),
+            Self::QueueSize(n) => write!(
+                f,
+                "queue size {n} is not a power of two between 1 and {MAX_QUEUE_SIZE}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl DeviceConfig {
+    /// Checks every field against what the device and the virtio spec allow.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() {
+                return Err(ConfigError::EmptyTag);
+            }
+            if tag.len() > config_space::TAG_LEN {
+                return Err(ConfigError::TagTooLong(tag.len()));
+            }
+            if tag.as_bytes().contains(&0) {
+                return Err(ConfigError::TagHasNul);
+            }
+        }
+        if !(1..=MAX_REQUEST_QUEUES).contains(&self.num_request_queues) {
+            return Err(ConfigError::RequestQueues(self.num_request_queues));
+        }
+        if !self.queue_size.is_power_of_two() || self.queue_size > MAX_QUEUE_SIZE {
+            return Err(ConfigError::QueueSize(self.queue_size));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`serve`] failed.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration was rejected.
+    Config(ConfigError),
+    /// Setting up the listening socket or the thread pool failed.
+    Setup(io::Error),
+    /// The vhost-user daemon could not be created or could not accept the frontend.
+    Daemon(String),
+    /// The vhost-user conversation failed for a reason other than the frontend going away.
+    Protocol(VhostUserError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "invalid device configuration: {e}"),
+            Self::Setup(e) => write!(f, "cannot set up the device: {e}"),
+            Self::Daemon(e) => write!(f, "vhost-user daemon error: {e}"),
+            Self::Protocol(e) => write!(f, "vhost-user protocol error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Setup(e) => Some(e),
+            Self::Daemon(_) => None,
+            Self::Protocol(e) => Some(e),
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+/// Accepts exactly one frontend on `listener` and serves it until it disconnects.
+///
+/// Returns `Ok(())` when the frontend goes away (as upstream virtiofsd exits then), or an error
+/// for invalid configuration, setup failures and protocol failures.
+pub fn serve<H: RequestHandler + 'static>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    config: &DeviceConfig,
+    events: &dyn DeviceEvents,
+) -> Result<(), Error> {
+    config.validate()?;
+    // A non-blocking listener would make the accept loop spin.
+    listener.set_nonblocking(false).map_err(Error::Setup)?;
+
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let backend =
+        Arc::new(VhostUserFsBackend::new(handler, config, mem.clone()).map_err(Error::Setup)?);
+    let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+
+    let mut listener = Listener::from(listener);
+    daemon
+        .start(&mut listener)
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+    info!("frontend connected");
+    events.connected();
+
+    let result = daemon.wait();
+    events.disconnected();
+
+    // Stop the queue threads before returning so no request is processed after `serve` ends.
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
+    drop(daemon);
+    drop(backend);
+
+    classify(result)
+}
+
+/// Separates the frontend going away, which ends a session normally, from real failures.
+fn classify(result: Result<(), DaemonError>) -> Result<(), Error> {
+    match result {
+        Ok(()) => {
+            info!("frontend disconnected");
+            Ok(())
+        }
+        Err(DaemonError::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => {
+            info!("frontend disconnected");
+            Ok(())
+        }
+        Err(DaemonError::HandleRequest(e)) => {
+            debug!("vhost-user session failed: {e}");
+            Err(Error::Protocol(e))
+        }
+        Err(e) => Err(Error::Daemon(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,878 @@
+//! The request dispatcher: decodes one FUSE request from a [`RequestReader`], calls the
+//! [`FileSystem`], and encodes the reply into a [`ReplyWriter`].
+//!
+//! Every request is validated before the filesystem sees it: the header length must match the bytes
+//! present, arguments must be complete, and names must be well-formed single path components.
+//! Malformed requests get an `EINVAL` reply where a reply is possible, and never panic.
+
+use std::ffi::CStr;
+use std::fmt;
+use std::io;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::abi::{self, *};
+use crate::filesystem::{Context, DirEntry, Entry, FileSystem, InitOptions, SetAttr, SetTime};
+use crate::io::{ReplyWriter, RequestReader, ZeroCopyReader};
+
+/// The largest WRITE (and READ) payload the dispatcher negotiates.
+pub const MAX_WRITE: u32 = 1 << 20;
+/// The longest single path component (`NAME_MAX`).
+pub const MAX_NAME_LEN: usize = 255;
+/// The longest symlink target, without its NUL (`PATH_MAX - 1`).
+pub const MAX_SYMLINK_TARGET_LEN: usize = 4095;
+/// The most argument bytes read into memory for a request other than WRITE; nothing legitimate
+/// comes near it (the largest is SYMLINK: two names), so a bigger request is rejected unread.
+const MAX_ARGS_LEN: usize = 64 * 1024;
+
+/// Flags the dispatcher enables whenever the kernel offers them.
+pub const DISPATCHER_FLAGS: u64 = FUSE_INIT_EXT
+    | FUSE_MAX_PAGES
+    | FUSE_BIG_WRITES
+    | FUSE_ASYNC_READ
+    | FUSE_PARALLEL_DIROPS
+    | FUSE_DONT_MASK;
+
+/// Flags a filesystem may ask for but the dispatcher cannot honour, because they change the wire
+/// format or semantics in ways it does not implement (for example `.`/`..` lookups with
+/// `FUSE_EXPORT_SUPPORT`, or handle-less opens). They are never negotiated.
+pub const DISPATCHER_UNSUPPORTED: u64 = FUSE_EXPORT_SUPPORT
+    | FUSE_NO_OPEN_SUPPORT
+    | FUSE_NO_OPENDIR_SUPPORT
+    | FUSE_MAP_ALIGNMENT
+    | FUSE_HAS_INODE_DAX
+    | FUSE_SECURITY_CTX
+    | FUSE_CREATE_SUPP_GROUP
+    | FUSE_PASSTHROUGH
+    | FUSE_OVER_IO_URING
+    | FUSE_REQUEST_TIMEOUT
+    | FUSE_INIT_RESERVED;
+
+const IN_HEADER_LEN: usize = size_of::<InHeader>();
+const OUT_HEADER_LEN: usize = size_of::<OutHeader>();
+
+/// Why a message could not be answered.
+#[derive(Debug)]
+pub enum Error {
+    /// Fewer bytes than a request header were readable; there is no `unique` to reply to.
+    TruncatedHeader { available: usize },
+    /// A FORGET or BATCH_FORGET (which take no reply) was malformed.
+    MalformedForget { unique: u64 },
+    /// The reply needs more room than the transport's writable buffers offer.
+    ReplyTooLarge { needed: usize, available: usize },
+    /// Reading the request or writing the reply failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TruncatedHeader { available } => {
+                write!(
+                    f,
+                    "request of {available} bytes is shorter than a FUSE header"
+                )
+            }
+            Error::MalformedForget { unique } => write!(f, "malformed forget request {unique}"),
+            Error::ReplyTooLarge { needed, available } => {
+                write!(
+                    f,
+                    "reply of {needed} bytes does not fit in {available} bytes"
+                )
+            }
+            Error::Io(e) => write!(f, "transport I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            Error::Io(e) => e,
+            Error::ReplyTooLarge { .. } => io::Error::new(io::ErrorKind::WriteZero, e),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// A reply payload, or the errno to answer with.
+type OpResult = Result<Vec<u8>, i32>;
+
+/// Dispatches FUSE requests to a [`FileSystem`]. Shared by all queue threads.
+pub struct Server<F: FileSystem> {
+    fs: F,
+    /// Set between a successful INIT and DESTROY.
+    ready: AtomicBool,
+    /// Serialises INIT and DESTROY so the filesystem sees them in a consistent order.
+    lifecycle: Mutex<()>,
+    /// The flags agreed at the last INIT.
+    negotiated: AtomicU64,
+}
+
+impl<F: FileSystem> Server<F> {
+    pub fn new(fs: F) -> Self {
+        Server {
+            fs,
+            ready: AtomicBool::new(false),
+            lifecycle: Mutex::new(()),
+            negotiated: AtomicU64::new(0),
+        }
+    }
+
+    /// The filesystem being served.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// The `FUSE_*` flags agreed at the last successful INIT (0 before it).
+    pub fn negotiated_flags(&self) -> u64 {
+        self.negotiated.load(Ordering::Acquire)
+    }
+
+    /// Handles one request; returns the number of reply bytes written (0 for requests that take no
+    /// reply).
+    pub fn handle_message<R: RequestReader, W: ReplyWriter>(
+        &self,
+        r: &mut R,
+        mut w: W,
+    ) -> Result<usize, Error> {
+        let available = r.available_bytes();
+        if available < IN_HEADER_LEN {
+            return Err(Error::TruncatedHeader { available });
+        }
+        let mut raw = [0u8; IN_HEADER_LEN];
+        r.read_exact(&mut raw).map_err(Error::Io)?;
+        let h = InHeader::from_bytes(&raw).ok_or(Error::TruncatedHeader { available })?;
+        let opcode = Opcode::try_from(h.opcode);
+        let no_reply = matches!(opcode, Ok(Opcode::Forget) | Ok(Opcode::BatchForget));
+
+        let body_len = available - IN_HEADER_LEN;
+        let ext_len = h.total_extlen as usize * 8;
+        if h.len as usize != available || ext_len > body_len {
+            log::debug!(
+                "request {}: header says {} bytes, {} present (extensions {ext_len})",
+                h.unique,
+                h.len,
+                available
+            );
+            if no_reply {
+                return Err(Error::MalformedForget { unique: h.unique });
+            }
+            return reply_error(&mut w, h.unique, libc::EINVAL);
+        }
+        let args_len = body_len - ext_len;
+        let ctx = Context {
+            uid: h.uid,
+            gid: h.gid,
+            pid: h.pid,
+        };
+
+        let op = match opcode {
+            Ok(Opcode::Init) => {
+                if args_len > MAX_ARGS_LEN {
+                    return reply_error(&mut w, h.unique, libc::EINVAL);
+                }
+                let args = read_args(r, args_len)?;
+                return self.init(&h, &args, &mut w);
+            }
+            Ok(op) if no_reply => {
+                if args_len > MAX_WRITE as usize {
+                    return Err(Error::MalformedForget { unique: h.unique });
+                }
+                let args = read_args(r, args_len)?;
+                return self.forget(ctx, op, &h, &args);
+            }
+            _ if !self.ready.load(Ordering::Acquire) => {
+                return reply_error(&mut w, h.unique, libc::EIO);
+            }
+            Ok(op) => op,
+            Err(unknown) => {
+                log::debug!("request {}: {unknown}", h.unique);
+                return reply_error(&mut w, h.unique, libc::ENOSYS);
+            }
+        };
+
+        if op == Opcode::Write {
+            let result = self.write(ctx, &h, r, args_len);
+            return reply(&mut w, h.unique, result);
+        }
+        if args_len > MAX_ARGS_LEN {
+            return reply_error(&mut w, h.unique, libc::EINVAL);
+        }
+        let args = read_args(r, args_len)?;
+        let node = h.nodeid;
+        let result = match op {
+            Opcode::Read => return self.read(ctx, &h, &args, w),
+            Opcode::Readdir | Opcode::Readdirplus => {
+                let room = w.available_bytes().saturating_sub(OUT_HEADER_LEN);
+                self.readdir(ctx, op, node, &args, room)
+            }
+            Opcode::Destroy => self.destroy(),
+            Opcode::Lookup => self.lookup(ctx, node, &args),
+            Opcode::Getattr => self.getattr(ctx, node, &args),
+            Opcode::Setattr => self.setattr(ctx, node, &args),
+            Opcode::Readlink => self.fs.readlink(ctx, node).map_err(|e| os_error(op, e)),
+            Opcode::Symlink => self.symlink(ctx, node, &args),
+            Opcode::Mknod => self.mknod(ctx, node, &args),
+            Opcode::Mkdir => self.mkdir(ctx, node, &args),
+            Opcode::Unlink | Opcode::Rmdir => self.remove(ctx, op, node, &args),
+            Opcode::Rename | Opcode::Rename2 => self.rename(ctx, op, node, &args),
+            Opcode::Link => self.link(ctx, node, &args),
+            Opcode::Open | Opcode::Opendir => self.open(ctx, op, node, &args),
+            Opcode::Create => self.create(ctx, node, &args),
+            Opcode::Statfs => self.statfs(ctx, node),
+            Opcode::Release | Opcode::Releasedir => self.release(ctx, op, node, &args),
+            Opcode::Fsync | Opcode::Fsyncdir => self.fsync(ctx, op, node, &args),
+            Opcode::Flush => self.flush(ctx, node, &args),
+            Opcode::Access => self.access(ctx, node, &args),
+            _ => Err(libc::ENOSYS),
+        };
+        reply(&mut w, h.unique, result)
+    }
+
+    fn init<W: ReplyWriter>(&self, h: &InHeader, args: &[u8], w: &mut W) -> Result<usize, Error> {
+        // Kernels before 7.36 send only the first 16 bytes; the rest reads as zero.
+        if args.len() < 16 {
+            return reply_error(w, h.unique, libc::EINVAL);
+        }
+        let mut buf = [0u8; size_of::<InitIn>()];
+        let n = args.len().min(buf.len());
+        buf[..n].copy_from_slice(&args[..n]);
+        let Some(init) = InitIn::from_bytes(&buf) else {
+            return reply_error(w, h.unique, libc::EINVAL);
+        };
+        if init.major > KERNEL_VERSION {
+            // A newer major: answer with ours only; the kernel decides whether to retry.
+            let out = InitOut {
+                major: KERNEL_VERSION,
+                minor: KERNEL_MINOR_VERSION,
+                ..Default::default()
+            };
+            return reply(w, h.unique, Ok(out.as_bytes().to_vec()));
+        }
+        if init.major < KERNEL_VERSION || init.minor < MIN_KERNEL_MINOR_VERSION {
+            log::debug!("unsupported FUSE protocol {}.{}", init.major, init.minor);
+            return reply_error(w, h.unique, libc::EPROTO);
+        }
+
+        let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ready.load(Ordering::Acquire) {
+            return reply_error(w, h.unique, libc::EIO);
+        }
+        let mut offered = init.flags as u64;
+        if offered & FUSE_INIT_EXT != 0 {
+            offered |= (init.flags2 as u64) << 32;
+        }
+        let wanted = match self.fs.init(InitOptions { offered }) {
+            Ok(flags) => flags,
+            Err(e) => return reply_error(w, h.unique, os_error(Opcode::Init, e)),
+        };
+        let enabled = ((wanted & !DISPATCHER_UNSUPPORTED) | DISPATCHER_FLAGS) & offered;
+        let out = InitOut {
+            major: KERNEL_VERSION,
+            minor: KERNEL_MINOR_VERSION,
+            max_readahead: init.max_readahead,
+            flags: enabled as u32,
+            flags2: (enabled >> 32) as u32,
+            max_write: MAX_WRITE,
+            time_gran: 1,
+            max_pages: max_pages(),
+            ..Default::default()
+        };
+        match reply(w, h.unique, Ok(out.as_bytes().to_vec())) {
+            Ok(n) => {
+                self.negotiated.store(enabled, Ordering::Release);
+                self.ready.store(true, Ordering::Release);
+                Ok(n)
+            }
+            Err(e) => {
+                // The kernel never learns the session started, so undo it.
+                self.fs.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    fn destroy(&self) -> OpResult {
+        let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.ready.swap(false, Ordering::AcqRel) {
+            return Err(libc::EIO);
+        }
+        self.negotiated.store(0, Ordering::Release);
+        self.fs.destroy();
+        Ok(Vec::new())
+    }
+
+    fn forget(&self, ctx: Context, op: Opcode, h: &InHeader, args: &[u8]) -> Result<usize, Error> {
+        let malformed = Error::MalformedForget { unique: h.unique };
+        if !self.ready.load(Ordering::Acquire) {
+            // Forgets cannot be refused with a reply; before INIT there is nothing to forget.
+            return Ok(0);
+        }
+        if op == Opcode::Forget {
+            let (f, _) = ForgetIn::from_prefix(args).ok_or(malformed)?;
+            self.fs.forget(ctx, h.nodeid, f.nlookup);
+            return Ok(0);
+        }
+        let (batch, mut rest) = BatchForgetIn::from_prefix(args).ok_or(malformed)?;
+        let count = batch.count as usize;
+        if rest.len() / size_of::<ForgetOne>() < count {
+            return Err(Error::MalformedForget { unique: h.unique });
+        }
+        let mut requests = Vec::with_capacity(count);
+        for _ in 0..count {
+            let Some((one, tail)) = ForgetOne::from_prefix(rest) else {
+                return Err(Error::MalformedForget { unique: h.unique });
+            };
+            requests.push((one.nodeid, one.nlookup));
+            rest = tail;
+        }
+        self.fs.batch_forget(ctx, &requests);
+        Ok(0)
+    }
+
+    fn lookup(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        let (name, _) = parse_name(args)?;
+        let entry = self
+            .fs
+            .lookup(ctx, parent, name)
+            .map_err(|e| os_error(Opcode::Lookup, e))?;
+        Ok(entry_out(&entry).as_bytes().to_vec())
+    }
+
+    fn getattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (g, _) = arg::<GetattrIn>(args)?;
+        let handle = (g.getattr_flags & FUSE_GETATTR_FH != 0).then_some(g.fh);
+        let (st, timeout) = self
+            .fs
+            .getattr(ctx, node, handle)
+            .map_err(|e| os_error(Opcode::Getattr, e))?;
+        Ok(attr_out(&st, timeout).as_bytes().to_vec())
+    }
+
+    fn setattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (s, _) = arg::<SetattrIn>(args)?;
+        let (attr, handle) = decode_setattr(&s);
+        let (st, timeout) = self
+            .fs
+            .setattr(ctx, node, attr, handle)
+            .map_err(|e| os_error(Opcode::Setattr, e))?;
+        Ok(attr_out(&st, timeout).as_bytes().to_vec())
+    }
+
+    fn symlink(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        let (name, rest) = parse_name(args)?;
+        let (target, _) = parse_symlink_target(rest)?;
+        let entry = self
+            .fs
+            .symlink(ctx, target, parent, name)
+            .map_err(|e| os_error(Opcode::Symlink, e))?;
+        Ok(entry_out(&entry).as_bytes().to_vec())
+    }
+
+    fn mknod(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        let (m, rest) = arg::<MknodIn>(args)?;
+        let (name, _) = parse_name(rest)?;
+        let entry = self
+            .fs
+            .mknod(ctx, parent, name, m.mode, m.rdev, m.umask)
+            .map_err(|e| os_error(Opcode::Mknod, e))?;
+        Ok(entry_out(&entry).as_bytes().to_vec())
+    }
+
+    fn mkdir(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        let (m, rest) = arg::<MkdirIn>(args)?;
+        let (name, _) = parse_name(rest)?;
+        let entry = self
+            .fs
+            .mkdir(ctx, parent, name, m.mode, m.umask)
+            .map_err(|e| os_error(Opcode::Mkdir, e))?;
+        Ok(entry_out(&entry).as_bytes().to_vec())
+    }
+
+    fn remove(&self, ctx: Context, op: Opcode, parent: u64, args: &[u8]) -> OpResult {
+        let (name, _) = parse_name(args)?;
+        let result = if op == Opcode::Unlink {
+            self.fs.unlink(ctx, parent, name)
+        } else {
+            self.fs.rmdir(ctx, parent, name)
+        };
+        result.map_err(|e| os_error(op, e))?;
+        Ok(Vec::new())
+    }
+
+    fn rename(&self, ctx: Context, op: Opcode, parent: u64, args: &[u8]) -> OpResult {
+        let (new_parent, flags, rest) = if op == Opcode::Rename {
+            let (r, rest) = arg::<RenameIn>(args)?;
+            (r.newdir, 0, rest)
+        } else {
+            let (r, rest) = arg::<Rename2In>(args)?;
+            (r.newdir, r.flags, rest)
+        };
+        let (old_name, rest) = parse_name(rest)?;
+        let (new_name, _) = parse_name(rest)?;
+        self.fs
+            .rename(ctx, parent, old_name, new_parent, new_name, flags)
+            .map_err(|e| os_error(op, e))?;
+        Ok(Vec::new())
+    }
+
+    fn link(&self, ctx: Context, new_parent: u64, args: &[u8]) -> OpResult {
+        let (l, rest) = arg::<LinkIn>(args)?;
+        let (name, _) = parse_name(rest)?;
+        let entry = self
+            .fs
+            .link(ctx, l.oldnodeid, new_parent, name)
+            .map_err(|e| os_error(Opcode::Link, e))?;
+        Ok(entry_out(&entry).as_bytes().to_vec())
+    }
+
+    fn open(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
+        let (o, _) = arg::<OpenIn>(args)?;
+        let result = if op == Opcode::Open {
+            self.fs.open(ctx, node, o.flags)
+        } else {
+            self.fs.opendir(ctx, node, o.flags)
+        };
+        let (handle, options) = result.map_err(|e| os_error(op, e))?;
+        Ok(open_out(handle, options).as_bytes().to_vec())
+    }
+
+    fn create(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        let (c, rest) = arg::<CreateIn>(args)?;
+        let (name, _) = parse_name(rest)?;
+        let (entry, handle, options) = self
+            .fs
+            .create(ctx, parent, name, c.mode, c.flags, c.umask)
+            .map_err(|e| os_error(Opcode::Create, e))?;
+        let mut out = entry_out(&entry).as_bytes().to_vec();
+        out.extend_from_slice(open_out(handle, options).as_bytes());
+        Ok(out)
+    }
+
+    fn read<W: ReplyWriter>(
+        &self,
+        ctx: Context,
+        h: &InHeader,
+        args: &[u8],
+        mut w: W,
+    ) -> Result<usize, Error> {
+        let (rd, _) = match arg::<ReadIn>(args) {
+            Ok(v) => v,
+            Err(errno) => return reply_error(&mut w, h.unique, errno),
+        };
+        let room = w.available_bytes();
+        if room < OUT_HEADER_LEN {
+            return Err(Error::ReplyTooLarge {
+                needed: OUT_HEADER_LEN,
+                available: room,
+            });
+        }
+        let room = u32::try_from(room - OUT_HEADER_LEN).unwrap_or(u32::MAX);
+        let size = rd.size.min(MAX_WRITE).min(room);
+        let mut data = w.split_at(OUT_HEADER_LEN).map_err(Error::Io)?;
+        match self
+            .fs
+            .read(ctx, h.nodeid, rd.fh, &mut data, size, rd.offset, rd.flags)
+        {
+            Ok(claimed) => {
+                // The bytes actually in the buffers are the truth, whatever the count says.
+                let written = data.bytes_written();
+                if claimed != written {
+                    log::debug!(
+                        "read {}: fs claimed {claimed} bytes, wrote {written}",
+                        h.unique
+                    );
+                }
+                let len = OUT_HEADER_LEN + written;
+                let header = OutHeader {
+                    len: len as u32,
+                    error: 0,
+                    unique: h.unique,
+                };
+                w.write_all(header.as_bytes()).map_err(Error::Io)?;
+                Ok(len)
+            }
+            Err(e) => reply_error(&mut w, h.unique, os_error(Opcode::Read, e)),
+        }
+    }
+
+    fn write<R: RequestReader>(
+        &self,
+        ctx: Context,
+        h: &InHeader,
+        r: &mut R,
+        args_len: usize,
+    ) -> OpResult {
+        if args_len < size_of::<WriteIn>() {
+            return Err(libc::EINVAL);
+        }
+        let mut raw = [0u8; size_of::<WriteIn>()];
+        r.read_exact(&mut raw).map_err(|_| libc::EINVAL)?;
+        let wr = WriteIn::from_bytes(&raw).ok_or(libc::EINVAL)?;
+        let payload = args_len - size_of::<WriteIn>();
+        if wr.size as usize > payload
+            || wr.size as usize > r.available_bytes()
+            || wr.size > MAX_WRITE
+        {
+            return Err(libc::EINVAL);
+        }
+        let kill_suidgid = wr.write_flags & FUSE_WRITE_KILL_SUIDGID != 0;
+        let reader: &mut dyn ZeroCopyReader = r;
+        let n = self
+            .fs
+            .write(
+                ctx,
+                h.nodeid,
+                wr.fh,
+                reader,
+                wr.size,
+                wr.offset,
+                kill_suidgid,
+                wr.flags,
+            )
+            .map_err(|e| os_error(Opcode::Write, e))?;
+        let out = WriteOut {
+            size: n.min(wr.size as usize) as u32,
+            padding: 0,
+        };
+        Ok(out.as_bytes().to_vec())
+    }
+
+    fn readdir(&self, ctx: Context, op: Opcode, node: u64, args: &[u8], room: usize) -> OpResult {
+        let (rd, _) = arg::<ReadIn>(args)?;
+        let cap = (rd.size as usize).min(room).min(MAX_WRITE as usize);
+        let mut buf: Vec<u8> = Vec::with_capacity(cap);
+        let result = if op == Opcode::Readdir {
+            let mut add = |d: DirEntry<'_>| push_dirent(&mut buf, cap, None, &d);
+            self.fs
+                .readdir(ctx, node, rd.fh, rd.size, rd.offset, &mut add)
+        } else {
+            let mut add = |d: DirEntry<'_>, e: Entry| push_dirent(&mut buf, cap, Some(&e), &d);
+            self.fs
+                .readdirplus(ctx, node, rd.fh, rd.size, rd.offset, &mut add)
+        };
+        match result {
+            Ok(()) => Ok(buf),
+            // Entries already added may carry lookup references the guest must learn about, so
+            // they are delivered; the guest asks again from the next offset and meets the error.
+            Err(_) if !buf.is_empty() => Ok(buf),
+            Err(e) => Err(os_error(op, e)),
+        }
+    }
+
+    fn statfs(&self, ctx: Context, node: u64) -> OpResult {
+        let st = self
+            .fs
+            .statfs(ctx, node)
+            .map_err(|e| os_error(Opcode::Statfs, e))?;
+        Ok(statfs_out(&st).as_bytes().to_vec())
+    }
+
+    fn release(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
+        let (rel, _) = arg::<ReleaseIn>(args)?;
+        let result = if op == Opcode::Release {
+            let flush = rel.release_flags & FUSE_RELEASE_FLUSH != 0;
+            let lock_owner =
+                (rel.release_flags & FUSE_RELEASE_FLOCK_UNLOCK != 0).then_some(rel.lock_owner);
+            self.fs
+                .release(ctx, node, rel.flags, rel.fh, flush, lock_owner)
+        } else {
+            self.fs.releasedir(ctx, node, rel.flags, rel.fh)
+        };
+        result.map_err(|e| os_error(op, e))?;
+        Ok(Vec::new())
+    }
+
+    fn fsync(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
+        let (f, _) = arg::<FsyncIn>(args)?;
+        let datasync = f.fsync_flags & FUSE_FSYNC_FDATASYNC != 0;
+        let result = if op == Opcode::Fsync {
+            self.fs.fsync(ctx, node, datasync, f.fh)
+        } else {
+            self.fs.fsyncdir(ctx, node, datasync, f.fh)
+        };
+        result.map_err(|e| os_error(op, e))?;
+        Ok(Vec::new())
+    }
+
+    fn flush(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (f, _) = arg::<FlushIn>(args)?;
+        self.fs
+            .flush(ctx, node, f.fh, f.lock_owner)
+            .map_err(|e| os_error(Opcode::Flush, e))?;
+        Ok(Vec::new())
+    }
+
+    fn access(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (a, _) = arg::<AccessIn>(args)?;
+        self.fs
+            .access(ctx, node, a.mask)
+            .map_err(|e| os_error(Opcode::Access, e))?;
+        Ok(Vec::new())
+    }
+}
+
+/// Reads the `len` argument bytes of a request.
+fn read_args<R: RequestReader>(r: &mut R, len: usize) -> Result<Vec<u8>, Error> {
+    let mut args = vec![0u8; len];
+    r.read_exact(&mut args).map_err(Error::Io)?;
+    Ok(args)
+}
+
+fn arg<T: WireStruct>(args: &[u8]) -> Result<(T, &[u8]), i32> {
+    T::from_prefix(args).ok_or(libc::EINVAL)
+}
+
+/// Splits a NUL-terminated string off the front of `bytes`.
+fn split_cstr(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
+    let nul = bytes.iter().position(|&b| b == 0).ok_or(libc::EINVAL)?;
+    let s = CStr::from_bytes_with_nul(&bytes[..=nul]).map_err(|_| libc::EINVAL)?;
+    Ok((s, &bytes[nul + 1..]))
+}
+
+/// Parses a name that designates one child of a directory.
+pub(crate) fn parse_name(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
+    let (name, rest) = split_cstr(bytes)?;
+    let b = name.to_bytes();
+    if b.len() > MAX_NAME_LEN {
+        return Err(libc::ENAMETOOLONG);
+    }
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(libc::EINVAL);
+    }
+    Ok((name, rest))
+}
+
+/// Parses a symlink target, which is an arbitrary non-empty path.
+pub(crate) fn parse_symlink_target(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
+    let (target, rest) = split_cstr(bytes)?;
+    let len = target.to_bytes().len();
+    if len == 0 {
+        return Err(libc::EINVAL);
+    }
+    if len > MAX_SYMLINK_TARGET_LEN {
+        return Err(libc::ENAMETOOLONG);
+    }
+    Ok((target, rest))
+}
+
+/// Appends one READDIR(PLUS) entry if it fits in `cap`; returns the bytes used or 0.
+fn push_dirent(
+    buf: &mut Vec<u8>,
+    cap: usize,
+    entry: Option<&Entry>,
+    d: &DirEntry<'_>,
+) -> io::Result<usize> {
+    // The kernel rejects the whole reply with EIO for such names; fail the same way, early.
+    if d.name.is_empty()
+        || d.name.len() > MAX_NAME_LEN
+        || d.name.contains(&b'/')
+        || d.name.contains(&0)
+    {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    let fixed = if entry.is_some() {
+        size_of::<Direntplus>()
+    } else {
+        size_of::<Dirent>()
+    };
+    let unpadded = fixed + d.name.len();
+    let padded = abi::dirent_align(unpadded);
+    if buf.len() + padded > cap {
+        return Ok(0);
+    }
+    let dirent = Dirent {
+        ino: d.inode,
+        off: d.offset,
+        namelen: d.name.len() as u32,
+        typ: d.file_type,
+    };
+    if let Some(e) = entry {
+        buf.extend_from_slice(entry_out(e).as_bytes());
+    }
+    buf.extend_from_slice(dirent.as_bytes());
+    buf.extend_from_slice(d.name);
+    buf.resize(buf.len() + padded - unpadded, 0);
+    Ok(padded)
+}
+
+/// Turns a filesystem error into the errno for the reply, logging it.
+fn os_error(op: Opcode, e: io::Error) -> i32 {
+    let errno = errno_of(&e);
+    log::debug!("{op:?} failed: {e} (replying errno {errno})");
+    errno
+}
+
+/// The errno an error is reported as: its raw OS error if that is a valid errno, else `EIO`.
+pub(crate) fn errno_of(e: &io::Error) -> i32 {
+    match e.raw_os_error() {
+        Some(n) if (1..=MAX_ERRNO).contains(&n) => n,
+        _ => libc::EIO,
+    }
+}
+
+fn reply<W: ReplyWriter>(w: &mut W, unique: u64, result: OpResult) -> Result<usize, Error> {
+    let payload = match result {
+        Ok(p) => p,
+        Err(errno) => return reply_error(w, unique, errno),
+    };
+    let len = OUT_HEADER_LEN + payload.len();
+    let available = w.available_bytes();
+    if len > available || u32::try_from(len).is_err() {
+        return Err(Error::ReplyTooLarge {
+            needed: len,
+            available,
+        });
+    }
+    let header = OutHeader {
+        len: len as u32,
+        error: 0,
+        unique,
+    };
+    w.write_all(header.as_bytes()).map_err(Error::Io)?;
+    w.write_all(&payload).map_err(Error::Io)?;
+    Ok(len)
+}
+
+fn reply_error<W: ReplyWriter>(w: &mut W, unique: u64, errno: i32) -> Result<usize, Error> {
+    let errno = if (1..=MAX_ERRNO).contains(&errno) {
+        errno
+    } else {
+        libc::EIO
+    };
+    let available = w.available_bytes();
+    if available < OUT_HEADER_LEN {
+        return Err(Error::ReplyTooLarge {
+            needed: OUT_HEADER_LEN,
+            available,
+        });
+    }
+    let header = OutHeader {
+        len: OUT_HEADER_LEN as u32,
+        error: -errno,
+        unique,
+    };
+    w.write_all(header.as_bytes()).map_err(Error::Io)?;
+    Ok(OUT_HEADER_LEN)
+}
+
+fn decode_setattr(s: &SetattrIn) -> (SetAttr, Option<u64>) {
+    let has = |bit: u32| s.valid & bit != 0;
+    let time = |now: u32, set: u32, secs: u64, nsecs: u32| {
+        if has(now) {
+            Some(SetTime::Now)
+        } else if has(set) {
+            Some(SetTime::At {
+                secs: secs as i64,
+                nsecs,
+            })
+        } else {
+            None
+        }
+    };
+    let attr = SetAttr {
+        mode: has(FATTR_MODE).then_some(s.mode),
+        uid: has(FATTR_UID).then_some(s.uid),
+        gid: has(FATTR_GID).then_some(s.gid),
+        size: has(FATTR_SIZE).then_some(s.size),
+        atime: time(FATTR_ATIME_NOW, FATTR_ATIME, s.atime, s.atimensec),
+        mtime: time(FATTR_MTIME_NOW, FATTR_MTIME, s.mtime, s.mtimensec),
+        kill_suidgid: has(FATTR_KILL_SUIDGID),
+    };
+    (attr, has(FATTR_FH).then_some(s.fh))
+}
+
+// `stat64` and `statvfs64` field types differ between architectures, so some casts are no-ops on
+// one and needed on another.
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn attr_from_stat(st: &libc::stat64, flags: u32) -> Attr {
+    Attr {
+        ino: st.st_ino as u64,
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: st.st_atime as u64,
+        mtime: st.st_mtime as u64,
+        ctime: st.st_ctime as u64,
+        atimensec: st.st_atime_nsec as u32,
+        mtimensec: st.st_mtime_nsec as u32,
+        ctimensec: st.st_ctime_nsec as u32,
+        mode: st.st_mode as u32,
+        nlink: st.st_nlink as u32,
+        uid: st.st_uid as u32,
+        gid: st.st_gid as u32,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags,
+    }
+}
+
+#[allow(clippy::unnecessary_cast)]
+fn statfs_out(st: &libc::statvfs64) -> StatfsOut {
+    StatfsOut {
+        st: Kstatfs {
+            blocks: st.f_blocks as u64,
+            bfree: st.f_bfree as u64,
+            bavail: st.f_bavail as u64,
+            files: st.f_files as u64,
+            ffree: st.f_ffree as u64,
+            bsize: st.f_bsize as u32,
+            namelen: st.f_namemax as u32,
+            frsize: st.f_frsize as u32,
+            padding: 0,
+            spare: [0; 6],
+        },
+    }
+}
+
+pub(crate) fn entry_out(e: &Entry) -> EntryOut {
+    EntryOut {
+        nodeid: e.inode,
+        generation: e.generation,
+        entry_valid: e.entry_timeout.as_secs(),
+        attr_valid: e.attr_timeout.as_secs(),
+        entry_valid_nsec: e.entry_timeout.subsec_nanos(),
+        attr_valid_nsec: e.attr_timeout.subsec_nanos(),
+        attr: attr_from_stat(&e.attr, e.attr_flags),
+    }
+}
+
+fn attr_out(st: &libc::stat64, timeout: Duration) -> AttrOut {
+    AttrOut {
+        attr_valid: timeout.as_secs(),
+        attr_valid_nsec: timeout.subsec_nanos(),
+        dummy: 0,
+        attr: attr_from_stat(st, 0),
+    }
+}
+
+fn open_out(handle: Option<u64>, options: u32) -> OpenOut {
+    OpenOut {
+        fh: handle.unwrap_or(0),
+        open_flags: options,
+        backing_id: 0,
+    }
+}
+
+/// `max_pages` for `MAX_WRITE`: the kernel counts in its pages.
+fn max_pages() -> u16 {
+    // SAFETY: sysconf only reads a configuration value.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = if page > 0 { page as u64 } else { 4096 };
+    (MAX_WRITE as u64).div_ceil(page).clamp(1, u16::MAX as u64) as u16
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

@@ -1,0 +1,167 @@
+//! How the shared directory is exposed: caching policy and optional behaviours.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::consts::{FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE};
+
+/// How long the guest may cache metadata and whether it may cache file data (`--cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Short timeouts; the page cache is kept only while a file is unchanged (the default).
+    #[default]
+    Auto,
+    /// Long timeouts and data kept across opens: the host must not change files behind the guest.
+    Always,
+    /// No metadata caching and direct I/O for file data.
+    Never,
+    /// Long metadata timeouts but direct I/O for file data.
+    Metadata,
+}
+
+/// A cache policy name other than `auto`, `always`, `never` or `metadata`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownCachePolicy(pub String);
+
+impl fmt::Display for UnknownCachePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown cache policy {:?} (expected auto, always, never or metadata)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownCachePolicy {}
+
+impl FromStr for CachePolicy {
+    type Err = UnknownCachePolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(CachePolicy::Auto),
+            "always" => Ok(CachePolicy::Always),
+            "never" => Ok(CachePolicy::Never),
+            "metadata" => Ok(CachePolicy::Metadata),
+            other => Err(UnknownCachePolicy(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for CachePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CachePolicy::Auto => "auto",
+            CachePolicy::Always => "always",
+            CachePolicy::Never => "never",
+            CachePolicy::Metadata => "metadata",
+        })
+    }
+}
+
+/// Long enough to mean "until the guest forgets it"; the value upstream virtiofsd uses.
+const LONG_TIMEOUT: Duration = Duration::from_secs(86400);
+
+impl CachePolicy {
+    /// Entry and attribute timeout handed to the guest.
+    pub fn timeout(self) -> Duration {
+        match self {
+            CachePolicy::Never => Duration::ZERO,
+            CachePolicy::Auto => Duration::from_secs(1),
+            CachePolicy::Always | CachePolicy::Metadata => LONG_TIMEOUT,
+        }
+    }
+
+    /// `FOPEN_*` flags for an opened file (`is_dir == false`) or directory.
+    pub fn open_options(self, is_dir: bool) -> u32 {
+        match (self, is_dir) {
+            // Directories never get direct I/O: their pages are the kernel's readdir cache.
+            (CachePolicy::Never, false) | (CachePolicy::Metadata, false) => FOPEN_DIRECT_IO,
+            (CachePolicy::Never, true) | (CachePolicy::Auto, _) => 0,
+            (CachePolicy::Always, false) => FOPEN_KEEP_CACHE,
+            (CachePolicy::Always, true) | (CachePolicy::Metadata, true) => {
+                FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
+            }
+        }
+    }
+}
+
+/// Everything that shapes a [`crate::PassthroughFs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The host directory to share; the guest can never reach outside it.
+    pub root_dir: PathBuf,
+    pub cache: CachePolicy,
+    /// Refuse every modification with `EROFS`.
+    pub readonly: bool,
+    /// Ask for the guest's writeback cache (`FUSE_WRITEBACK_CACHE`).
+    pub writeback: bool,
+    /// Offer READDIRPLUS to the guest.
+    pub readdirplus: bool,
+    /// Honour the guest's `O_DIRECT` on the host; otherwise it is stripped.
+    pub allow_direct_io: bool,
+    /// Let the guest mmap files opened with direct I/O (`FUSE_DIRECT_IO_ALLOW_MMAP`).
+    pub allow_mmap: bool,
+    /// Mark host mount points as submounts so the guest gives them their own `st_dev`.
+    pub announce_submounts: bool,
+    /// Ask the guest to send setuid/setgid-clearing requests (`FUSE_HANDLE_KILLPRIV_V2`).
+    pub killpriv_v2: bool,
+}
+
+impl Config {
+    /// The defaults of upstream virtiofsd for `root_dir`.
+    pub fn new(root_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            root_dir: root_dir.into(),
+            cache: CachePolicy::Auto,
+            readonly: false,
+            writeback: false,
+            readdirplus: true,
+            allow_direct_io: false,
+            allow_mmap: false,
+            announce_submounts: false,
+            killpriv_v2: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_policy_names() {
+        for p in [
+            CachePolicy::Auto,
+            CachePolicy::Always,
+            CachePolicy::Never,
+            CachePolicy::Metadata,
+        ] {
+            assert_eq!(p.to_string().parse::<CachePolicy>(), Ok(p));
+        }
+        assert_eq!(
+            "sometimes".parse::<CachePolicy>(),
+            Err(UnknownCachePolicy("sometimes".into()))
+        );
+    }
+
+    #[test]
+    fn timeouts_and_open_options_follow_policy() {
+        assert_eq!(CachePolicy::Never.timeout(), Duration::ZERO);
+        assert_eq!(CachePolicy::Auto.timeout(), Duration::from_secs(1));
+        assert_eq!(CachePolicy::Always.timeout(), LONG_TIMEOUT);
+        assert_eq!(CachePolicy::Metadata.timeout(), LONG_TIMEOUT);
+        assert_eq!(CachePolicy::Never.open_options(false), FOPEN_DIRECT_IO);
+        assert_eq!(CachePolicy::Never.open_options(true), 0);
+        assert_eq!(CachePolicy::Auto.open_options(false), 0);
+        assert_eq!(CachePolicy::Always.open_options(false), FOPEN_KEEP_CACHE);
+        assert_eq!(
+            CachePolicy::Always.open_options(true),
+            FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR
+        );
+        assert_eq!(CachePolicy::Metadata.open_options(false), FOPEN_DIRECT_IO);
+    }
+}

@@ -1,0 +1,858 @@
+//! [`PassthroughFs`]: the `FileSystem` implementation over a host directory.
+//!
+//! Confinement rests on three rules: every guest name is a single path component resolved
+//! relative to its parent's `O_PATH` descriptor without following symlinks; host paths are never
+//! built from guest strings; and files are reopened only through `/proc/self/fd`, never when they
+//! are symlinks.
+
+use std::ffi::{CStr, CString};
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use virtiofsd_fuse::filesystem::{
+    AddDirEntry, AddDirEntryPlus, Context, DirEntry, Entry, FileSystem, Handle, InitOptions, Inode,
+    OpenOptions as FopenFlags, SetAttr, SetTime,
+};
+use virtiofsd_fuse::io::{ZeroCopyReader, ZeroCopyWriter};
+
+use crate::config::Config;
+use crate::consts::*;
+use crate::credentials::ScopedCreds;
+use crate::handle::{HandleData, HandleStore};
+use crate::inode::{InodeData, InodeKey, InodeStore};
+use crate::oslib;
+
+fn err(errno: i32) -> io::Error {
+    io::Error::from_raw_os_error(errno)
+}
+
+/// A guest name must be exactly one path component.
+fn check_name(name: &CStr) -> io::Result<()> {
+    let b = name.to_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(err(libc::EINVAL));
+    }
+    Ok(())
+}
+
+/// Whether open(2) flags can modify the file.
+fn writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+/// Mode after the kernel's "kill privileges" rule: setuid always goes, setgid only when it means
+/// something (group-executable; otherwise it marks mandatory locking).
+fn killpriv_mode(mode: u32) -> u32 {
+    let mut m = mode & 0o7777;
+    m &= !libc::S_ISUID;
+    if m & libc::S_IXGRP != 0 {
+        m &= !libc::S_ISGID;
+    }
+    m
+}
+
+fn set_time(t: Option<SetTime>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At { secs, nsecs }) => libc::timespec {
+            tv_sec: secs,
+            tv_nsec: i64::from(nsecs),
+        },
+    }
+}
+
+/// Opens `path` as an `O_PATH` directory, as the daemon's own anchors are.
+fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Attributes plus the mount id, falling back to `fstatat` on kernels without `statx`.
+fn stat_with_mount(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u64)> {
+    match oslib::statx_fd(fd) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok((oslib::stat_fd(fd)?, 0)),
+        r => r,
+    }
+}
+
+/// A passthrough filesystem serving one host directory.
+pub struct PassthroughFs {
+    cfg: Config,
+    inodes: InodeStore,
+    handles: HandleStore,
+    /// `O_PATH` descriptor of `/proc/self/fd`, for reopening inodes by descriptor number.
+    proc_self_fd: OwnedFd,
+    timeout: Duration,
+    no_openat2: AtomicBool,
+    /// Set at INIT once the guest accepted the writeback cache.
+    writeback: AtomicBool,
+    /// Set at INIT once the guest accepted submount announcements.
+    submounts: AtomicBool,
+    umask_once: Once,
+}
+
+impl PassthroughFs {
+    /// Opens `cfg.root_dir` and `/proc/self/fd`; fails when either is missing or not a directory.
+    pub fn new(cfg: Config) -> io::Result<PassthroughFs> {
+        let root = open_dir_path(&cfg.root_dir)?;
+        let proc_self_fd = open_dir_path(std::path::Path::new("/proc/self/fd"))?;
+        let (st, mnt_id) = stat_with_mount(root.as_fd())?;
+        let key = InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mnt_id,
+        };
+        Ok(PassthroughFs {
+            timeout: cfg.cache.timeout(),
+            inodes: InodeStore::new(root, key),
+            handles: HandleStore::default(),
+            proc_self_fd,
+            no_openat2: AtomicBool::new(false),
+            writeback: AtomicBool::new(false),
+            submounts: AtomicBool::new(false),
+            umask_once: Once::new(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Inodes currently known to the guest, root included.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// Open file and directory handles.
+    pub fn handle_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.cfg.readonly {
+            Err(err(libc::EROFS))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Opens `name` in `dir` as `O_PATH` without following any symlink or leaving `dir`.
+    fn open_child_path(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+        const FLAGS: i32 = libc::O_PATH | libc::O_NOFOLLOW;
+        if !self.no_openat2.load(Ordering::Relaxed) {
+            let resolve =
+                libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS;
+            match oslib::openat2(dir, name, FLAGS, resolve) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    self.no_openat2.store(true, Ordering::Relaxed);
+                }
+                // EAGAIN: a concurrent rename made the kernel give up on a safe walk; a single
+                // component with O_NOFOLLOW is just as confined.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                r => return r,
+            }
+        }
+        oslib::openat(dir, name, FLAGS, 0)
+    }
+
+    /// `/proc/self/fd` entry name of `fd`.
+    fn proc_name(fd: BorrowedFd<'_>) -> CString {
+        // Decimal digits never contain NUL, so this cannot fail; map it anyway rather than panic.
+        CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
+    }
+
+    /// Opens the file behind an inode for I/O. Symlinks are refused (`ELOOP`): the magic link
+    /// would be followed to the target. Special files get `O_NONBLOCK` so the daemon never
+    /// waits for a FIFO peer or a device.
+    fn reopen(&self, data: &InodeData, flags: i32) -> io::Result<OwnedFd> {
+        if data.is_symlink() {
+            return Err(err(libc::ELOOP));
+        }
+        let mut flags = flags
+            & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_PATH);
+        if matches!(
+            data.file_type,
+            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
+        ) {
+            flags |= libc::O_NONBLOCK;
+        }
+        oslib::openat(
+            self.proc_self_fd.as_fd(),
+            &Self::proc_name(data.fd()),
+            flags,
+            0,
+        )
+    }
+
+    /// The guest's open flags as they go to the host.
+    fn host_open_flags(&self, flags: u32) -> i32 {
+        let mut f = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
+        if !self.cfg.allow_direct_io {
+            f &= !libc::O_DIRECT;
+        }
+        if self.writeback.load(Ordering::Relaxed) {
+            // With the writeback cache the guest kernel fills partial pages by reading, and it
+            // handles appends itself by passing explicit offsets.
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            f &= !libc::O_APPEND;
+        }
+        f
+    }
+
+    fn entry_for(&self, parent: &InodeData, data: &InodeData, st: libc::stat64, mnt: u64) -> Entry {
+        let mut attr_flags = 0;
+        if self.submounts.load(Ordering::Relaxed) && data.is_dir() && mnt != parent.key.mnt_id {
+            attr_flags |= FUSE_ATTR_SUBMOUNT;
+        }
+        Entry {
+            inode: data.id,
+            generation: 0,
+            attr: st,
+            attr_flags,
+            attr_timeout: self.timeout,
+            entry_timeout: self.timeout,
+        }
+    }
+
+    /// Looks `name` up in `parent`, taking one lookup reference.
+    fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
+        check_name(name)?;
+        let fd = self.open_child_path(parent.fd(), name)?;
+        let (st, mnt_id) = stat_with_mount(fd.as_fd())?;
+        let key = InodeKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mnt_id,
+        };
+        let data = self
+            .inodes
+            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+        Ok(self.entry_for(parent, &data, st, mnt_id))
+    }
+
+    /// Runs a create-type operation as the caller, then looks up what it made.
+    fn create_as<F>(&self, ctx: Context, parent: Inode, name: &CStr, op: F) -> io::Result<Entry>
+    where
+        F: FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+    {
+        self.check_writable()?;
+        check_name(name)?;
+        let parent = self.inodes.get(parent)?;
+        {
+            let _creds = ScopedCreds::new(ctx.uid, ctx.gid)?;
+            op(parent.fd())?;
+        }
+        self.do_lookup(&parent, name)
+    }
+
+    /// chmod without following a symlink: through the open handle when there is one, else the
+    /// `/proc/self/fd` entry of the `O_PATH` fd (symlinks have no mode of their own to change).
+    fn chmod(&self, data: &InodeData, handle: Option<&HandleData>, mode: u32) -> io::Result<()> {
+        match handle {
+            Some(h) => oslib::fchmod(h.fd(), mode),
+            None if data.is_symlink() => Err(err(libc::EOPNOTSUPP)),
+            None => oslib::fchmodat(self.proc_self_fd.as_fd(), &Self::proc_name(data.fd()), mode),
+        }
+    }
+
+    fn kill_priv(&self, data: &InodeData, handle: Option<&HandleData>) -> io::Result<()> {
+        let fd = handle.map_or(data.fd(), |h| h.fd());
+        let st = oslib::stat_fd(fd)?;
+        let mode = st.st_mode & 0o7777;
+        let cleared = killpriv_mode(mode);
+        if cleared != mode && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            self.chmod(data, handle, cleared)?;
+        }
+        Ok(())
+    }
+
+    fn set_times(&self, data: &InodeData, attr: &SetAttr) -> io::Result<()> {
+        let times = [set_time(attr.atime), set_time(attr.mtime)];
+        let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
+        match oslib::utimensat(data.fd(), oslib::EMPTY, &times, flags) {
+            // Kernels before 5.8 reject AT_EMPTY_PATH here; the magic link works for anything
+            // that is not itself a symlink.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !data.is_symlink() => {
+                oslib::utimensat(
+                    self.proc_self_fd.as_fd(),
+                    &Self::proc_name(data.fd()),
+                    &times,
+                    0,
+                )
+            }
+            r => r,
+        }
+    }
+
+    /// Walks directory entries from `offset`, handing each to `f` until it returns `false`.
+    fn for_each_dirent<F>(
+        &self,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        mut f: F,
+    ) -> io::Result<()>
+    where
+        F: FnMut(DirEntry<'_>) -> io::Result<bool>,
+    {
+        let h = self.handles.get(handle, inode)?;
+        let _pos = h.lock_position();
+        oslib::seek_set(h.fd(), offset)?;
+        // A linux_dirent64 is never larger than its FUSE counterpart, so `size` bytes of host
+        // entries are at least as many as the guest can take; 1 KiB fits any single entry.
+        let mut buf = vec![0u8; (size as usize).clamp(1024, 1 << 16)];
+        loop {
+            let n = oslib::getdents64(h.fd(), &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut pos = 0;
+            while pos < n {
+                let rec = buf.get(pos..n).ok_or_else(|| err(libc::EIO))?;
+                let e = parse_dirent(rec)?;
+                let reclen = e.1;
+                if !f(e.0)? {
+                    return Ok(());
+                }
+                pos += reclen;
+            }
+        }
+    }
+}
+
+/// Decodes the `linux_dirent64` at the start of `rec`; returns it with its record length.
+fn parse_dirent(rec: &[u8]) -> io::Result<(DirEntry<'_>, usize)> {
+    const HEADER: usize = 19; // d_ino, d_off, d_reclen, d_type
+    let bad = || err(libc::EIO);
+    if rec.len() < HEADER {
+        return Err(bad());
+    }
+    let u64_at = |i: usize| -> io::Result<u64> {
+        let b: [u8; 8] = rec[i..i + 8].try_into().map_err(|_| bad())?;
+        Ok(u64::from_ne_bytes(b))
+    };
+    let ino = u64_at(0)?;
+    let off = u64_at(8)?;
+    let reclen = usize::from(u16::from_ne_bytes([rec[16], rec[17]]));
+    if reclen < HEADER || reclen > rec.len() {
+        return Err(bad());
+    }
+    let d_type = rec[18];
+    let name_area = &rec[HEADER..reclen];
+    let len = name_area.iter().position(|&c| c == 0).ok_or_else(bad)?;
+    Ok((
+        DirEntry {
+            inode: ino,
+            offset: off,
+            file_type: u32::from(d_type),
+            name: &name_area[..len],
+        },
+        reclen,
+    ))
+}
+
+impl FileSystem for PassthroughFs {
+    fn init(&self, opts: InitOptions) -> io::Result<u64> {
+        // The guest sends the final mode (FUSE_DONT_MASK) and the umask is applied here
+        // explicitly, so the daemon's own umask must not strip bits a second time.
+        self.umask_once.call_once(|| {
+            oslib::umask(0);
+        });
+        let mut want = FUSE_ATOMIC_O_TRUNC;
+        if self.cfg.readdirplus {
+            want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
+        }
+        if self.cfg.writeback {
+            want |= FUSE_WRITEBACK_CACHE;
+        }
+        if self.cfg.killpriv_v2 {
+            want |= FUSE_HANDLE_KILLPRIV_V2;
+        }
+        if self.cfg.announce_submounts {
+            want |= FUSE_SUBMOUNTS;
+        }
+        if self.cfg.allow_mmap {
+            want |= FUSE_DIRECT_IO_ALLOW_MMAP;
+        }
+        if self.cfg.cache == crate::CachePolicy::Always {
+            // Only when the host promises not to change files behind the guest's back; otherwise
+            // a retargeted host symlink must be visible to the guest at once.
+            want |= FUSE_CACHE_SYMLINKS;
+        }
+        let got = want & opts.offered;
+        self.writeback
+            .store(got & FUSE_WRITEBACK_CACHE != 0, Ordering::Relaxed);
+        self.submounts
+            .store(got & FUSE_SUBMOUNTS != 0, Ordering::Relaxed);
+        Ok(got)
+    }
+
+    fn destroy(&self) {
+        self.handles.clear();
+        self.inodes.clear();
+    }
+
+    fn lookup(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
+        let parent = self.inodes.get(parent)?;
+        self.do_lookup(&parent, name)
+    }
+
+    fn forget(&self, _ctx: Context, inode: Inode, count: u64) {
+        self.inodes.forget(inode, count);
+    }
+
+    fn getattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Option<Handle>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        let st = match handle {
+            Some(h) => oslib::stat_fd(self.handles.get(h, inode)?.fd())?,
+            None => oslib::stat_fd(self.inodes.get(inode)?.fd())?,
+        };
+        Ok((st, self.timeout))
+    }
+
+    fn setattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        attr: SetAttr,
+        handle: Option<Handle>,
+    ) -> io::Result<(libc::stat64, Duration)> {
+        self.check_writable()?;
+        let data = self.inodes.get(inode)?;
+        let h = handle.map(|h| self.handles.get(h, inode)).transpose()?;
+        let h = h.as_deref();
+
+        if let Some(mode) = attr.mode {
+            self.chmod(&data, h, mode & 0o7777)?;
+        }
+        if attr.uid.is_some() || attr.gid.is_some() {
+            oslib::fchownat(
+                data.fd(),
+                oslib::EMPTY,
+                attr.uid.unwrap_or(u32::MAX),
+                attr.gid.unwrap_or(u32::MAX),
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(size) = attr.size {
+            match h {
+                Some(h) => oslib::ftruncate(h.fd(), size)?,
+                None => {
+                    let fd = self.reopen(&data, libc::O_WRONLY)?;
+                    oslib::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+        if attr.kill_suidgid && attr.mode.is_none() {
+            self.kill_priv(&data, h)?;
+        }
+        if attr.atime.is_some() || attr.mtime.is_some() {
+            self.set_times(&data, &attr)?;
+        }
+        Ok((oslib::stat_fd(data.fd())?, self.timeout))
+    }
+
+    fn readlink(&self, _ctx: Context, inode: Inode) -> io::Result<Vec<u8>> {
+        let data = self.inodes.get(inode)?;
+        if !data.is_symlink() {
+            return Err(err(libc::EINVAL));
+        }
+        oslib::readlink_fd(data.fd())
+    }
+
+    fn symlink(
+        &self,
+        ctx: Context,
+        target: &CStr,
+        parent: Inode,
+        name: &CStr,
+    ) -> io::Result<Entry> {
+        self.create_as(ctx, parent, name, |dir| oslib::symlinkat(target, dir, name))
+    }
+
+    fn mknod(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        self.create_as(ctx, parent, name, |dir| {
+            oslib::mknodat(dir, name, mode, u64::from(rdev))
+        })
+    }
+
+    fn mkdir(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        umask: u32,
+    ) -> io::Result<Entry> {
+        let mode = mode & 0o7777 & !umask;
+        self.create_as(ctx, parent, name, |dir| oslib::mkdirat(dir, name, mode))
+    }
+
+    fn unlink(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
+        check_name(name)?;
+        oslib::unlinkat(self.inodes.get(parent)?.fd(), name, 0)
+    }
+
+    fn rmdir(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
+        self.check_writable()?;
+        check_name(name)?;
+        oslib::unlinkat(self.inodes.get(parent)?.fd(), name, libc::AT_REMOVEDIR)
+    }
+
+    fn rename(
+        &self,
+        _ctx: Context,
+        old_parent: Inode,
+        old_name: &CStr,
+        new_parent: Inode,
+        new_name: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        self.check_writable()?;
+        check_name(old_name)?;
+        check_name(new_name)?;
+        let old = self.inodes.get(old_parent)?;
+        let new = self.inodes.get(new_parent)?;
+        oslib::renameat2(old.fd(), old_name, new.fd(), new_name, flags)
+    }
+
+    fn link(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        new_parent: Inode,
+        new_name: &CStr,
+    ) -> io::Result<Entry> {
+        self.check_writable()?;
+        check_name(new_name)?;
+        let data = self.inodes.get(inode)?;
+        let parent = self.inodes.get(new_parent)?;
+        let r = oslib::linkat(
+            data.fd(),
+            oslib::EMPTY,
+            parent.fd(),
+            new_name,
+            libc::AT_EMPTY_PATH,
+        );
+        match r {
+            // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the magic link (followed, to the linked
+            // file itself, even for symlinks) does not.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => oslib::linkat(
+                self.proc_self_fd.as_fd(),
+                &Self::proc_name(data.fd()),
+                parent.fd(),
+                new_name,
+                libc::AT_SYMLINK_FOLLOW,
+            )?,
+            r => r?,
+        }
+        self.do_lookup(&parent, new_name)
+    }
+
+    fn open(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        flags: u32,
+    ) -> io::Result<(Option<Handle>, FopenFlags)> {
+        let flags = self.host_open_flags(flags);
+        if writes(flags) {
+            self.check_writable()?;
+        }
+        let data = self.inodes.get(inode)?;
+        let fd = self.reopen(&data, flags)?;
+        let h = self.handles.insert(inode, fd);
+        Ok((Some(h), self.cfg.cache.open_options(false)))
+    }
+
+    fn create(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Option<Handle>, FopenFlags)> {
+        self.check_writable()?;
+        check_name(name)?;
+        let parent = self.inodes.get(parent)?;
+        // O_EXCL stays as the guest asked; O_NOFOLLOW keeps an existing symlink from being
+        // followed out of the share.
+        let excl = flags as i32 & libc::O_EXCL;
+        let flags = self.host_open_flags(flags) | libc::O_CREAT | excl | libc::O_NOFOLLOW;
+        let mode = mode & 0o7777 & !umask;
+        let fd = {
+            let _creds = ScopedCreds::new(ctx.uid, ctx.gid)?;
+            oslib::openat(parent.fd(), name, flags, mode)?
+        };
+        let entry = self.do_lookup(&parent, name)?;
+        let h = self.handles.insert(entry.inode, fd);
+        Ok((entry, Some(h), self.cfg.cache.open_options(false)))
+    }
+
+    fn read(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        let h = self.handles.get(handle, inode)?;
+        w.write_from_file(h.fd(), size as usize, offset)
+    }
+
+    fn write(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        kill_suidgid: bool,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        self.check_writable()?;
+        let h = self.handles.get(handle, inode)?;
+        if kill_suidgid {
+            let data = self.inodes.get(inode)?;
+            self.kill_priv(&data, Some(&h))?;
+        }
+        r.read_to_file(h.fd(), size as usize, offset)
+    }
+
+    fn flush(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        _lock_owner: u64,
+    ) -> io::Result<()> {
+        let h = self.handles.get(handle, inode)?;
+        // Closing a duplicate releases this process's POSIX locks on the file, as a guest close()
+        // would, while the handle itself stays open until RELEASE.
+        drop(oslib::dup(h.fd())?);
+        Ok(())
+    }
+
+    fn fsync(&self, _ctx: Context, inode: Inode, datasync: bool, handle: Handle) -> io::Result<()> {
+        oslib::fsync(self.handles.get(handle, inode)?.fd(), datasync)
+    }
+
+    fn release(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        _flags: u32,
+        handle: Handle,
+        _flush: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        self.handles.remove(handle, inode)
+    }
+
+    fn statfs(&self, _ctx: Context, inode: Inode) -> io::Result<libc::statvfs64> {
+        oslib::fstatvfs(self.inodes.get(inode)?.fd())
+    }
+
+    fn opendir(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        _flags: u32,
+    ) -> io::Result<(Option<Handle>, FopenFlags)> {
+        let data = self.inodes.get(inode)?;
+        if !data.is_dir() {
+            return Err(err(libc::ENOTDIR));
+        }
+        let fd = self.reopen(&data, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let h = self.handles.insert(inode, fd);
+        Ok((Some(h), self.cfg.cache.open_options(true)))
+    }
+
+    fn readdir(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut AddDirEntry<'_>,
+    ) -> io::Result<()> {
+        self.for_each_dirent(inode, handle, size, offset, |e| Ok(add(e)? != 0))
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        size: u32,
+        offset: u64,
+        add: &mut AddDirEntryPlus<'_>,
+    ) -> io::Result<()> {
+        let dir = self.inodes.get(inode)?;
+        let mut added_any = false;
+        self.for_each_dirent(inode, handle, size, offset, |e| {
+            if e.name == b"." || e.name == b".." {
+                let used = add(e, Entry::negative(Duration::ZERO))?;
+                added_any |= used != 0;
+                return Ok(used != 0);
+            }
+            let name = CString::new(e.name).map_err(|_| err(libc::EIO))?;
+            let entry = match self.do_lookup(&dir, &name) {
+                Ok(entry) => entry,
+                // Removed since getdents listed it: skip it like a later listing would.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(true),
+                // Entries already added hold lookup references the guest must learn about, so
+                // end the reply short instead of failing it.
+                Err(_) if added_any => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            match add(e, entry) {
+                Ok(0) => {
+                    self.forget(ctx, entry.inode, 1);
+                    Ok(false)
+                }
+                Ok(_) => {
+                    added_any = true;
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.forget(ctx, entry.inode, 1);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn fsyncdir(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        datasync: bool,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.fsync(ctx, inode, datasync, handle)
+    }
+
+    fn releasedir(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        _flags: u32,
+        handle: Handle,
+    ) -> io::Result<()> {
+        self.handles.remove(handle, inode)
+    }
+
+    fn access(&self, ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
+        let data = self.inodes.get(inode)?;
+        let st = oslib::stat_fd(data.fd())?;
+        let mask = mask & 7;
+        if mask == 0 {
+            return Ok(());
+        }
+        if mask & libc::W_OK as u32 != 0 {
+            self.check_writable()?;
+        }
+        let mode = st.st_mode;
+        let allowed = if ctx.uid == 0 {
+            // Root may read and write anything; it may execute only what someone can execute.
+            let x = if mode & libc::S_IFMT == libc::S_IFDIR || mode & 0o111 != 0 {
+                1
+            } else {
+                0
+            };
+            6 | x
+        } else if st.st_uid == ctx.uid {
+            (mode >> 6) & 7
+        } else if st.st_gid == ctx.gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        if mask & !allowed != 0 {
+            Err(err(libc::EACCES))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn names_must_be_one_component() {
+        for bad in [c"", c".", c"..", c"a/b", c"/"] {
+            assert_eq!(
+                check_name(bad).unwrap_err().raw_os_error(),
+                Some(libc::EINVAL)
+            );
+        }
+        check_name(c"...").unwrap();
+        check_name(c"a b").unwrap();
+    }
+
+    #[test]
+    fn killpriv_clears_suid_and_meaningful_sgid() {
+        assert_eq!(killpriv_mode(0o6755), 0o0755);
+        // Without group-exec, setgid means mandatory locking and stays.
+        assert_eq!(killpriv_mode(0o6744), 0o2744);
+        assert_eq!(killpriv_mode(0o1777), 0o1777);
+    }
+
+    #[test]
+    fn parse_dirent_rejects_truncated_records() {
+        assert!(parse_dirent(&[0u8; 10]).is_err());
+        let mut rec = vec![0u8; 24];
+        rec[16] = 200; // reclen past the end
+        assert!(parse_dirent(&rec).is_err());
+        rec[16] = 24;
+        rec[19] = b'x'; // name without NUL terminator before reclen
+        rec[20..24].copy_from_slice(b"yzzz");
+        assert!(parse_dirent(&rec).is_err());
+        rec[22] = 0;
+        let (e, len) = parse_dirent(&rec).unwrap();
+        assert_eq!((e.name, len), (&b"xyz"[..], 24));
+    }
+}

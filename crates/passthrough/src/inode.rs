@@ -1,0 +1,203 @@
+//! The inode table: guest inode ids to host files held open with `O_PATH`.
+//!
+//! A host file is identified by (device, inode number, mount id), so looking up the same file
+//! twice, or through a hard link, gives the guest the same inode id. Each id carries the guest's
+//! lookup count; it is freed when FORGET brings the count to zero (the root never is).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use virtiofsd_fuse::filesystem::{Inode, ROOT_ID};
+
+/// What makes two host files the same file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub mnt_id: u64,
+}
+
+/// One guest-visible inode.
+#[derive(Debug)]
+pub struct InodeData {
+    pub id: Inode,
+    /// `O_PATH | O_NOFOLLOW` descriptor of the host file (never a followed symlink).
+    pub file: OwnedFd,
+    pub key: InodeKey,
+    /// `S_IFMT` bits, which never change for a given host inode.
+    pub file_type: u32,
+    /// Lookup count; only changed with the table's write lock held.
+    refcount: AtomicU64,
+}
+
+impl InodeData {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.file_type == libc::S_IFLNK
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.file_type == libc::S_IFDIR
+    }
+
+    #[cfg(test)]
+    pub fn refcount(&self) -> u64 {
+        self.refcount.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<Inode, Arc<InodeData>>,
+    by_key: HashMap<InodeKey, Inode>,
+}
+
+/// Thread-safe inode table.
+pub struct InodeStore {
+    maps: RwLock<Maps>,
+    next_id: AtomicU64,
+}
+
+fn ebadf() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+impl InodeStore {
+    /// A table holding only the root directory.
+    pub fn new(root: OwnedFd, key: InodeKey) -> Self {
+        let data = Arc::new(InodeData {
+            id: ROOT_ID,
+            file: root,
+            key,
+            file_type: libc::S_IFDIR,
+            refcount: AtomicU64::new(1),
+        });
+        let mut maps = Maps::default();
+        maps.by_key.insert(key, ROOT_ID);
+        maps.by_id.insert(ROOT_ID, data);
+        InodeStore {
+            maps: RwLock::new(maps),
+            next_id: AtomicU64::new(ROOT_ID + 1),
+        }
+    }
+
+    // A poisoned lock only means another thread panicked mid-operation; the maps themselves are
+    // always left consistent, so carrying on is safe.
+    fn read(&self) -> RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The inode `id`, or `EBADF` when the guest names one it does not hold.
+    pub fn get(&self, id: Inode) -> io::Result<Arc<InodeData>> {
+        self.read().by_id.get(&id).cloned().ok_or_else(ebadf)
+    }
+
+    /// Takes one lookup reference on the file `file` refers to: an existing inode with the same
+    /// key (then `file` is dropped), or a new one.
+    pub fn insert_or_ref(&self, file: OwnedFd, key: InodeKey, file_type: u32) -> Arc<InodeData> {
+        let mut maps = self.write();
+        if let Some(existing) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
+            existing.refcount.fetch_add(1, Ordering::AcqRel);
+            return existing.clone();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = Arc::new(InodeData {
+            id,
+            file,
+            key,
+            file_type,
+            refcount: AtomicU64::new(1),
+        });
+        maps.by_key.insert(key, id);
+        maps.by_id.insert(id, data.clone());
+        data
+    }
+
+    /// Drops `count` lookup references; the inode goes away at zero unless it is the root.
+    pub fn forget(&self, id: Inode, count: u64) {
+        let mut maps = self.write();
+        let Some(data) = maps.by_id.get(&id) else {
+            return;
+        };
+        let old = data.refcount.load(Ordering::Acquire);
+        let new = old.saturating_sub(count);
+        data.refcount.store(new, Ordering::Release);
+        if new == 0 && id != ROOT_ID {
+            let key = data.key;
+            maps.by_id.remove(&id);
+            if maps.by_key.get(&key) == Some(&id) {
+                maps.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Drops every inode except the root (FUSE_DESTROY).
+    pub fn clear(&self) {
+        let mut maps = self.write();
+        maps.by_id.retain(|&id, _| id == ROOT_ID);
+        maps.by_key.retain(|_, id| *id == ROOT_ID);
+    }
+
+    /// Number of inodes held, root included.
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd() -> OwnedFd {
+        OwnedFd::from(std::fs::File::open("/").unwrap())
+    }
+
+    fn key(ino: u64) -> InodeKey {
+        InodeKey {
+            dev: 1,
+            ino,
+            mnt_id: 1,
+        }
+    }
+
+    #[test]
+    fn same_key_same_inode_and_forget_frees() {
+        let store = InodeStore::new(fd(), key(1));
+        let a = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
+        let b = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, ROOT_ID);
+        assert_eq!(a.refcount(), 2);
+        store.forget(a.id, 1);
+        assert!(store.get(a.id).is_ok());
+        store.forget(a.id, 1);
+        assert_eq!(
+            store.get(a.id).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+        // A later lookup of the same file gets a fresh id.
+        let c = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
+        assert_ne!(c.id, a.id);
+    }
+
+    #[test]
+    fn root_survives_forget_and_clear() {
+        let store = InodeStore::new(fd(), key(1));
+        store.insert_or_ref(fd(), key(2), libc::S_IFREG);
+        store.forget(ROOT_ID, 100);
+        assert!(store.get(ROOT_ID).is_ok());
+        store.clear();
+        assert_eq!(store.len(), 1);
+        assert!(store.get(ROOT_ID).is_ok());
+    }
+}
