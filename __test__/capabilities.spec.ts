@@ -1,0 +1,50 @@
+import test from 'ava';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CAPABILITIES, capabilitiesText } from '../ts/help.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = path.join(root, 'dist', 'cli.js');
+
+/** Compiles ts/ to dist/ when dist is missing or older than a source file. */
+function ensureBuilt(): void {
+  const sources = fs.readdirSync(path.join(root, 'ts')).filter((name) => name.endsWith('.ts'));
+  const stale = sources.some((name) => {
+    const built = path.join(root, 'dist', name.replace(/\.ts$/, '.js'));
+    return !fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(path.join(root, 'ts', name)).mtimeMs;
+  });
+  if (stale) execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+}
+
+test.before(() => ensureBuilt());
+
+// Only what works is advertised: no migrate-precopy until migration is implemented.
+const EXPECTED = { type: 'fs', features: ['separate-options'] };
+
+test('--print-capabilities prints the vhost-user.json capabilities and exits 0', (t) => {
+  const result = spawnSync(process.execPath, [cli, '--print-capabilities'], { encoding: 'utf8' });
+  t.is(result.status, 0);
+  t.is(result.stderr, '');
+  t.deepEqual(JSON.parse(result.stdout), EXPECTED);
+  // Same layout as upstream: two-space indentation, one feature per line.
+  t.is(result.stdout, '{\n  "type": "fs",\n  "features": [\n    "separate-options"\n  ]\n}\n');
+});
+
+test('--print-capabilities needs no other option and ignores them', (t) => {
+  const result = spawnSync(process.execPath, [cli, '--shared-dir', '/nonexistent', '--print-capabilities'], { encoding: 'utf8' });
+  t.is(result.status, 0);
+  t.deepEqual(JSON.parse(result.stdout), EXPECTED);
+});
+
+test('--print-capabilities still rejects malformed command lines', (t) => {
+  const result = spawnSync(process.execPath, [cli, '--print-capabilities', '--bogus'], { encoding: 'utf8' });
+  t.is(result.status, 1);
+  t.is(result.stdout, '');
+});
+
+test('the library constant matches the printed text', (t) => {
+  t.deepEqual(JSON.parse(capabilitiesText()), CAPABILITIES);
+  t.deepEqual(CAPABILITIES, EXPECTED);
+});

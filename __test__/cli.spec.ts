@@ -1,0 +1,166 @@
+// Runs the built CLI (dist/cli.js) as a user would. Everything here exits before a device starts,
+// so the native binding is not needed.
+import test from 'ava';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = path.join(root, 'dist', 'cli.js');
+const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+
+/** Compiles ts/ to dist/ when dist is missing or older than a source file. */
+function ensureBuilt(): void {
+  const sources = fs.readdirSync(path.join(root, 'ts')).filter((name) => name.endsWith('.ts'));
+  const stale = sources.some((name) => {
+    const built = path.join(root, 'dist', name.replace(/\.ts$/, '.js'));
+    return !fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(path.join(root, 'ts', name)).mtimeMs;
+  });
+  if (stale) execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+}
+
+function run(args: string[], script = cli): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [script, ...args], { encoding: 'utf8', timeout: 30_000 });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const HINT = "For more information, try '--help'.\n";
+
+test.before(() => ensureBuilt());
+
+test('--help and -h print usage and every option, exit 0', (t) => {
+  for (const flag of ['--help', '-h']) {
+    const { status, stdout, stderr } = run([flag]);
+    t.is(status, 0);
+    t.is(stderr, '');
+    t.regex(stdout, /^Usage: virtiofsd --shared-dir <SHARED_DIR> --socket-path <SOCKET_PATH> \[OPTIONS\]$/m);
+    for (const option of ['--shared-dir', '--socket-path', '--fd', '--cache', '--sandbox', '--translate-gid', '--migration-confirm-paths', '-o <COMPAT_OPTIONS>']) {
+      t.true(stdout.includes(option), `${option} missing from --help`);
+    }
+  }
+});
+
+test('--help wins over other options', (t) => {
+  const { status, stdout } = run(['--xattr', '--help']);
+  t.is(status, 0);
+  t.true(stdout.includes('Usage:'));
+});
+
+test('--version and -V print the package version', (t) => {
+  for (const flag of ['--version', '-V']) {
+    const { status, stdout, stderr } = run([flag]);
+    t.is(status, 0);
+    t.is(stdout, `virtiofsd ${version}\n`);
+    t.is(stderr, '');
+  }
+});
+
+test('unknown option: exit 1 with a message and a hint', (t) => {
+  const { status, stdout, stderr } = run(['--bogus', '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
+  t.is(status, 1);
+  t.is(stdout, '');
+  t.is(stderr, `virtiofsd: unexpected argument '--bogus'\n${HINT}`);
+});
+
+test('bad value: exit 1 naming the option and value', (t) => {
+  const { status, stderr } = run(['--cache=sometimes', '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
+  t.is(status, 1);
+  t.is(stderr, `virtiofsd: invalid value 'sometimes' for '--cache': expected one of auto, always, never, metadata\n${HINT}`);
+});
+
+test('missing value: exit 1', (t) => {
+  const { status, stderr } = run(['--shared-dir', '/tmp', '--socket-path']);
+  t.is(status, 1);
+  t.is(stderr, `virtiofsd: a value is required for '--socket-path'\n${HINT}`);
+});
+
+test('not supported options: exit 1 naming the option', (t) => {
+  const cases: Array<[string[], string]> = [
+    [['--xattr'], '--xattr'],
+    [['--sandbox=namespace'], '--sandbox=namespace'],
+    [['--sandbox', 'chroot'], '--sandbox=chroot'],
+    [['--seccomp=kill'], '--seccomp=kill'],
+    [['--inode-file-handles=prefer'], '--inode-file-handles=prefer'],
+    [['--uid-map=:0:100000:65536:'], '--uid-map'],
+    [['--migration-mode=find-paths'], '--migration-mode'],
+    [['-o', 'xattr'], '-o xattr'],
+  ];
+  for (const [args, option] of cases) {
+    const { status, stdout, stderr } = run([...args, '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
+    t.is(status, 1, args.join(' '));
+    t.is(stdout, '');
+    t.true(stderr.startsWith(`virtiofsd: not supported yet: ${option}\n`), stderr);
+  }
+});
+
+test('missing shared dir: exit 1', (t) => {
+  const { status, stderr } = run(['--socket-path', '/tmp/x.sock']);
+  t.is(status, 1);
+  t.is(stderr, `virtiofsd: the shared directory is required: use '--shared-dir <DIR>'\n${HINT}`);
+});
+
+test('missing socket: exit 1', (t) => {
+  const { status, stderr } = run(['--shared-dir', '/tmp']);
+  t.is(status, 1);
+  t.true(stderr.startsWith("virtiofsd: a vhost-user socket is required"), stderr);
+});
+
+test('shared dir that does not exist or is a file: exit 1 before starting', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-cli-'));
+  const missing = path.join(dir, 'missing');
+  let result = run(['--shared-dir', missing, '--socket-path', path.join(dir, 's.sock')]);
+  t.is(result.status, 1);
+  t.true(result.stderr.startsWith(`virtiofsd: shared directory '${missing}' does not exist\n`), result.stderr);
+  const file = path.join(dir, 'file');
+  fs.writeFileSync(file, '');
+  result = run(['--shared-dir', file, '--socket-path', path.join(dir, 's.sock')]);
+  t.is(result.status, 1);
+  t.true(result.stderr.startsWith(`virtiofsd: shared directory '${file}' is not a directory\n`), result.stderr);
+  t.false(fs.existsSync(path.join(dir, 's.sock')));
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('--help, --version and --print-capabilities never load the native binding', (t) => {
+  // A copy of the package without binding.js: loading it would crash these commands.
+  const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-nobinding-'));
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  const script = path.join(copy, 'dist', 'cli.js');
+  t.is(run(['--help'], script).status, 0);
+  t.is(run(['--version'], script).stdout, `virtiofsd ${version}\n`);
+  t.is(run(['--print-capabilities'], script).status, 0);
+  // Starting a device there must fail loudly, not crash with a stack trace.
+  const started = run(['--shared-dir', copy, '--socket-path', path.join(copy, 's.sock')], script);
+  t.is(started.status, 1);
+  t.regex(started.stderr, /virtiofsd: cannot load the native binding/);
+  fs.rmSync(copy, { recursive: true });
+});
+
+test('deprecated forms warn on stderr in the log format', (t) => {
+  // Run from a copy without the native binding: the run gets past the warnings, then fails to
+  // start, so no device is left behind.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-cli-'));
+  const copy = path.join(dir, 'pkg');
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  const { status, stderr } = run(['--shared-dir', dir, '--socket', path.join(dir, 's.sock'), '-o', 'cache=auto'], path.join(copy, 'dist', 'cli.js'));
+  t.is(status, 1);
+  t.regex(stderr, /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ WARN {2}virtiofsd\] --socket is deprecated/m);
+  t.regex(stderr, /WARN {2}virtiofsd\] the '-o' option format is deprecated/);
+  t.regex(stderr, /WARN {2}virtiofsd\] running without a sandbox/);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('--log-level=error hides warnings', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-cli-'));
+  const copy = path.join(dir, 'pkg');
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  const { status, stderr } = run(['--log-level=error', '--shared-dir', dir, '--socket', path.join(dir, 's.sock')], path.join(copy, 'dist', 'cli.js'));
+  t.is(status, 1);
+  t.false(stderr.includes('WARN'), stderr);
+  t.regex(stderr, /cannot load the native binding/);
+  fs.rmSync(dir, { recursive: true });
+});

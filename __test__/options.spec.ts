@@ -1,0 +1,412 @@
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { LONG_OPTIONS, checkRunnable, parseArgs } from '../ts/options.ts';
+import type { CliOptions, ParsedArgs } from '../ts/options.ts';
+import { buildDeviceConfig, cliConfig } from '../ts/config.ts';
+import { NotSupportedError, OptionError } from '../ts/errors.ts';
+import { HELP_TEXT } from '../ts/help.ts';
+import { formatLogLine, levelEnabled } from '../ts/log.ts';
+import { LineSplitter, ProtocolError, parseDeviceMessage } from '../ts/protocol.ts';
+import { parseIdRange, parseIdTranslation, validateXattrmap } from '../ts/validate.ts';
+
+const BASE = ['--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock'];
+
+function usageError(t: import('ava').ExecutionContext, argv: string[], message: string | RegExp): void {
+  const error = t.throws(() => checkRunnable(parseArgs(argv)), { instanceOf: OptionError });
+  if (typeof message === 'string') t.is(error?.message, message);
+  else t.regex(error?.message ?? '', message);
+}
+
+function unsupported(t: import('ava').ExecutionContext, argv: string[], option: string): void {
+  const parsed = parseArgs(argv);
+  const error = t.throws(() => checkRunnable(parsed), { instanceOf: NotSupportedError });
+  t.is(error?.message, `not supported yet: ${option}`);
+  t.is(error?.option, option);
+}
+
+function opts(argv: string[]): CliOptions {
+  const parsed: ParsedArgs = parseArgs(argv);
+  checkRunnable(parsed);
+  return parsed.options;
+}
+
+test('minimal command line in both value forms', (t) => {
+  const spaced = opts(['--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
+  const equals = opts(['--shared-dir=/tmp', '--socket-path=/tmp/x.sock']);
+  t.is(spaced.sharedDir, '/tmp');
+  t.is(spaced.socketPath, '/tmp/x.sock');
+  t.deepEqual(spaced, equals);
+});
+
+test('a value may itself contain an equal sign or start with a dash', (t) => {
+  t.is(opts([...BASE, '--tag=a=b']).tag, 'a=b');
+  t.is(opts(['--shared-dir', '-weird', '--socket-path', '/tmp/x.sock']).sharedDir, '-weird');
+});
+
+test('--tag accepts up to 36 bytes and rejects empty or longer', (t) => {
+  t.is(opts([...BASE, '--tag', 'a'.repeat(36)]).tag, 'a'.repeat(36));
+  usageError(t, [...BASE, '--tag', 'a'.repeat(37)], /invalid value 'a{37}' for '--tag': the tag must be 1 to 36 bytes/);
+  usageError(t, [...BASE, '--tag='], /invalid value '' for '--tag'/);
+  // 12 three-byte characters is 36 bytes; 13 is too many even though it is 13 characters.
+  t.is(opts([...BASE, '--tag', '€'.repeat(12)]).tag, '€'.repeat(12));
+  usageError(t, [...BASE, '--tag', '€'.repeat(13)], /the tag must be 1 to 36 bytes/);
+});
+
+test('--socket is a deprecated alias with a warning', (t) => {
+  const parsed = parseArgs(['--shared-dir', '/tmp', '--socket', '/tmp/y.sock']);
+  checkRunnable(parsed);
+  t.is(parsed.options.socket, '/tmp/y.sock');
+  t.true(parsed.warnings.some((w) => w.includes('--socket is deprecated')));
+  t.is(cliConfig(parsed.options).socket.kind, 'path');
+});
+
+test('exactly one of --socket-path, --socket, --fd', (t) => {
+  usageError(t, ['--shared-dir', '/tmp'], "a vhost-user socket is required: use '--socket-path <PATH>' or '--fd <FD>'");
+  usageError(t, [...BASE, '--fd', '3'], "'--socket-path' cannot be used with '--fd'");
+  usageError(t, [...BASE, '--socket', '/tmp/z'], "'--socket-path' cannot be used with '--socket'");
+  t.is(opts(['--shared-dir', '/tmp', '--fd', '3']).fd, 3);
+});
+
+test('--fd must be a non-negative 31-bit integer', (t) => {
+  usageError(t, ['--shared-dir', '/tmp', '--fd', 'abc'], "invalid value 'abc' for '--fd': expected a non-negative integer");
+  usageError(t, ['--shared-dir', '/tmp', '--fd', '-1'], "invalid value '-1' for '--fd': expected a non-negative integer");
+  usageError(t, ['--shared-dir', '/tmp', '--fd', '2147483648'], /must be between 0 and 2147483647/);
+});
+
+test('--socket-group needs a socket path and a name', (t) => {
+  t.is(opts([...BASE, '--socket-group', 'kvm']).socketGroup, 'kvm');
+  usageError(t, ['--shared-dir', '/tmp', '--fd', '3', '--socket-group', 'kvm'], /only applies to a socket created with '--socket-path'/);
+  usageError(t, [...BASE, '--socket-group='], "invalid value '' for '--socket-group': must not be empty");
+});
+
+test('--shared-dir is required, also given as -o source=', (t) => {
+  usageError(t, ['--socket-path', '/tmp/x.sock'], "the shared directory is required: use '--shared-dir <DIR>'");
+  t.is(opts(['-o', 'source=/tmp', '--socket-path', '/tmp/x.sock']).sharedDir, '/tmp');
+  usageError(t, ['--shared-dir=', '--socket-path', '/tmp/x.sock'], "invalid value '' for '--shared-dir': must not be empty");
+});
+
+test('--thread-pool-size is an unsigned integer', (t) => {
+  t.is(opts([...BASE, '--thread-pool-size', '0']).threadPoolSize, 0);
+  t.is(opts([...BASE, '--thread-pool-size=64']).threadPoolSize, 64);
+  usageError(t, [...BASE, '--thread-pool-size=-1'], "invalid value '-1' for '--thread-pool-size': expected a non-negative integer");
+  usageError(t, [...BASE, '--thread-pool-size=1e3'], /expected a non-negative integer/);
+  usageError(t, [...BASE, '--thread-pool-size=4294967296'], /must be between 0 and 4294967295/);
+});
+
+test('--cache takes the four policies', (t) => {
+  for (const policy of ['auto', 'always', 'never', 'metadata']) {
+    t.is(opts([...BASE, '--cache', policy]).cache, policy as CliOptions['cache']);
+  }
+  usageError(t, [...BASE, '--cache=none'], "invalid value 'none' for '--cache': expected one of auto, always, never, metadata");
+});
+
+test('--log-level takes the six levels, case-insensitively, and -d means debug', (t) => {
+  for (const level of ['error', 'warn', 'info', 'debug', 'trace', 'off']) {
+    t.is(opts([...BASE, '--log-level', level]).logLevel, level as CliOptions['logLevel']);
+  }
+  t.is(opts([...BASE, '--log-level=DEBUG']).logLevel, 'debug');
+  usageError(t, [...BASE, '--log-level=loud'], /invalid value 'loud' for '--log-level': expected one of error, warn/);
+  const parsed = parseArgs([...BASE, '-d']);
+  t.is(parsed.options.logLevel, 'debug');
+  t.true(parsed.warnings.some((w) => w.startsWith('-d is deprecated')));
+});
+
+test('supported boolean flags', (t) => {
+  const o = opts([...BASE, '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '-f']);
+  t.true(o.readonly);
+  t.true(o.noReaddirplus);
+  t.true(o.writeback);
+  t.true(o.allowDirectIo);
+  t.true(o.allowMmap);
+  t.is(opts(BASE).announceSubmounts, undefined);
+  t.true(opts([...BASE, '--announce-submounts']).announceSubmounts);
+  t.false(opts([...BASE, '--no-announce-submounts']).announceSubmounts);
+  t.false(opts([...BASE, '--no-killpriv-v2']).killprivV2);
+  t.true(opts([...BASE, '--print-capabilities']).printCapabilities);
+  t.true(opts([...BASE, '-h']).help);
+  t.true(opts([...BASE, '--help']).help);
+  t.true(opts([...BASE, '-V']).version);
+  t.true(opts([...BASE, '--version']).version);
+});
+
+test('flags refuse values', (t) => {
+  usageError(t, [...BASE, '--readonly=true'], "unexpected value 'true' for '--readonly'");
+});
+
+test('--rlimit-nofile is an unsigned integer, 0 allowed', (t) => {
+  t.is(opts([...BASE, '--rlimit-nofile', '0']).rlimitNofile, 0);
+  t.is(opts([...BASE, '--rlimit-nofile=4096']).rlimitNofile, 4096);
+  usageError(t, [...BASE, '--rlimit-nofile=-5'], /invalid value '-5' for '--rlimit-nofile'/);
+});
+
+test('--sandbox and --seccomp: only none works, others are valid but unsupported', (t) => {
+  t.is(opts([...BASE, '--sandbox', 'none']).sandbox, 'none');
+  t.is(opts([...BASE, '--seccomp=none']).seccomp, 'none');
+  unsupported(t, [...BASE, '--sandbox', 'namespace'], '--sandbox=namespace');
+  unsupported(t, [...BASE, '--sandbox=chroot'], '--sandbox=chroot');
+  unsupported(t, [...BASE, '--seccomp=kill'], '--seccomp=kill');
+  unsupported(t, [...BASE, '--seccomp=log'], '--seccomp=log');
+  unsupported(t, [...BASE, '--seccomp=trap'], '--seccomp=trap');
+  usageError(t, [...BASE, '--sandbox=jail'], "invalid value 'jail' for '--sandbox': expected one of namespace, chroot, none");
+  usageError(t, [...BASE, '--seccomp=allow'], /invalid value 'allow' for '--seccomp'/);
+});
+
+test('--inode-file-handles requires an equal sign; only never works', (t) => {
+  t.is(opts([...BASE, '--inode-file-handles=never']).inodeFileHandles, 'never');
+  unsupported(t, [...BASE, '--inode-file-handles=prefer'], '--inode-file-handles=prefer');
+  unsupported(t, [...BASE, '--inode-file-handles=mandatory'], '--inode-file-handles=mandatory');
+  unsupported(t, [...BASE, '--inode-file-handles=fallback'], '--inode-file-handles=fallback');
+  usageError(t, [...BASE, '--inode-file-handles', 'never'], /'--inode-file-handles' needs its value after an equal sign/);
+  usageError(t, [...BASE, '--inode-file-handles=sometimes'], /invalid value 'sometimes' for '--inode-file-handles'/);
+});
+
+test('unsupported flags are parsed then refused by name', (t) => {
+  for (const flag of ['--xattr', '--posix-acl', '--syslog', '--killpriv-v2', '--security-label', '--preserve-noatime', '--migration-verify-handles', '--migration-confirm-paths']) {
+    unsupported(t, [...BASE, flag], flag);
+  }
+});
+
+test('unsupported value options are validated first, then refused', (t) => {
+  unsupported(t, [...BASE, '--xattrmap', ':map::user.virtiofs.:'], '--xattrmap');
+  usageError(t, [...BASE, '--xattrmap=bad'], /invalid value 'bad' for '--xattrmap'/);
+  unsupported(t, [...BASE, '--modcaps=+sys_admin:-chown'], '--modcaps');
+  usageError(t, [...BASE, '--modcaps=sys_admin'], /'sys_admin' is not \+capability or -capability/);
+  unsupported(t, [...BASE, '--uid-map=:0:100000:65536:'], '--uid-map');
+  unsupported(t, [...BASE, '--gid-map', '/0/100000/65536/'], '--gid-map');
+  usageError(t, [...BASE, '--uid-map=0:1:2'], /invalid value '0:1:2' for '--uid-map'/);
+  usageError(t, [...BASE, '--gid-map=:0:1:2:3:'], "invalid value ':0:1:2:3:' for '--gid-map': expected 3 values, got 4");
+  unsupported(t, [...BASE, '--translate-uid=map:0:1000:1'], '--translate-uid');
+  unsupported(t, [...BASE, '--translate-gid=forbid-guest:0:10'], '--translate-gid');
+  usageError(t, [...BASE, '--translate-uid=foo:1:2:3'], /unknown mapping type 'foo'/);
+  usageError(t, [...BASE, '--translate-gid=guest:1:2'], /'guest' takes 3 values, got 2/);
+  unsupported(t, [...BASE, '--migration-mode=file-handles'], '--migration-mode');
+  usageError(t, [...BASE, '--migration-mode=teleport'], /invalid value 'teleport' for '--migration-mode'/);
+  unsupported(t, [...BASE, '--migration-on-error=guest-error'], '--migration-on-error');
+  usageError(t, [...BASE, '--migration-on-error=ignore'], /invalid value 'ignore' for '--migration-on-error'/);
+});
+
+test('id maps and translations accumulate across repeats', (t) => {
+  const parsed = parseArgs([...BASE, '--uid-map=:0:100:1:', '--uid-map=:1:200:2:', '--translate-uid=host:1:2:3', '--translate-uid=squash-guest:0:5:10']);
+  t.deepEqual(parsed.options.uidMap, [
+    { inside: 0, outside: 100, count: 1 },
+    { inside: 1, outside: 200, count: 2 },
+  ]);
+  t.deepEqual(parsed.options.translateUid.map((rule) => rule.type), ['host', 'squash-guest']);
+  t.deepEqual(parseIdTranslation('x', 'forbid-guest:7:3'), { type: 'forbid-guest', source: 7, target: null, count: 3 });
+  t.throws(() => parseIdRange('x', ':0:1:0:'), { message: /count must be at least 1/ });
+  t.throws(() => parseIdRange('x', ':0:4294967295:2:'), { message: /exceeds the 32-bit ID space/ });
+});
+
+test('last value wins for repeated options', (t) => {
+  const o = opts([...BASE, '--cache=never', '--cache', 'always', '--log-level=warn', '--log-level=trace']);
+  t.is(o.cache, 'always');
+  t.is(o.logLevel, 'trace');
+  t.is(opts(['--shared-dir=/a', '--shared-dir=/tmp', '--socket-path=/tmp/x.sock']).sharedDir, '/tmp');
+});
+
+test('-o legacy options follow upstream 1.13', (t) => {
+  const o = opts(['-o', 'source=/tmp,cache=none,no_xattr,no_flock,no_posix_lock,no_readdirplus,writeback,allow_direct_io,announce_submounts,no_killpriv_v2', '--socket-path=/tmp/x.sock']);
+  t.is(o.sharedDir, '/tmp');
+  t.is(o.cache, 'never');
+  t.true(o.noReaddirplus);
+  t.true(o.writeback);
+  t.true(o.allowDirectIo);
+  t.true(o.announceSubmounts);
+  t.false(o.killprivV2);
+  const reverted = opts([...BASE, '--writeback', '--allow-direct-io', '--no-readdirplus', '-o', 'no_writeback,no_allow_direct_io,readdirplus']);
+  t.false(reverted.writeback);
+  t.false(reverted.allowDirectIo);
+  t.false(reverted.noReaddirplus);
+  for (const [value, policy] of [['auto', 'auto'], ['always', 'always'], ['metadata', 'metadata']]) {
+    t.is(opts([...BASE, `-ocache=${value}`]).cache, policy as CliOptions['cache']);
+  }
+  const parsed = parseArgs([...BASE, '-o', 'cache=auto']);
+  t.true(parsed.warnings.some((w) => w.includes("'-o' option format is deprecated")));
+});
+
+test('-o overrides --shared-dir and repeated -o accumulate', (t) => {
+  t.is(opts(['--shared-dir=/nonexistent', '-o', 'source=/tmp', '--socket-path=/tmp/x.sock']).sharedDir, '/tmp');
+  const o = opts([...BASE, '-o', 'writeback', '-o', 'cache=always']);
+  t.true(o.writeback);
+  t.is(o.cache, 'always');
+});
+
+test('-o errors and unsupported legacy options', (t) => {
+  usageError(t, [...BASE, '-o', 'cache=never'], "invalid compat value 'never' for '-o cache'");
+  usageError(t, [...BASE, '-o', 'cache='], "invalid compat value '' for '-o cache'");
+  usageError(t, [...BASE, '-o', 'cache'], "invalid compat argument '-o cache'");
+  usageError(t, [...BASE, '-o', 'sandbox'], "invalid compat argument '-o sandbox'");
+  usageError(t, [...BASE, '-o', 'sandbox=none'], "invalid compat value 'none' for '-o sandbox'");
+  usageError(t, [...BASE, '-o', 'bogus'], "invalid compat argument '-o bogus'");
+  usageError(t, [...BASE, '-o', 'writeback=1'], "invalid compat argument '-o writeback=1'");
+  usageError(t, [...BASE, '-o', 'flock'], "invalid compat argument '-o flock'");
+  usageError(t, [...BASE, '-o', 'posix_lock'], "invalid compat argument '-o posix_lock'");
+  usageError(t, [...BASE, '-o', 'log_level=debug'], "invalid compat argument '-o log_level=debug'");
+  usageError(t, [...BASE, '-o', 'timeout=5'], "invalid compat argument '-o timeout=5'");
+  usageError(t, [...BASE, '-o', ''], "invalid compat argument '-o '");
+  usageError(t, [...BASE, '-o', 'writeback,'], "invalid compat argument '-o '");
+  usageError(t, [...BASE, '-o', 'source'], "invalid compat argument '-o source'");
+  usageError(t, [...BASE, '-o', 'modcaps=nope'], /invalid value 'nope' for '-o modcaps'/);
+  unsupported(t, [...BASE, '-o', 'xattr'], '-o xattr');
+  unsupported(t, [...BASE, '-o', 'killpriv_v2'], '-o killpriv_v2');
+  unsupported(t, [...BASE, '-o', 'sandbox=chroot'], '-o sandbox=chroot');
+  unsupported(t, [...BASE, '-o', 'sandbox=namespace'], '-o sandbox=namespace');
+  unsupported(t, [...BASE, '-o', 'modcaps=+chown'], '-o modcaps');
+});
+
+test('unknown options, missing values and stray arguments are errors', (t) => {
+  usageError(t, [...BASE, '--bogus'], "unexpected argument '--bogus'");
+  usageError(t, [...BASE, '--bogus=1'], "unexpected argument '--bogus'");
+  usageError(t, [...BASE, '-x'], "unexpected argument '-x'");
+  usageError(t, [...BASE, 'extra'], "unexpected argument 'extra'");
+  usageError(t, [...BASE, '--', 'extra'], "unexpected argument 'extra'");
+  usageError(t, [...BASE, '--cache'], "a value is required for '--cache'");
+  usageError(t, [...BASE, '-o'], "a value is required for '-o'");
+  usageError(t, ['--shared-dir'], "a value is required for '--shared-dir'");
+});
+
+test('short flags cluster like upstream', (t) => {
+  const parsed = parseArgs([...BASE, '-df']);
+  t.is(parsed.options.logLevel, 'debug');
+  t.is(parseArgs([...BASE, '-fosource=/tmp']).options.sharedDir, '/tmp');
+});
+
+test('unsupported options are reported before missing required ones', (t) => {
+  unsupported(t, ['--xattr'], '--xattr');
+});
+
+test('--help, --version and --print-capabilities parse without required options', (t) => {
+  t.true(parseArgs(['--help']).options.help);
+  t.true(parseArgs(['-V']).options.version);
+  t.true(parseArgs(['--print-capabilities']).options.printCapabilities);
+});
+
+test('the help text documents every option the parser knows', (t) => {
+  for (const name of LONG_OPTIONS) {
+    t.true(HELP_TEXT.includes(`--${name}`), `--${name} missing from help`);
+  }
+  for (const short of ['-o', '-d', '-f', '-h', '-V']) t.true(HELP_TEXT.includes(`  ${short}`), `${short} missing from help`);
+  // The long options of upstream virtiofsd 1.13: none may be missing, none invented.
+  const upstream = ['shared-dir', 'tag', 'socket', 'socket-path', 'socket-group', 'fd', 'thread-pool-size', 'xattr', 'posix-acl', 'xattrmap', 'sandbox', 'readonly', 'seccomp', 'announce-submounts', 'no-announce-submounts', 'inode-file-handles', 'cache', 'allow-mmap', 'no-readdirplus', 'writeback', 'allow-direct-io', 'print-capabilities', 'modcaps', 'log-level', 'syslog', 'rlimit-nofile', 'no-killpriv-v2', 'killpriv-v2', 'security-label', 'uid-map', 'gid-map', 'translate-uid', 'translate-gid', 'preserve-noatime', 'migration-mode', 'migration-on-error', 'migration-verify-handles', 'migration-confirm-paths', 'help', 'version'];
+  t.deepEqual([...LONG_OPTIONS].sort(), [...upstream].sort());
+});
+
+test('xattrmap rule syntax', (t) => {
+  t.is(validateXattrmap('x', ':prefix:all:trusted.:user.vm.: :ok:all:::'), ':prefix:all:trusted.:user.vm.: :ok:all:::');
+  t.throws(() => validateXattrmap('x', ':prefix:everywhere:a:b:'), { message: /unknown scope 'everywhere'/ });
+  t.throws(() => validateXattrmap('x', ':map:a:'), { message: /incomplete rule/ });
+  t.throws(() => validateXattrmap('x', ''), { message: /no rules given/ });
+});
+
+// Config compilation: the JSON contract with the Rust core.
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-options-'));
+}
+
+test('CLI options compile to the device config', (t) => {
+  const dir = tempDir();
+  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none']);
+  checkRunnable(parsed);
+  const config = cliConfig(parsed.options, '/some/cwd');
+  t.deepEqual(config, {
+    sharedDir: dir,
+    socket: { kind: 'path', path: '/some/cwd/rel.sock', group: 'kvm' },
+    tag: 'fs0',
+    numRequestQueues: 1,
+    queueSize: 1024,
+    threadPoolSize: 8,
+    cache: 'metadata',
+    readonly: true,
+    readdirplus: false,
+    writeback: true,
+    allowDirectIo: true,
+    allowMmap: true,
+    announceSubmounts: false,
+    killprivV2: false,
+    rlimitNofile: 2048,
+    logLevel: 'warn',
+    sandbox: 'none',
+    seccomp: 'none',
+  });
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('defaults of the device config', (t) => {
+  const config = cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5']));
+  t.deepEqual(config.socket, { kind: 'fd', fd: 5 });
+  t.is(config.tag, null);
+  t.is(config.cache, 'auto');
+  t.is(config.threadPoolSize, 0);
+  t.true(config.readdirplus);
+  t.true(config.announceSubmounts);
+  t.false(config.killprivV2);
+  t.is(config.rlimitNofile, null);
+  t.is(config.logLevel, 'info');
+});
+
+test('relative shared dir resolves against cwd; missing or non-directory is an error', (t) => {
+  const dir = tempDir();
+  fs.mkdirSync(path.join(dir, 'share'));
+  fs.writeFileSync(path.join(dir, 'file'), 'x');
+  t.is(buildDeviceConfig({ sharedDir: 'share', socketPath: 's.sock', cwd: dir }).sharedDir, path.join(dir, 'share'));
+  t.throws(() => buildDeviceConfig({ sharedDir: 'missing', socketPath: 's.sock', cwd: dir }), {
+    instanceOf: OptionError,
+    message: `shared directory '${path.join(dir, 'missing')}' does not exist`,
+  });
+  t.throws(() => buildDeviceConfig({ sharedDir: 'file', socketPath: 's.sock', cwd: dir }), {
+    instanceOf: OptionError,
+    message: `shared directory '${path.join(dir, 'file')}' is not a directory`,
+  });
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('library options are validated with the CLI rules', (t) => {
+  const base = { sharedDir: '/tmp', socketPath: '/tmp/x.sock' };
+  t.throws(() => buildDeviceConfig({ ...base, tag: 'x'.repeat(37) }), { message: /the tag must be 1 to 36 bytes/ });
+  t.throws(() => buildDeviceConfig({ ...base, cache: 'none' as never }), { message: /invalid value 'none' for 'cache'/ });
+  t.throws(() => buildDeviceConfig({ ...base, logLevel: 'loud' as never }), { message: /invalid value 'loud' for 'logLevel'/ });
+  t.throws(() => buildDeviceConfig({ ...base, threadPoolSize: -1 }), { message: /'threadPoolSize': must be an integer/ });
+  t.throws(() => buildDeviceConfig({ ...base, threadPoolSize: 1.5 }), { message: /'threadPoolSize': must be an integer/ });
+  t.throws(() => buildDeviceConfig({ ...base, fd: 3 }), { message: "'socketPath' cannot be used with 'fd'" });
+  t.throws(() => buildDeviceConfig({ sharedDir: '/tmp' }), { message: "a vhost-user socket is required: set 'socketPath' or 'fd'" });
+  t.throws(() => buildDeviceConfig({ sharedDir: '/tmp', fd: 3, socketGroup: 'kvm' }), { message: /'socketGroup' only applies/ });
+  t.throws(() => buildDeviceConfig({ ...base, readonly: 'yes' as never }), { message: "invalid value for 'readonly': expected a boolean" });
+  t.throws(() => buildDeviceConfig({ ...base, queueSize: 1000 }), { message: /must be a power of two/ });
+  t.throws(() => buildDeviceConfig({ ...base, numRequestQueues: 2 }), { message: /'numRequestQueues'/ });
+  t.throws(() => buildDeviceConfig({ ...base, killprivV2: true }), { message: 'not supported yet: killprivV2' });
+  t.throws(() => buildDeviceConfig({ ...base, sandbox: 'namespace' as never }), { message: 'not supported yet: sandbox=namespace' });
+  t.throws(() => buildDeviceConfig(null as never), { message: 'device options must be an object' });
+  t.is(buildDeviceConfig({ ...base, queueSize: 256 }).queueSize, 256);
+});
+
+// Control protocol and log formatting.
+
+test('control messages parse strictly', (t) => {
+  t.deepEqual(parseDeviceMessage('{"event":"listening","socket":"/tmp/a.sock"}'), { event: 'listening', socket: '/tmp/a.sock' });
+  t.deepEqual(parseDeviceMessage('{"event":"connected"}'), { event: 'connected' });
+  t.deepEqual(parseDeviceMessage('{"event":"log","level":"info","target":"t","message":"m"}'), { event: 'log', level: 'info', target: 't', message: 'm' });
+  t.deepEqual(parseDeviceMessage('{"event":"error","message":"boom"}'), { event: 'error', message: 'boom' });
+  t.throws(() => parseDeviceMessage('not json'), { instanceOf: ProtocolError });
+  t.throws(() => parseDeviceMessage('[1]'), { instanceOf: ProtocolError });
+  t.throws(() => parseDeviceMessage('{"event":"teleported"}'), { message: "unknown control event 'teleported'" });
+  t.throws(() => parseDeviceMessage('{"event":"log","level":"loud","message":"m"}'), { message: "unknown log level 'loud'" });
+  t.throws(() => parseDeviceMessage('{"event":"listening"}'), { message: "control message lacks string field 'socket'" });
+});
+
+test('line splitting keeps partial lines', (t) => {
+  const splitter = new LineSplitter();
+  t.deepEqual(splitter.push('{"a":1}\n{"b"'), ['{"a":1}']);
+  t.deepEqual(splitter.push(':2}\n\n'), ['{"b":2}']);
+});
+
+test('log lines look like upstream and filter by level', (t) => {
+  t.is(formatLogLine('info', 'virtiofsd', 'hello', new Date('2026-11-27T19:00:00.123Z')), '[2026-11-27T19:00:00Z INFO  virtiofsd] hello\n');
+  t.is(formatLogLine('error', 'x', 'y', new Date('2026-11-27T19:00:00Z')), '[2026-11-27T19:00:00Z ERROR x] y\n');
+  t.true(levelEnabled('warn', 'info'));
+  t.false(levelEnabled('debug', 'info'));
+  t.false(levelEnabled('error', 'off'));
+  t.true(levelEnabled('trace', 'trace'));
+});

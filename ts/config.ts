@@ -1,0 +1,201 @@
+// Compiles library options (and, through them, command-line options) into the JSON device
+// configuration understood by the Rust core. Field names of DeviceConfig are that contract.
+import fs from 'node:fs';
+import path from 'node:path';
+import { OptionError } from './errors';
+import { CliOptions } from './options';
+import {
+  CACHE_POLICIES,
+  CachePolicy,
+  LOG_LEVELS,
+  LogLevel,
+  U32_MAX,
+  parseEnum,
+  validateNonEmpty,
+  validateTag,
+} from './validate';
+
+export type SocketConfig = { kind: 'path'; path: string; group: string | null } | { kind: 'fd'; fd: number };
+
+export interface DeviceConfig {
+  sharedDir: string;
+  socket: SocketConfig;
+  tag: string | null;
+  numRequestQueues: number;
+  queueSize: number;
+  threadPoolSize: number;
+  cache: CachePolicy;
+  readonly: boolean;
+  readdirplus: boolean;
+  writeback: boolean;
+  allowDirectIo: boolean;
+  allowMmap: boolean;
+  announceSubmounts: boolean;
+  killprivV2: boolean;
+  rlimitNofile: number | null;
+  logLevel: LogLevel;
+  sandbox: 'none';
+  seccomp: 'none';
+}
+
+/** Options accepted by `startDevice`. Exactly one of `socketPath` and `fd` is required. */
+export interface DeviceOptions {
+  /** Directory to share; relative paths are resolved against `cwd` (default: process.cwd()). */
+  sharedDir: string;
+  /** vhost-user socket to create and listen on. */
+  socketPath?: string;
+  /** Group that should own the socket file (name or numeric id as a string). */
+  socketGroup?: string;
+  /** An inherited, already listening (not yet connected) socket. */
+  fd?: number;
+  tag?: string | null;
+  cache?: CachePolicy;
+  threadPoolSize?: number;
+  readonly?: boolean;
+  readdirplus?: boolean;
+  writeback?: boolean;
+  allowDirectIo?: boolean;
+  allowMmap?: boolean;
+  announceSubmounts?: boolean;
+  /** Only `false` is supported for now. */
+  killprivV2?: boolean;
+  /** `null` keeps the default; 0 leaves the limit unchanged. */
+  rlimitNofile?: number | null;
+  logLevel?: LogLevel;
+  numRequestQueues?: number;
+  queueSize?: number;
+  sandbox?: 'none';
+  seccomp?: 'none';
+  cwd?: string;
+}
+
+export const DEFAULT_QUEUE_SIZE = 1024;
+export const MAX_QUEUE_SIZE = 32768;
+const FD_MAX = 0x7fff_ffff;
+
+function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean') throw new OptionError(`invalid value for '${name}': expected a boolean`);
+  return value;
+}
+
+function checkInteger(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new OptionError(`invalid value '${String(value)}' for '${name}': must be an integer between ${min} and ${max}`);
+  }
+  return value;
+}
+
+function checkString(name: string, value: unknown): string {
+  if (typeof value !== 'string') throw new OptionError(`invalid value for '${name}': expected a string`);
+  return validateNonEmpty(name, value);
+}
+
+/** Resolves and checks the shared directory: it must exist and be a directory. */
+export function resolveSharedDir(dir: string, cwd: string): string {
+  const absolute = path.resolve(cwd, dir);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(absolute);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new OptionError(`shared directory '${absolute}' does not exist`);
+    throw new OptionError(`cannot access shared directory '${absolute}': ${(error as Error).message}`);
+  }
+  if (!stat.isDirectory()) throw new OptionError(`shared directory '${absolute}' is not a directory`);
+  return absolute;
+}
+
+/** Validates library options with the same rules as the command line and builds the device config. */
+export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
+  if (options === null || typeof options !== 'object') {
+    throw new OptionError('device options must be an object');
+  }
+  const cwd = options.cwd ?? process.cwd();
+  const sharedDir = resolveSharedDir(checkString('sharedDir', options.sharedDir), cwd);
+
+  let socket: SocketConfig;
+  if (options.socketPath !== undefined && options.fd !== undefined) {
+    throw new OptionError("'socketPath' cannot be used with 'fd'");
+  } else if (options.socketPath !== undefined) {
+    const group = options.socketGroup === undefined ? null : checkString('socketGroup', options.socketGroup);
+    socket = { kind: 'path', path: path.resolve(cwd, checkString('socketPath', options.socketPath)), group };
+  } else if (options.fd !== undefined) {
+    if (options.socketGroup !== undefined) {
+      throw new OptionError("'socketGroup' only applies to a socket created from 'socketPath'");
+    }
+    socket = { kind: 'fd', fd: checkInteger('fd', options.fd, 0, FD_MAX) };
+  } else {
+    throw new OptionError("a vhost-user socket is required: set 'socketPath' or 'fd'");
+  }
+
+  const tag = options.tag === undefined || options.tag === null ? null : validateTag('tag', String(options.tag));
+  if (options.killprivV2 === true) throw new OptionError('not supported yet: killprivV2', 'unsupported');
+  if (options.sandbox !== undefined && options.sandbox !== 'none') {
+    throw new OptionError(`not supported yet: sandbox=${String(options.sandbox)}`, 'unsupported');
+  }
+  if (options.seccomp !== undefined && options.seccomp !== 'none') {
+    throw new OptionError(`not supported yet: seccomp=${String(options.seccomp)}`, 'unsupported');
+  }
+  const rlimit = options.rlimitNofile;
+
+  return {
+    sharedDir,
+    socket,
+    tag,
+    numRequestQueues: checkInteger('numRequestQueues', options.numRequestQueues ?? 1, 1, 1),
+    queueSize: checkQueueSize(options.queueSize ?? DEFAULT_QUEUE_SIZE),
+    threadPoolSize: checkInteger('threadPoolSize', options.threadPoolSize ?? 0, 0, U32_MAX),
+    cache: parseEnum('cache', String(options.cache ?? 'auto'), CACHE_POLICIES),
+    readonly: checkBoolean('readonly', options.readonly, false),
+    readdirplus: checkBoolean('readdirplus', options.readdirplus, true),
+    writeback: checkBoolean('writeback', options.writeback, false),
+    allowDirectIo: checkBoolean('allowDirectIo', options.allowDirectIo, false),
+    allowMmap: checkBoolean('allowMmap', options.allowMmap, false),
+    announceSubmounts: checkBoolean('announceSubmounts', options.announceSubmounts, true),
+    killprivV2: false,
+    rlimitNofile:
+      rlimit === undefined || rlimit === null ? null : checkInteger('rlimitNofile', rlimit, 0, Number.MAX_SAFE_INTEGER),
+    logLevel: parseEnum('logLevel', String(options.logLevel ?? 'info'), LOG_LEVELS),
+    sandbox: 'none',
+    seccomp: 'none',
+  };
+}
+
+function checkQueueSize(size: unknown): number {
+  const checked = checkInteger('queueSize', size, 1, MAX_QUEUE_SIZE);
+  // virtio split queues must have a power-of-two size.
+  if ((checked & (checked - 1)) !== 0) {
+    throw new OptionError(`invalid value '${checked}' for 'queueSize': must be a power of two`);
+  }
+  return checked;
+}
+
+/** Maps parsed command-line options (already checked by `checkRunnable`) to library options. */
+export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd()): DeviceOptions {
+  if (cli.sharedDir === undefined) throw new OptionError("the shared directory is required: use '--shared-dir <DIR>'");
+  return {
+    sharedDir: cli.sharedDir,
+    socketPath: cli.socketPath ?? cli.socket,
+    socketGroup: cli.socketGroup,
+    fd: cli.fd,
+    tag: cli.tag ?? null,
+    cache: cli.cache,
+    threadPoolSize: cli.threadPoolSize,
+    readonly: cli.readonly,
+    readdirplus: !cli.noReaddirplus,
+    writeback: cli.writeback,
+    allowDirectIo: cli.allowDirectIo,
+    allowMmap: cli.allowMmap,
+    announceSubmounts: cli.announceSubmounts ?? true,
+    killprivV2: cli.killprivV2 ?? false,
+    rlimitNofile: cli.rlimitNofile ?? null,
+    logLevel: cli.logLevel,
+    cwd,
+  };
+}
+
+/** Validates parsed command-line options and builds the device config, like the library does. */
+export function cliConfig(cli: CliOptions, cwd: string = process.cwd()): DeviceConfig {
+  return buildDeviceConfig(cliToDeviceOptions(cli, cwd));
+}
