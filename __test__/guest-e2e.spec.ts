@@ -5,6 +5,7 @@
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { runGuest, type DaemonSpec, type GuestRun } from './guest/harness.ts';
 import { expectedBigFile, FIXTURE_TEXT, fsE2eScript, makeSharedDir, sha256, snapshot, type EntryState } from './guest/fixtures.ts';
 
@@ -19,14 +20,14 @@ interface Outcome {
 // Each daemon is booted once and its outcome shared by the tests that inspect it.
 const outcomes = new Map<string, Promise<Outcome>>();
 const sharedDirs: Promise<string>[] = [];
-function outcome(label: string, daemon: DaemonSpec): Promise<Outcome> {
+function outcome(label: string, daemon: DaemonSpec, numRequestQueues?: number): Promise<Outcome> {
   let pending = outcomes.get(label);
   if (!pending) {
     const made = makeSharedDir(label);
     sharedDirs.push(made);
     pending = (async () => {
       const dir = await made;
-      const run = await runGuest({ daemon, sharedDir: dir, script: await fsE2eScript(), timeoutMs: 180_000 });
+      const run = await runGuest({ daemon, sharedDir: dir, script: await fsE2eScript(), timeoutMs: 180_000, numRequestQueues });
       const { atimeMs, mtimeMs } = await fs.lstat(path.join(dir, 't'));
       return { run, dir, tTimes: { atimeMs, mtimeMs }, state: await snapshot(dir) };
     })();
@@ -36,6 +37,11 @@ function outcome(label: string, daemon: DaemonSpec): Promise<Outcome> {
 }
 const ours = () => outcome('ours', { kind: 'ours' });
 const reference = () => outcome('reference', { kind: 'reference' });
+// Several request queues (the guest maps them to its CPUs) served by a thread pool, started through
+// the library API: the same script must give the same results.
+const libraryDevice = path.join(path.dirname(fileURLToPath(import.meta.url)), 'guest', 'library-device.cjs');
+const multiqueue = () =>
+  outcome('ours-multiqueue', { argv: [process.execPath, libraryDevice, '--queues=2', '--thread-pool-size=4'] }, 2);
 
 test.after.always(async () => {
   await Promise.allSettled(outcomes.values());
@@ -141,4 +147,14 @@ test.serial('differential: our host-side state equals the reference state', asyn
   const [mine, theirs] = await Promise.all([ours(), reference()]);
   // Snapshots leave out times and inode numbers, which differ between any two runs.
   t.deepEqual(mine.state, theirs.state);
+});
+
+test.serial('our daemon with 2 request queues and a thread pool: same transcript and host state as the reference', async (t) => {
+  const [mine, theirs] = await Promise.all([multiqueue(), reference()]);
+  checkTranscript(t, mine);
+  await checkHostSide(t, mine);
+  t.deepEqual(lines(mine.run.output), lines(theirs.run.output));
+  t.deepEqual(mine.state, theirs.state);
+  t.is(mine.run.daemonExit.code, 0, `daemon exit ${JSON.stringify(mine.run.daemonExit)}; stderr:\n${mine.run.daemonStderr}`);
+  t.log(`guest run with 2 queues and 4 pool threads: ${mine.run.durationMs} ms`);
 });

@@ -375,7 +375,8 @@ test('library options are validated with the CLI rules', (t) => {
   t.throws(() => buildDeviceConfig({ sharedDir: '/tmp', fd: 3, socketGroup: 'kvm' }), { message: /'socketGroup' only applies/ });
   t.throws(() => buildDeviceConfig({ ...base, readonly: 'yes' as never }), { message: "invalid value for 'readonly': expected a boolean" });
   t.throws(() => buildDeviceConfig({ ...base, queueSize: 1000 }), { message: /must be a power of two/ });
-  t.throws(() => buildDeviceConfig({ ...base, numRequestQueues: 2 }), { message: /'numRequestQueues'/ });
+  t.throws(() => buildDeviceConfig({ ...base, numRequestQueues: 64 }), { message: /'numRequestQueues'/ });
+  t.is(buildDeviceConfig({ ...base, numRequestQueues: 2 }).numRequestQueues, 2);
   t.throws(() => buildDeviceConfig({ ...base, killprivV2: true }), { message: 'not supported yet: killprivV2' });
   t.throws(() => buildDeviceConfig({ ...base, sandbox: 'namespace' as never }), { message: 'not supported yet: sandbox=namespace' });
   t.throws(() => buildDeviceConfig(null as never), { message: 'device options must be an object' });

@@ -71,6 +71,8 @@ export interface DeviceOptions {
 
 export const DEFAULT_QUEUE_SIZE = 1024;
 export const MAX_QUEUE_SIZE = 32768;
+/** One queue-to-thread mask bit each, plus the hiprio queue, in a 64-bit mask. */
+export const MAX_REQUEST_QUEUES = 63;
 const FD_MAX = 0x7fff_ffff;
 
 function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
@@ -143,7 +145,7 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
     sharedDir,
     socket,
     tag,
-    numRequestQueues: checkInteger('numRequestQueues', options.numRequestQueues ?? 1, 1, 1),
+    numRequestQueues: checkInteger('numRequestQueues', options.numRequestQueues ?? 1, 1, MAX_REQUEST_QUEUES),
     queueSize: checkQueueSize(options.queueSize ?? DEFAULT_QUEUE_SIZE),
     threadPoolSize: checkInteger('threadPoolSize', options.threadPoolSize ?? 0, 0, U32_MAX),
     cache: parseEnum('cache', String(options.cache ?? 'auto'), CACHE_POLICIES),

@@ -126,8 +126,8 @@ impl DaemonConfig {
                 return invalid("tag must be 1 to 36 bytes long");
             }
         }
-        if self.num_request_queues == 0 || self.num_request_queues > 64 {
-            return invalid("numRequestQueues must be between 1 and 64");
+        if self.num_request_queues == 0 || self.num_request_queues > 63 {
+            return invalid("numRequestQueues must be between 1 and 63");
         }
         if !self.queue_size.is_power_of_two() {
             return invalid("queueSize must be a power of two");
