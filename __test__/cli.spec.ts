@@ -1,25 +1,12 @@
 // Runs the built CLI (dist/cli.js) as a user would. Everything here exits before a device starts,
 // so the native binding is not needed.
 import test from 'ava';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
-const cli = path.join(root, 'dist', 'cli.js');
+import { cli, ensureBuilt, root } from './support/build.ts';
 const version = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
-
-/** Compiles ts/ to dist/ when dist is missing or older than a source file. */
-function ensureBuilt(): void {
-  const sources = fs.readdirSync(path.join(root, 'ts')).filter((name) => name.endsWith('.ts'));
-  const stale = sources.some((name) => {
-    const built = path.join(root, 'dist', name.replace(/\.ts$/, '.js'));
-    return !fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(path.join(root, 'ts', name)).mtimeMs;
-  });
-  if (stale) execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
-}
 
 function run(args: string[], script = cli): { status: number | null; stdout: string; stderr: string } {
   const result = spawnSync(process.execPath, [script, ...args], { encoding: 'utf8', timeout: 30_000 });

@@ -1,24 +1,11 @@
 // Starts real device processes (native binding required) through the library and the CLI.
 import test from 'ava';
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
-const cli = path.join(root, 'dist', 'cli.js');
-
-/** Compiles ts/ to dist/ when dist is missing or older than a source file. */
-function ensureBuilt(): void {
-  const sources = fs.readdirSync(path.join(root, 'ts')).filter((name) => name.endsWith('.ts'));
-  const stale = sources.some((name) => {
-    const built = path.join(root, 'dist', name.replace(/\.ts$/, '.js'));
-    return !fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(path.join(root, 'ts', name)).mtimeMs;
-  });
-  if (stale) execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
-}
+import { cli, ensureBuilt, root } from './support/build.ts';
 
 test.before(() => {
   if (!fs.existsSync(path.join(root, 'binding.js'))) {
