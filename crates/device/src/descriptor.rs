@@ -240,16 +240,61 @@ impl<'a, B: BitmapSlice> Cursor<'a, B> {
 
 /// Builds iovecs over `slices`. The pointers stay valid as long as the slices' borrow of guest
 /// memory (lifetime `'a`) does, which outlives the syscall they are used for.
-fn iovecs<B: BitmapSlice>(slices: &[VolatileSlice<'_, B>]) -> Vec<libc::iovec> {
-    slices
-        .iter()
-        .map(|s| libc::iovec {
-            // Only the address is taken here; the guard matters for Xen grant mappings, which
-            // this device does not use (vm-memory's `xen` feature is off).
-            iov_base: s.ptr_guard_mut().as_ptr().cast(),
-            iov_len: s.len(),
-        })
-        .collect()
+impl<B: BitmapSlice> Cursor<'_, B> {
+    /// Moves up to `count` bytes between the front of the buffers and a file at `offset` with one
+    /// vectored syscall (`op`, named `what` in logs) per MAX_IOVECS slices, until all is moved, a
+    /// transfer comes up short (end of file, full disk), or a call fails. An error after some
+    /// progress ends the transfer with what was moved, as a short read or write would. Consumes
+    /// the moved bytes, marking them dirty when the kernel wrote them (`into_guest`).
+    fn transfer(
+        &mut self,
+        count: usize,
+        offset: u64,
+        what: &str,
+        into_guest: bool,
+        mut op: impl FnMut(&[libc::iovec], libc::off_t) -> isize,
+    ) -> io::Result<usize> {
+        let count = count.min(self.avail);
+        let mut done = 0usize;
+        let mut iov = Vec::new();
+        while done < count {
+            let slices: Vec<_> = self.front(count - done, MAX_IOVECS).collect();
+            iov.clear();
+            iov.extend(slices.iter().map(iovec));
+            let want: usize = iov.iter().map(|v| v.iov_len).sum();
+            let ret = op(&iov, file_offset(offset, done)?);
+            if ret < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if done > 0 {
+                    debug!("{what} failed after {done} bytes: {err}");
+                    return Ok(done);
+                }
+                return Err(err);
+            }
+            let n = ret as usize;
+            if into_guest {
+                mark_dirty(&slices, n);
+            }
+            self.consume(n);
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+fn iovec<B: BitmapSlice>(s: &VolatileSlice<'_, B>) -> libc::iovec {
+    libc::iovec {
+        // Only the address is taken here; the guard matters for Xen grant mappings, which this
+        // device does not use (vm-memory's `xen` feature is off).
+        iov_base: s.ptr_guard_mut().as_ptr().cast(),
+        iov_len: s.len(),
+    }
 }
 
 fn short_request(msg: &str) -> io::Error {
@@ -297,44 +342,21 @@ impl<B: BitmapSlice> ZeroCopyReader for ChainReader<'_, B> {
         count: usize,
         offset: u64,
     ) -> io::Result<usize> {
-        let count = count.min(self.bufs.avail);
-        let mut done = 0usize;
-        while done < count {
-            let slices: Vec<_> = self.bufs.front(count - done, MAX_IOVECS).collect();
-            let iov = iovecs(&slices);
-            let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            let off = file_offset(offset, done)?;
-            // SAFETY: `iov` holds at most MAX_IOVECS entries, each describing a slice that was
-            // bounds-checked against guest memory when the chain was split and that `self`
-            // borrows for `'a`, so the memory stays mapped during the call. The kernel only
-            // reads from it; `file` is a valid descriptor for the duration of the borrow.
-            let ret = unsafe {
-                libc::pwritev(
-                    file.as_raw_fd(),
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                    off,
-                )
-            };
-            if ret < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+        self.bufs
+            .transfer(count, offset, "pwritev", false, |iov, off| {
+                // SAFETY: `iov` holds at most MAX_IOVECS entries, each describing a slice that
+                // was bounds-checked against guest memory when the chain was split and that the
+                // reader borrows, so the memory stays mapped during the call. The kernel only
+                // reads from it; `file` is a valid descriptor for the duration of the borrow.
+                unsafe {
+                    libc::pwritev(
+                        file.as_raw_fd(),
+                        iov.as_ptr(),
+                        iov.len() as libc::c_int,
+                        off,
+                    )
                 }
-                if done > 0 {
-                    debug!("pwritev failed after {done} bytes: {err}");
-                    break;
-                }
-                return Err(err);
-            }
-            let n = ret as usize;
-            self.bufs.consume(n);
-            done += n;
-            if n < want {
-                break;
-            }
-        }
-        Ok(done)
+            })
     }
 }
 
@@ -400,46 +422,24 @@ impl<B: BitmapSlice> ZeroCopyWriter for ChainWriter<'_, B> {
         count: usize,
         offset: u64,
     ) -> io::Result<usize> {
-        let count = count.min(self.bufs.avail);
-        let mut done = 0usize;
-        while done < count {
-            let slices: Vec<_> = self.bufs.front(count - done, MAX_IOVECS).collect();
-            let iov = iovecs(&slices);
-            let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            let off = file_offset(offset, done)?;
-            // SAFETY: `iov` holds at most MAX_IOVECS entries, each describing a slice that was
-            // bounds-checked against guest memory when the chain was split and that `self`
-            // borrows for `'a`, so the memory stays mapped during the call. The device owns
-            // writable descriptors until it returns them, so the kernel may write into them; no
-            // Rust reference aliases guest memory (all other access is volatile).
-            let ret = unsafe {
-                libc::preadv(
-                    file.as_raw_fd(),
-                    iov.as_ptr(),
-                    iov.len() as libc::c_int,
-                    off,
-                )
-            };
-            if ret < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+        let done = self
+            .bufs
+            .transfer(count, offset, "preadv", true, |iov, off| {
+                // SAFETY: `iov` holds at most MAX_IOVECS entries, each describing a slice that was
+                // bounds-checked against guest memory when the chain was split and that the writer
+                // borrows, so the memory stays mapped during the call. The device owns writable
+                // descriptors until it returns them, so the kernel may write into them; no Rust
+                // reference aliases guest memory (all other access is volatile).
+                unsafe {
+                    libc::preadv(
+                        file.as_raw_fd(),
+                        iov.as_ptr(),
+                        iov.len() as libc::c_int,
+                        off,
+                    )
                 }
-                if done > 0 {
-                    debug!("preadv failed after {done} bytes: {err}");
-                    break;
-                }
-                return Err(err);
-            }
-            let n = ret as usize;
-            mark_dirty(&slices, n);
-            self.bufs.consume(n);
-            self.written += n;
-            done += n;
-            if n < want {
-                break;
-            }
-        }
+            })?;
+        self.written += done;
         Ok(done)
     }
 }
