@@ -26,6 +26,10 @@ pub struct Context {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The caller's supplementary group for create-type requests, sent by the kernel in the
+    /// `FUSE_EXT_GROUPS` request extension once `FUSE_CREATE_SUPP_GROUP` is negotiated (the
+    /// kernel sends the one group that decides the new inode's group, if any).
+    pub supplementary_gid: Option<u32>,
 }
 
 /// A looked-up or newly created inode, as the guest will cache it.
@@ -87,6 +91,37 @@ pub struct DirEntry<'a> {
     /// `DT_*` value.
     pub file_type: u32,
     pub name: &'a [u8],
+}
+
+/// The answer to GETXATTR and LISTXATTR: with a size of 0 the guest asks how large the value
+/// (or the NUL-separated name list) is; otherwise it wants the bytes, which must fit in `size`
+/// (else ERANGE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XattrReply {
+    Size(u32),
+    Data(Vec<u8>),
+}
+
+/// A POSIX record lock or, with `FUSE_LK_FLOCK`, a BSD flock, as GETLK/SETLK/SETLKW carry it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLock {
+    pub start: u64,
+    /// Inclusive end offset; `u64::MAX` (OFFSET_MAX) means to the end of the file.
+    pub end: u64,
+    /// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`.
+    pub lock_type: u32,
+    pub pid: u32,
+}
+
+/// Lock requests as the dispatcher decodes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockRequest {
+    pub handle: Handle,
+    /// Identifies the lock owner (a guest `files_struct` or open file description).
+    pub owner: u64,
+    pub lock: FileLock,
+    /// BSD flock semantics (`FUSE_LK_FLOCK`) instead of POSIX record locks.
+    pub flock: bool,
 }
 
 /// `FOPEN_*` flags returned by OPEN, CREATE and OPENDIR.
@@ -355,6 +390,126 @@ pub trait FileSystem: Send + Sync {
     }
 
     fn access(&self, ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
+        enosys()
+    }
+
+    fn getxattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        enosys()
+    }
+
+    fn listxattr(&self, ctx: Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
+        enosys()
+    }
+
+    /// `flags` are setxattr(2)'s (`XATTR_CREATE`, `XATTR_REPLACE`); `setxattr_flags` carries
+    /// `FUSE_SETXATTR_ACL_KILL_SGID` when `FUSE_SETXATTR_EXT` is negotiated.
+    fn setxattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    fn removexattr(&self, ctx: Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        enosys()
+    }
+
+    /// fallocate(2) `mode` bits (`FALLOC_FL_*`).
+    fn fallocate(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    /// `whence` is `SEEK_SET`, `SEEK_CUR`, `SEEK_END`, `SEEK_DATA` or `SEEK_HOLE`; returns the new
+    /// offset.
+    fn lseek(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        enosys()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_file_range(
+        &self,
+        ctx: Context,
+        inode_in: Inode,
+        handle_in: Handle,
+        offset_in: u64,
+        inode_out: Inode,
+        handle_out: Handle,
+        offset_out: u64,
+        length: u64,
+        flags: u64,
+    ) -> io::Result<usize> {
+        enosys()
+    }
+
+    fn syncfs(&self, ctx: Context, inode: Inode) -> io::Result<()> {
+        enosys()
+    }
+
+    /// Returns the first lock that would conflict with `request`, or one of type `F_UNLCK`.
+    fn getlk(&self, ctx: Context, inode: Inode, request: LockRequest) -> io::Result<FileLock> {
+        enosys()
+    }
+
+    /// Takes or releases a lock. With `wait` (SETLKW) the call may block until the lock is
+    /// granted, so the transport must not run such requests on a thread that other requests
+    /// wait for.
+    fn setlk(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        request: LockRequest,
+        wait: bool,
+    ) -> io::Result<()> {
+        enosys()
+    }
+
+    /// O_TMPFILE: an unnamed file in directory `parent`.
+    fn tmpfile(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions)> {
+        enosys()
+    }
+
+    /// statx(2): `flags` are `AT_STATX_*` sync flags, `mask` the `STATX_*` fields wanted.
+    fn statx(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        handle: Option<Handle>,
+        flags: u32,
+        mask: u32,
+    ) -> io::Result<(libc::statx, Duration)> {
         enosys()
     }
 }

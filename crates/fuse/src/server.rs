@@ -176,6 +176,8 @@ impl<F: FileSystem> Server<F> {
             uid: h.uid,
             gid: h.gid,
             pid: h.pid,
+            // Decoding the FUSE_EXT_GROUPS extension comes with FUSE_CREATE_SUPP_GROUP.
+            supplementary_gid: None,
         };
 
         let op = match opcode {

@@ -22,6 +22,7 @@ const ROOT: Context = Context {
     uid: 0,
     gid: 0,
     pid: 1,
+    supplementary_gid: None,
 };
 
 struct TestDir(PathBuf);
@@ -748,6 +749,7 @@ fn creates_run_as_the_caller() {
         uid: 1234,
         gid: 1234,
         pid: 2,
+        supplementary_gid: None,
     };
     let (e, h, _) = fs
         .create(ROOT, ROOT_ID, c"mine", 0o644, libc::O_RDWR as u32, 0)
@@ -796,6 +798,7 @@ fn statfs_access_and_destroy() {
         uid: 1000,
         gid: 1000,
         pid: 3,
+        supplementary_gid: None,
     };
     fs.access(ROOT, e.inode, (libc::R_OK | libc::W_OK) as u32)
         .unwrap();
