@@ -260,15 +260,19 @@ pub trait FileSystem: Send + Sync {
 
     /// `flags` are the guest's open(2) flags. A `None` handle asks the guest to send no handle
     /// (only valid with `FUSE_NO_OPEN_SUPPORT`, which this project does not use).
+    /// `kill_suidgid`: the guest asks for setuid/setgid to be cleared because the open truncates
+    /// (`FUSE_OPEN_KILL_SUIDGID`, with `FUSE_HANDLE_KILLPRIV_V2`).
     fn open(
         &self,
         ctx: Context,
         inode: Inode,
         flags: u32,
+        kill_suidgid: bool,
     ) -> io::Result<(Option<Handle>, OpenOptions)> {
         enosys()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
         ctx: Context,
@@ -277,6 +281,7 @@ pub trait FileSystem: Send + Sync {
         mode: u32,
         flags: u32,
         umask: u32,
+        kill_suidgid: bool,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions)> {
         enosys()
     }

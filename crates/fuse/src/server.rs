@@ -443,7 +443,8 @@ impl<F: FileSystem> Server<F> {
     fn open(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
         let (o, _) = arg::<OpenIn>(args)?;
         let result = if op == Opcode::Open {
-            self.fs.open(ctx, node, o.flags)
+            let kill_suidgid = o.open_flags & FUSE_OPEN_KILL_SUIDGID != 0;
+            self.fs.open(ctx, node, o.flags, kill_suidgid)
         } else {
             self.fs.opendir(ctx, node, o.flags)
         };
@@ -456,7 +457,15 @@ impl<F: FileSystem> Server<F> {
         let (name, _) = parse_name(rest)?;
         let (entry, handle, options) = self
             .fs
-            .create(ctx, parent, name, c.mode, c.flags, c.umask)
+            .create(
+                ctx,
+                parent,
+                name,
+                c.mode,
+                c.flags,
+                c.umask,
+                c.open_flags & FUSE_OPEN_KILL_SUIDGID != 0,
+            )
             .map_err(|e| os_error(Opcode::Create, e))?;
         let mut out = entry_out(&entry).as_bytes().to_vec();
         out.extend_from_slice(open_out(handle, options).as_bytes());

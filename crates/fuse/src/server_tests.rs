@@ -223,8 +223,9 @@ impl FileSystem for MockFs {
         _ctx: Context,
         inode: Inode,
         flags: u32,
+        kill_suidgid: bool,
     ) -> io::Result<(Option<Handle>, OpenOptions)> {
-        self.rec(format!("open {inode} {flags:#o}"));
+        self.rec(format!("open {inode} {flags:#o} kill={kill_suidgid}"));
         Ok((Some(77), abi::FOPEN_KEEP_CACHE))
     }
     fn create(
@@ -235,9 +236,10 @@ impl FileSystem for MockFs {
         mode: u32,
         flags: u32,
         umask: u32,
+        kill_suidgid: bool,
     ) -> io::Result<(Entry, Option<Handle>, OpenOptions)> {
         self.rec(format!(
-            "create {parent} {name:?} {mode:o} {flags:#o} {umask:o}"
+            "create {parent} {name:?} {mode:o} {flags:#o} {umask:o} kill={kill_suidgid}"
         ));
         Ok((entry(104), Some(78), abi::FOPEN_DIRECT_IO))
     }
@@ -978,7 +980,17 @@ fn open_opendir_and_create() {
         (out.fh, out.open_flags, out.backing_id),
         (77, FOPEN_KEEP_CACHE, 0)
     );
-    assert_eq!(last_call(&s), "open 8 0o2");
+    assert_eq!(last_call(&s), "open 8 0o2 kill=false");
+
+    let o = OpenIn {
+        flags: (libc::O_RDWR | libc::O_TRUNC) as u32,
+        open_flags: FUSE_OPEN_KILL_SUIDGID,
+    };
+    ok(&send(&s, Opcode::Open, 8, &[o.as_bytes()]), 42);
+    assert_eq!(
+        last_call(&s),
+        format!("open 8 {:#o} kill=true", libc::O_RDWR | libc::O_TRUNC)
+    );
 
     let o = OpenIn {
         flags: libc::O_RDONLY as u32 | libc::O_DIRECTORY as u32,
@@ -1002,7 +1014,7 @@ fn open_opendir_and_create() {
     assert_eq!(
         last_call(&s),
         format!(
-            "create 1 \"new\" 100644 {:#o} 22",
+            "create 1 \"new\" 100644 {:#o} 22 kill=false",
             libc::O_CREAT | libc::O_WRONLY
         )
     );

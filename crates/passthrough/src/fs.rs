@@ -587,6 +587,7 @@ impl FileSystem for PassthroughFs {
         _ctx: Context,
         inode: Inode,
         flags: u32,
+        _kill_suidgid: bool,
     ) -> io::Result<(Option<Handle>, FopenFlags)> {
         let flags = self.host_open_flags(flags);
         if writes(flags) {
@@ -606,6 +607,7 @@ impl FileSystem for PassthroughFs {
         mode: u32,
         flags: u32,
         umask: u32,
+        _kill_suidgid: bool,
     ) -> io::Result<(Entry, Option<Handle>, FopenFlags)> {
         self.check_writable()?;
         check_name(name)?;

@@ -237,7 +237,7 @@ fn bad_names_are_rejected() {
         assert_eq!(errno(fs.lookup(ROOT, ROOT_ID, name)), libc::EINVAL);
         assert_eq!(errno(fs.mkdir(ROOT, ROOT_ID, name, 0o755, 0)), libc::EINVAL);
         assert_eq!(
-            errno(fs.create(ROOT, ROOT_ID, name, 0o644, libc::O_RDWR as u32, 0)),
+            errno(fs.create(ROOT, ROOT_ID, name, 0o644, libc::O_RDWR as u32, 0, false)),
             libc::EINVAL
         );
         assert_eq!(errno(fs.unlink(ROOT, ROOT_ID, name)), libc::EINVAL);
@@ -259,7 +259,7 @@ fn symlinks_are_never_followed() {
     );
     assert_eq!(fs.readlink(ROOT, e.inode).unwrap(), b"/etc");
     assert_eq!(
-        errno(fs.open(ROOT, e.inode, libc::O_RDONLY as u32)),
+        errno(fs.open(ROOT, e.inode, libc::O_RDONLY as u32, false)),
         libc::ELOOP
     );
     assert_eq!(errno(fs.opendir(ROOT, e.inode, 0)), libc::ENOTDIR);
@@ -267,7 +267,7 @@ fn symlinks_are_never_followed() {
     assert!(fs.lookup(ROOT, e.inode, c"passwd").is_err());
     // Creating through a dangling or hostile symlink name must not follow it.
     assert_eq!(
-        errno(fs.create(ROOT, ROOT_ID, c"evil", 0o644, libc::O_RDWR as u32, 0)),
+        errno(fs.create(ROOT, ROOT_ID, c"evil", 0o644, libc::O_RDWR as u32, 0, false)),
         libc::ELOOP
     );
     assert_eq!(
@@ -277,7 +277,8 @@ fn symlinks_are_never_followed() {
             c"evil",
             0o644,
             (libc::O_RDWR | libc::O_EXCL) as u32,
-            0
+            0,
+            false
         )),
         libc::EEXIST
     );
@@ -321,8 +322,12 @@ fn fifo_open_does_not_block() {
     let (tx, rx) = mpsc::channel();
     let fs2 = fs.clone();
     std::thread::spawn(move || {
-        let r = fs2.open(ROOT, e.inode, libc::O_RDONLY as u32).map(|_| ());
-        let w = fs2.open(ROOT, e.inode, libc::O_WRONLY as u32).map(|_| ());
+        let r = fs2
+            .open(ROOT, e.inode, libc::O_RDONLY as u32, false)
+            .map(|_| ());
+        let w = fs2
+            .open(ROOT, e.inode, libc::O_WRONLY as u32, false)
+            .map(|_| ());
         let _ = tx.send((r, w));
     });
     let (r, w) = rx
@@ -342,7 +347,10 @@ fn readonly_refuses_every_modification() {
     fs::create_dir(d.join("sub")).unwrap();
     let f = lookup(&fs, "f");
     let rofs = libc::EROFS;
-    assert_eq!(errno(fs.create(ROOT, ROOT_ID, c"n", 0o644, 0, 0)), rofs);
+    assert_eq!(
+        errno(fs.create(ROOT, ROOT_ID, c"n", 0o644, 0, 0, false)),
+        rofs
+    );
     assert_eq!(errno(fs.mkdir(ROOT, ROOT_ID, c"n", 0o755, 0)), rofs);
     assert_eq!(
         errno(fs.mknod(ROOT, ROOT_ID, c"n", libc::S_IFIFO | 0o644, 0, 0)),
@@ -362,10 +370,12 @@ fn readonly_refuses_every_modification() {
     };
     assert_eq!(errno(fs.setattr(ROOT, f.inode, sa, None)), rofs);
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
-        assert_eq!(errno(fs.open(ROOT, f.inode, flags as u32)), rofs);
+        assert_eq!(errno(fs.open(ROOT, f.inode, flags as u32, false)), rofs);
     }
     assert_eq!(errno(fs.access(ROOT, f.inode, libc::W_OK as u32)), rofs);
-    let (h, _) = fs.open(ROOT, f.inode, libc::O_RDONLY as u32).unwrap();
+    let (h, _) = fs
+        .open(ROOT, f.inode, libc::O_RDONLY as u32, false)
+        .unwrap();
     let h = h.unwrap();
     assert_eq!(read_all(&fs, f.inode, h, 10, 0), b"abc");
     let mut r = VecReader(b"x".to_vec(), 0);
@@ -381,7 +391,15 @@ fn readonly_refuses_every_modification() {
 fn create_write_read_flush_fsync_release() {
     let (d, fs) = setup();
     let (e, h, opts) = fs
-        .create(ROOT, ROOT_ID, c"f", 0o666, libc::O_RDWR as u32, 0o022)
+        .create(
+            ROOT,
+            ROOT_ID,
+            c"f",
+            0o666,
+            libc::O_RDWR as u32,
+            0o022,
+            false,
+        )
         .unwrap();
     let h = h.unwrap();
     assert_eq!(opts, 0);
@@ -411,7 +429,7 @@ fn create_write_read_flush_fsync_release() {
     assert_eq!(lookup(&fs, "f").inode, e.inode);
     let excl = (libc::O_RDWR | libc::O_EXCL) as u32;
     assert_eq!(
-        errno(fs.create(ROOT, ROOT_ID, c"f", 0o644, excl, 0)),
+        errno(fs.create(ROOT, ROOT_ID, c"f", 0o644, excl, 0, false)),
         libc::EEXIST
     );
     // Without O_EXCL, create opens the existing file (and O_TRUNC truncates it).
@@ -423,6 +441,7 @@ fn create_write_read_flush_fsync_release() {
             0o644,
             (libc::O_RDWR | libc::O_TRUNC) as u32,
             0,
+            false,
         )
         .unwrap();
     assert_eq!(e2.inode, e.inode);
@@ -440,7 +459,9 @@ fn cache_policy_sets_timeouts_and_open_flags() {
         (e.entry_timeout, e.attr_timeout),
         (Duration::ZERO, Duration::ZERO)
     );
-    let (_, opts) = fs.open(ROOT, e.inode, libc::O_RDONLY as u32).unwrap();
+    let (_, opts) = fs
+        .open(ROOT, e.inode, libc::O_RDONLY as u32, false)
+        .unwrap();
     assert_eq!(opts, FOPEN_DIRECT_IO);
     let (_, dopts) = fs.opendir(ROOT, ROOT_ID, 0).unwrap();
     assert_eq!(dopts, 0);
@@ -449,7 +470,9 @@ fn cache_policy_sets_timeouts_and_open_flags() {
     fs::write(d.join("f"), b"x").unwrap();
     let e = lookup(&fs, "f");
     assert_eq!(e.attr_timeout, Duration::from_secs(86400));
-    let (_, opts) = fs.open(ROOT, e.inode, libc::O_RDONLY as u32).unwrap();
+    let (_, opts) = fs
+        .open(ROOT, e.inode, libc::O_RDONLY as u32, false)
+        .unwrap();
     assert_eq!(opts, FOPEN_KEEP_CACHE);
 }
 
@@ -459,7 +482,7 @@ fn writeback_makes_write_only_handles_readable_and_drops_append() {
     fs::write(d.join("w"), b"abc").unwrap();
     let e = lookup(&fs, "w");
     let flags = (libc::O_WRONLY | libc::O_APPEND) as u32;
-    let (h, _) = fs.open(ROOT, e.inode, flags).unwrap();
+    let (h, _) = fs.open(ROOT, e.inode, flags, false).unwrap();
     let h = h.unwrap();
     assert_eq!(read_all(&fs, e.inode, h, 10, 0), b"abc");
     write_all(&fs, e.inode, h, b"X", 0, false);
@@ -469,7 +492,9 @@ fn writeback_makes_write_only_handles_readable_and_drops_append() {
     let (d, fs) = setup();
     fs::write(d.join("w"), b"abc").unwrap();
     let e = lookup(&fs, "w");
-    let (h, _) = fs.open(ROOT, e.inode, libc::O_WRONLY as u32).unwrap();
+    let (h, _) = fs
+        .open(ROOT, e.inode, libc::O_WRONLY as u32, false)
+        .unwrap();
     let mut w = VecWriter::default();
     assert_eq!(
         errno(fs.read(ROOT, e.inode, h.unwrap(), &mut w, 3, 0, 0)),
@@ -506,7 +531,7 @@ fn setattr_mode_owner_size_and_times() {
     assert_eq!((m.len(), m.uid(), m.mode() & 0o7777), (4, 1234, 0o600));
 
     // Through a handle, and "now".
-    let (h, _) = fs.open(ROOT, e.inode, libc::O_RDWR as u32).unwrap();
+    let (h, _) = fs.open(ROOT, e.inode, libc::O_RDWR as u32, false).unwrap();
     let now = SetAttr {
         size: Some(2),
         mode: Some(0o640),
@@ -538,7 +563,7 @@ fn kill_suidgid_on_write_and_truncate() {
     fs::write(d.join("s"), b"abc").unwrap();
     fs::set_permissions(d.join("s"), fs::Permissions::from_mode(0o6755)).unwrap();
     let e = lookup(&fs, "s");
-    let (h, _) = fs.open(ROOT, e.inode, libc::O_RDWR as u32).unwrap();
+    let (h, _) = fs.open(ROOT, e.inode, libc::O_RDWR as u32, false).unwrap();
     let h = h.unwrap();
     write_all(&fs, e.inode, h, b"x", 0, false);
     assert_eq!(fs::metadata(d.join("s")).unwrap().mode() & 0o7777, 0o6755);
@@ -752,14 +777,22 @@ fn creates_run_as_the_caller() {
         supplementary_gid: None,
     };
     let (e, h, _) = fs
-        .create(ROOT, ROOT_ID, c"mine", 0o644, libc::O_RDWR as u32, 0)
+        .create(ROOT, ROOT_ID, c"mine", 0o644, libc::O_RDWR as u32, 0, false)
         .unwrap();
     assert_eq!(e.attr.st_uid, 0);
     fs.release(ROOT, e.inode, 0, h.unwrap(), false, None)
         .unwrap();
 
     let (e, h, _) = fs
-        .create(user, ROOT_ID, c"theirs", 0o644, libc::O_RDWR as u32, 0)
+        .create(
+            user,
+            ROOT_ID,
+            c"theirs",
+            0o644,
+            libc::O_RDWR as u32,
+            0,
+            false,
+        )
         .unwrap();
     fs.release(user, e.inode, 0, h.unwrap(), false, None)
         .unwrap();
@@ -813,7 +846,9 @@ fn statfs_access_and_destroy() {
     );
     fs.access(user, e.inode, libc::F_OK as u32).unwrap();
 
-    let (h, _) = fs.open(ROOT, e.inode, libc::O_RDONLY as u32).unwrap();
+    let (h, _) = fs
+        .open(ROOT, e.inode, libc::O_RDONLY as u32, false)
+        .unwrap();
     fs.opendir(ROOT, ROOT_ID, 0).unwrap();
     assert_eq!(fs.handle_count(), 2);
     fs.destroy();
