@@ -65,14 +65,14 @@ test('missing value: exit 1', (t) => {
 
 test('not supported options: exit 1 naming the option', (t) => {
   const cases: Array<[string[], string]> = [
-    [['--xattr'], '--xattr'],
+    [['--security-label'], '--security-label'],
     [['--sandbox=namespace'], '--sandbox=namespace'],
     [['--sandbox', 'chroot'], '--sandbox=chroot'],
     [['--seccomp=kill'], '--seccomp=kill'],
-    [['--inode-file-handles=prefer'], '--inode-file-handles=prefer'],
+    [['--posix-acl'], '--posix-acl'],
     [['--uid-map=:0:100000:65536:'], '--uid-map'],
     [['--migration-mode=find-paths'], '--migration-mode'],
-    [['-o', 'xattr'], '-o xattr'],
+    [['-o', 'modcaps=+chown'], '-o modcaps'],
   ];
   for (const [args, option] of cases) {
     const { status, stdout, stderr } = run([...args, '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);

@@ -153,17 +153,20 @@ test('--sandbox and --seccomp: only none works, others are valid but unsupported
   usageError(t, [...BASE, '--seccomp=allow'], /invalid value 'allow' for '--seccomp'/);
 });
 
-test('--inode-file-handles requires an equal sign; only never works', (t) => {
+test('--inode-file-handles requires an equal sign; fallback is a deprecated alias of prefer', (t) => {
   t.is(opts([...BASE, '--inode-file-handles=never']).inodeFileHandles, 'never');
-  unsupported(t, [...BASE, '--inode-file-handles=prefer'], '--inode-file-handles=prefer');
-  unsupported(t, [...BASE, '--inode-file-handles=mandatory'], '--inode-file-handles=mandatory');
-  unsupported(t, [...BASE, '--inode-file-handles=fallback'], '--inode-file-handles=fallback');
+  t.is(opts([...BASE, '--inode-file-handles=prefer']).inodeFileHandles, 'prefer');
+  t.is(opts([...BASE, '--inode-file-handles=mandatory']).inodeFileHandles, 'mandatory');
+  const fallback = parseArgs([...BASE, '--inode-file-handles=fallback']);
+  t.is(fallback.options.inodeFileHandles, 'prefer');
+  t.true(fallback.warnings.some((w) => w.includes('--inode-file-handles=fallback is deprecated')));
+  t.is(cliConfig(opts([...BASE, '--inode-file-handles=mandatory'])).inodeFileHandles, 'mandatory');
   usageError(t, [...BASE, '--inode-file-handles', 'never'], /'--inode-file-handles' needs its value after an equal sign/);
   usageError(t, [...BASE, '--inode-file-handles=sometimes'], /invalid value 'sometimes' for '--inode-file-handles'/);
 });
 
 test('unsupported flags are parsed then refused by name', (t) => {
-  for (const flag of ['--xattr', '--posix-acl', '--syslog', '--killpriv-v2', '--security-label', '--preserve-noatime', '--migration-verify-handles', '--migration-confirm-paths']) {
+  for (const flag of ['--posix-acl', '--syslog', '--security-label', '--migration-verify-handles', '--migration-confirm-paths']) {
     unsupported(t, [...BASE, flag], flag);
   }
 });
@@ -215,6 +218,14 @@ test('-o legacy options follow upstream 1.13', (t) => {
   t.true(o.allowDirectIo);
   t.true(o.announceSubmounts);
   t.false(o.killprivV2);
+  t.false(o.xattr);
+  t.true(o.noFlock);
+  t.true(o.noPosixLock);
+  const locks = cliConfig(opts(['-o', 'source=/tmp,no_flock,no_posix_lock', '--socket-path=/tmp/x.sock']));
+  t.deepEqual([locks.flock, locks.posixLocks], [false, false]);
+  const enabled = opts([...BASE, '-o', 'xattr,killpriv_v2']);
+  t.true(enabled.xattr);
+  t.true(enabled.killprivV2);
   const reverted = opts([...BASE, '--writeback', '--allow-direct-io', '--no-readdirplus', '-o', 'no_writeback,no_allow_direct_io,readdirplus']);
   t.false(reverted.writeback);
   t.false(reverted.allowDirectIo);
@@ -249,8 +260,6 @@ test('-o errors and unsupported legacy options', (t) => {
   usageError(t, [...BASE, '-o', 'writeback,'], "invalid compat argument '-o '");
   usageError(t, [...BASE, '-o', 'source'], "invalid compat argument '-o source'");
   usageError(t, [...BASE, '-o', 'modcaps=nope'], /invalid value 'nope' for '-o modcaps'/);
-  unsupported(t, [...BASE, '-o', 'xattr'], '-o xattr');
-  unsupported(t, [...BASE, '-o', 'killpriv_v2'], '-o killpriv_v2');
   unsupported(t, [...BASE, '-o', 'sandbox=chroot'], '-o sandbox=chroot');
   unsupported(t, [...BASE, '-o', 'sandbox=namespace'], '-o sandbox=namespace');
   unsupported(t, [...BASE, '-o', 'modcaps=+chown'], '-o modcaps');
@@ -274,7 +283,7 @@ test('short flags cluster like upstream', (t) => {
 });
 
 test('unsupported options are reported before missing required ones', (t) => {
-  unsupported(t, ['--xattr'], '--xattr');
+  unsupported(t, ['--posix-acl'], '--posix-acl');
 });
 
 test('--help, --version and --print-capabilities parse without required options', (t) => {
@@ -308,7 +317,7 @@ function tempDir(): string {
 
 test('CLI options compile to the device config', (t) => {
   const dir = tempDir();
-  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none']);
+  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=prefer']);
   checkRunnable(parsed);
   const config = cliConfig(parsed.options, '/some/cwd');
   t.deepEqual(config, {
@@ -325,7 +334,12 @@ test('CLI options compile to the device config', (t) => {
     allowDirectIo: true,
     allowMmap: true,
     announceSubmounts: false,
-    killprivV2: false,
+    killprivV2: true,
+    xattr: true,
+    inodeFileHandles: 'prefer',
+    preserveNoatime: true,
+    posixLocks: true,
+    flock: true,
     rlimitNofile: 2048,
     logLevel: 'warn',
     sandbox: 'none',
@@ -343,6 +357,11 @@ test('defaults of the device config', (t) => {
   t.true(config.readdirplus);
   t.true(config.announceSubmounts);
   t.false(config.killprivV2);
+  t.false(config.xattr);
+  t.is(config.inodeFileHandles, 'never');
+  t.false(config.preserveNoatime);
+  t.true(config.posixLocks);
+  t.true(config.flock);
   t.is(config.rlimitNofile, null);
   t.is(config.logLevel, 'info');
 });
@@ -377,7 +396,9 @@ test('library options are validated with the CLI rules', (t) => {
   t.throws(() => buildDeviceConfig({ ...base, queueSize: 1000 }), { message: /must be a power of two/ });
   t.throws(() => buildDeviceConfig({ ...base, numRequestQueues: 64 }), { message: /'numRequestQueues'/ });
   t.is(buildDeviceConfig({ ...base, numRequestQueues: 2 }).numRequestQueues, 2);
-  t.throws(() => buildDeviceConfig({ ...base, killprivV2: true }), { message: 'not supported yet: killprivV2' });
+  t.true(buildDeviceConfig({ ...base, killprivV2: true }).killprivV2);
+  t.throws(() => buildDeviceConfig({ ...base, inodeFileHandles: 'fallback' as never }), { message: /invalid value 'fallback' for 'inodeFileHandles'/ });
+  t.throws(() => buildDeviceConfig({ ...base, xattr: 1 as never }), { message: "invalid value for 'xattr': expected a boolean" });
   t.throws(() => buildDeviceConfig({ ...base, sandbox: 'namespace' as never }), { message: 'not supported yet: sandbox=namespace' });
   t.throws(() => buildDeviceConfig(null as never), { message: 'device options must be an object' });
   t.is(buildDeviceConfig({ ...base, queueSize: 256 }).queueSize, 256);

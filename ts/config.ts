@@ -32,6 +32,11 @@ export interface DeviceConfig {
   allowMmap: boolean;
   announceSubmounts: boolean;
   killprivV2: boolean;
+  xattr: boolean;
+  inodeFileHandles: 'never' | 'prefer' | 'mandatory';
+  preserveNoatime: boolean;
+  posixLocks: boolean;
+  flock: boolean;
   rlimitNofile: number | null;
   logLevel: LogLevel;
   sandbox: 'none';
@@ -57,8 +62,18 @@ export interface DeviceOptions {
   allowDirectIo?: boolean;
   allowMmap?: boolean;
   announceSubmounts?: boolean;
-  /** Only `false` is supported for now. */
+  /** Handle FUSE KILLPRIV_V2: the guest asks for setuid/setgid to be cleared on write, truncate and chown. */
   killprivV2?: boolean;
+  /** Serve extended attributes (default false, as upstream). */
+  xattr?: boolean;
+  /** Hold looked-up inodes as file handles instead of O_PATH descriptors (default 'never'). */
+  inodeFileHandles?: 'never' | 'prefer' | 'mandatory';
+  /** Honour the guest's O_NOATIME instead of dropping it. */
+  preserveNoatime?: boolean;
+  /** Serve POSIX record locks (default true). */
+  posixLocks?: boolean;
+  /** Serve BSD flock locks (default true). */
+  flock?: boolean;
   /** `null` keeps the default; 0 leaves the limit unchanged. */
   rlimitNofile?: number | null;
   logLevel?: LogLevel;
@@ -70,6 +85,7 @@ export interface DeviceOptions {
 }
 
 export const DEFAULT_QUEUE_SIZE = 1024;
+const FILE_HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
 export const MAX_QUEUE_SIZE = 32768;
 /** One queue-to-thread mask bit each, plus the hiprio queue, in a 64-bit mask. */
 export const MAX_REQUEST_QUEUES = 63;
@@ -132,7 +148,6 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
   }
 
   const tag = options.tag === undefined || options.tag === null ? null : validateTag('tag', String(options.tag));
-  if (options.killprivV2 === true) throw new OptionError('not supported yet: killprivV2', 'unsupported');
   if (options.sandbox !== undefined && options.sandbox !== 'none') {
     throw new OptionError(`not supported yet: sandbox=${String(options.sandbox)}`, 'unsupported');
   }
@@ -155,7 +170,12 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
     allowDirectIo: checkBoolean('allowDirectIo', options.allowDirectIo, false),
     allowMmap: checkBoolean('allowMmap', options.allowMmap, false),
     announceSubmounts: checkBoolean('announceSubmounts', options.announceSubmounts, true),
-    killprivV2: false,
+    killprivV2: checkBoolean('killprivV2', options.killprivV2, false),
+    xattr: checkBoolean('xattr', options.xattr, false),
+    inodeFileHandles: parseEnum('inodeFileHandles', String(options.inodeFileHandles ?? 'never'), FILE_HANDLE_MODES),
+    preserveNoatime: checkBoolean('preserveNoatime', options.preserveNoatime, false),
+    posixLocks: checkBoolean('posixLocks', options.posixLocks, true),
+    flock: checkBoolean('flock', options.flock, true),
     rlimitNofile:
       rlimit === undefined || rlimit === null ? null : checkInteger('rlimitNofile', rlimit, 0, Number.MAX_SAFE_INTEGER),
     logLevel: parseEnum('logLevel', String(options.logLevel ?? 'info'), LOG_LEVELS),
@@ -191,6 +211,11 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
     allowMmap: cli.allowMmap,
     announceSubmounts: cli.announceSubmounts ?? true,
     killprivV2: cli.killprivV2 ?? false,
+    xattr: cli.xattr,
+    inodeFileHandles: cli.inodeFileHandles === 'fallback' ? 'prefer' : cli.inodeFileHandles,
+    preserveNoatime: cli.preserveNoatime,
+    posixLocks: !cli.noPosixLock,
+    flock: !cli.noFlock,
     rlimitNofile: cli.rlimitNofile ?? null,
     logLevel: cli.logLevel,
     cwd,

@@ -57,7 +57,7 @@ Options:
           [default: 0]
 
       --xattr
-          Support extended attributes (not supported yet)
+          Support extended attributes
 
       --posix-acl
           Support POSIX ACLs; implies --xattr (not supported yet)
@@ -87,7 +87,8 @@ Options:
 
       --inode-file-handles=<INODE_FILE_HANDLES>
           Reference inodes by file handle instead of O_PATH descriptors: never, prefer
-          (alias: fallback) or mandatory. Only never works for now
+          (alias: fallback) or mandatory. Handles keep the number of open descriptors bounded
+          however many inodes the guest has looked up; they need CAP_DAC_READ_SEARCH
           [default: never]
 
       --cache <CACHE>
@@ -135,7 +136,7 @@ Options:
           Do not offer FUSE KILLPRIV_V2 [default]
 
       --killpriv-v2
-          Offer FUSE KILLPRIV_V2 (not supported yet)
+          Offer FUSE KILLPRIV_V2: the guest asks to clear setuid/setgid on write, truncate and chown
 
   -f
           Accepted for compatibility; does nothing [deprecated]
@@ -159,7 +160,7 @@ Options:
           Like --translate-uid, for GIDs (not supported yet)
 
       --preserve-noatime
-          Keep O_NOATIME on opens instead of dropping it (not supported yet)
+          Keep O_NOATIME on opens instead of dropping it
 
       --migration-mode <MIGRATION_MODE>
           How to transfer state on migration: find-paths or file-handles (not supported yet)

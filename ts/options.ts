@@ -64,6 +64,9 @@ export interface CliOptions {
   translateUid: IdTranslation[];
   translateGid: IdTranslation[];
   preserveNoatime: boolean;
+  /** From `-o no_flock` / `-o no_posix_lock`. */
+  noFlock: boolean;
+  noPosixLock: boolean;
   migrationMode?: MigrationMode;
   migrationOnError?: MigrationOnError;
   migrationVerifyHandles: boolean;
@@ -130,7 +133,7 @@ const SPECS: OptionSpec[] = [
   value('socket-group', (o, v, c) => (o.socketGroup = validateNonEmpty(c.name, v))),
   value('fd', (o, v, c) => (o.fd = parseFd(c.name, v))),
   value('thread-pool-size', (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, U32_MAX))),
-  unsupportedFlag('xattr', (o) => (o.xattr = true)),
+  flag('xattr', (o) => (o.xattr = true)),
   unsupportedFlag('posix-acl', (o) => (o.posixAcl = true)),
   value('xattrmap', (o, v, c) => {
     o.xattrmap = validateXattrmap(c.name, v);
@@ -152,8 +155,9 @@ const SPECS: OptionSpec[] = [
     takesValue: true,
     requireEquals: true,
     apply: (o, v, c) => {
-      o.inodeFileHandles = parseEnum(c.name, v, INODE_FILE_HANDLES);
-      if (o.inodeFileHandles !== 'never') c.unsupported(`--inode-file-handles=${o.inodeFileHandles}`);
+      const mode = parseEnum(c.name, v, INODE_FILE_HANDLES);
+      if (mode === 'fallback') c.warn("--inode-file-handles=fallback is deprecated, use '--inode-file-handles=prefer' instead");
+      o.inodeFileHandles = mode === 'fallback' ? 'prefer' : mode;
     },
   },
   value('cache', (o, v, c) => (o.cache = parseEnum(c.name, v, CACHE_POLICIES))),
@@ -186,10 +190,7 @@ const SPECS: OptionSpec[] = [
     },
   },
   flag('no-killpriv-v2', (o) => (o.killprivV2 = false)),
-  flag('killpriv-v2', (o, c) => {
-    o.killprivV2 = true;
-    c.unsupported('--killpriv-v2');
-  }),
+  flag('killpriv-v2', (o) => (o.killprivV2 = true)),
   // Upstream keeps -f for old scripts; it has no effect (the daemon always stays in the foreground).
   { short: 'f', takesValue: false, apply: () => undefined },
   unsupportedFlag('security-label', (o) => (o.securityLabel = true)),
@@ -209,7 +210,7 @@ const SPECS: OptionSpec[] = [
     o.translateGid.push(parseIdTranslation(c.name, v));
     c.unsupported('--translate-gid');
   }),
-  unsupportedFlag('preserve-noatime', (o) => (o.preserveNoatime = true)),
+  flag('preserve-noatime', (o) => (o.preserveNoatime = true)),
   value('migration-mode', (o, v, c) => {
     o.migrationMode = parseEnum(c.name, v, MIGRATION_MODES);
     c.unsupported('--migration-mode');
@@ -248,6 +249,8 @@ function defaults(): CliOptions {
     translateUid: [],
     translateGid: [],
     preserveNoatime: false,
+    noFlock: false,
+    noPosixLock: false,
     migrationVerifyHandles: false,
     migrationConfirmPaths: false,
     help: false,
@@ -380,16 +383,20 @@ function applyCompat(options: CliOptions, list: string, unsupported: string[]): 
       case 'xattr':
         noValue();
         options.xattr = true;
-        unsupported.push('-o xattr');
         break;
       case 'no_xattr':
         noValue();
         options.xattr = false;
         break;
       case 'no_flock':
-      case 'no_posix_lock':
-        // Upstream accepts these for old scripts; both match its behaviour anyway.
+        // Upstream accepts these for old scripts and serves no locks at all; here they turn off
+        // the lock support that is on by default.
         noValue();
+        options.noFlock = true;
+        break;
+      case 'no_posix_lock':
+        noValue();
+        options.noPosixLock = true;
         break;
       case 'readdirplus':
         noValue();
@@ -422,7 +429,6 @@ function applyCompat(options: CliOptions, list: string, unsupported: string[]): 
       case 'killpriv_v2':
         noValue();
         options.killprivV2 = true;
-        unsupported.push('-o killpriv_v2');
         break;
       case 'no_killpriv_v2':
         noValue();

@@ -25,6 +25,11 @@ pub struct DaemonConfig {
     pub allow_mmap: bool,
     pub announce_submounts: bool,
     pub killpriv_v2: bool,
+    pub xattr: bool,
+    pub inode_file_handles: InodeFileHandles,
+    pub preserve_noatime: bool,
+    pub posix_locks: bool,
+    pub flock: bool,
     pub rlimit_nofile: Option<u64>,
     pub log_level: LogLevel,
     pub sandbox: SandboxMode,
@@ -50,6 +55,14 @@ pub enum CacheMode {
     Always,
     Never,
     Metadata,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InodeFileHandles {
+    Never,
+    Prefer,
+    Mandatory,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,6 +179,11 @@ mod tests {
             "allowMmap": false,
             "announceSubmounts": true,
             "killprivV2": false,
+            "xattr": false,
+            "inodeFileHandles": "never",
+            "preserveNoatime": false,
+            "posixLocks": true,
+            "flock": true,
             "rlimitNofile": null,
             "logLevel": "info",
             "sandbox": "none",
@@ -199,9 +217,12 @@ mod tests {
     #[test]
     fn rejects_unknown_fields() {
         let mut v = sample();
-        v["xattr"] = serde_json::json!(true);
+        v["posixAcl"] = serde_json::json!(true);
         let err = DaemonConfig::from_json(&v.to_string()).unwrap_err();
-        assert!(err.to_string().contains("unknown field `xattr`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `posixAcl`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -220,6 +241,7 @@ mod tests {
             ("numRequestQueues", serde_json::json!(0)),
             ("queueSize", serde_json::json!(1000)),
             ("cache", serde_json::json!("sometimes")),
+            ("inodeFileHandles", serde_json::json!("fallback")),
         ] {
             let mut v = sample();
             v[field] = value;

@@ -6,9 +6,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use virtiofsd_device::{DeviceConfig, DeviceEvents};
-use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, PassthroughFs};
+use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, FileHandleMode, PassthroughFs};
 
-use crate::config::{CacheMode, DaemonConfig, SocketConfig};
+use crate::config::{CacheMode, DaemonConfig, InodeFileHandles, SocketConfig};
 use crate::control::{self, ControlChannel, Event, StopReason};
 use crate::logger;
 use crate::socket::{self, BoundSocket};
@@ -81,10 +81,10 @@ fn serve(
     commands: UnixStream,
 ) -> Result<(), RunError> {
     let signals = block_stop_signals().map_err(|e| RunError::Setup("cannot block signals", e))?;
-    adjust_rlimit_nofile(config.rlimit_nofile)
+    let fd_limit = adjust_rlimit_nofile(config.rlimit_nofile)
         .map_err(|e| RunError::Setup("cannot set the open-file limit (--rlimit-nofile)", e))?;
 
-    let fs = PassthroughFs::new(fs_config(config))
+    let fs = PassthroughFs::new(fs_config(config, fd_budget(fd_limit)))
         .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
     let server = Arc::new(virtiofsd_fuse::Server::new(fs));
 
@@ -125,7 +125,14 @@ fn serve(
     result
 }
 
-fn fs_config(config: &DaemonConfig) -> FsConfig {
+/// Descriptors the daemon keeps for itself (sockets, eventfds, queue threads, memory regions,
+/// short-lived opens) out of the open-file limit; the rest may be held on the guest's behalf.
+fn fd_budget(limit: u64) -> usize {
+    let reserve = (limit / 16).clamp(64, 4096);
+    usize::try_from(limit.saturating_sub(reserve).max(16)).unwrap_or(usize::MAX)
+}
+
+fn fs_config(config: &DaemonConfig, fd_budget: usize) -> FsConfig {
     FsConfig {
         root_dir: config.shared_dir.clone(),
         cache: match config.cache {
@@ -142,6 +149,16 @@ fn fs_config(config: &DaemonConfig) -> FsConfig {
         allow_mmap: config.allow_mmap,
         announce_submounts: config.announce_submounts,
         killpriv_v2: config.killpriv_v2,
+        xattr: config.xattr,
+        inode_file_handles: match config.inode_file_handles {
+            InodeFileHandles::Never => FileHandleMode::Never,
+            InodeFileHandles::Prefer => FileHandleMode::Prefer,
+            InodeFileHandles::Mandatory => FileHandleMode::Mandatory,
+        },
+        preserve_noatime: config.preserve_noatime,
+        posix_locks: config.posix_locks,
+        flock: config.flock,
+        fd_budget,
     }
 }
 
@@ -200,9 +217,10 @@ fn spawn_stop_watchers(
 
 /// `None`: raise the soft and hard limits to min(1,000,000, fs.nr_open) as upstream does;
 /// `Some(0)`: leave the limit alone; `Some(n)`: set both limits to n.
-fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
+/// Returns the soft limit in force afterwards.
+fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<u64> {
     let target = match requested {
-        Some(0) => return Ok(()),
+        Some(0) => return current_rlimit_nofile(),
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/fs/nr_open")
             .ok()
@@ -216,7 +234,7 @@ fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
     };
     // SAFETY: `limit` is a valid rlimit value.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
-        return Ok(());
+        return Ok(target);
     }
     let err = io::Error::last_os_error();
     if requested.is_some() {
@@ -242,5 +260,17 @@ fn adjust_rlimit_nofile(requested: Option<u64>) -> io::Result<()> {
         "open-file limit {} (could not raise it to {target}: {err})",
         current.rlim_max
     );
-    Ok(())
+    current_rlimit_nofile()
+}
+
+fn current_rlimit_nofile() -> io::Result<u64> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `current` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(current.rlim_cur)
 }

@@ -16,10 +16,13 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+mod blocking;
+
 use crate::config_space::{self, CONFIG_LEN};
 use crate::descriptor::split_chain;
 use crate::pool::ThreadPool;
-use crate::{DeviceConfig, RequestHandler};
+use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
+use blocking::BlockingRequests;
 
 /// Guest memory as the vhost-user library shares it with the backend.
 pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -42,6 +45,8 @@ pub struct VhostUserFsBackend<H> {
     pool: Option<ThreadPool>,
     /// Requests handed to the pool and not yet completed, per queue.
     in_flight: Arc<Vec<InFlight>>,
+    /// Requests that may wait for a long time, run detached from the queues.
+    blocking: BlockingRequests,
 }
 
 /// Counts a queue's requests running on the pool, so stopping the queue can wait for them.
@@ -96,7 +101,26 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             mem: RwLock::new(mem),
             pool,
             in_flight: Arc::new((0..num_queues).map(|_| InFlight::default()).collect()),
+            blocking: BlockingRequests::new(num_queues),
         })
+    }
+
+    /// Like [`new`](Self::new), with at most `limit` detached waiting requests.
+    #[cfg(test)]
+    fn with_blocking_limit(
+        handler: Arc<H>,
+        config: &DeviceConfig,
+        mem: GuestMem,
+        limit: usize,
+    ) -> io::Result<Self> {
+        let mut backend = Self::new(handler, config, mem)?;
+        backend.blocking = BlockingRequests::with_limit(backend.num_queues, limit);
+        Ok(backend)
+    }
+
+    /// Requests that may wait for a long time and are running detached right now.
+    pub fn waiting_requests(&self) -> usize {
+        self.blocking.running()
     }
 
     /// Whether the frontend negotiated VIRTIO_RING_F_EVENT_IDX.
@@ -120,6 +144,13 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
                     "queue {queue_index}: request in descriptor {}",
                     chain.head_index()
                 );
+                let mut start = [0u8; REQUEST_PEEK_LEN];
+                let n = blocking::peek(&mem, &chain, &mut start);
+                if self.handler.may_block(&start[..n]) {
+                    self.blocking
+                        .submit(&self.handler, &mem, vring, queue_index, chain)?;
+                    continue;
+                }
                 match &self.pool {
                     None => {
                         let (head, len) = run_chain(&*self.handler, &mem, chain);
@@ -269,6 +300,8 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
         if let Some(counter) = self.in_flight.get(queue_index as usize) {
             counter.wait_idle();
         }
+        // Waiting requests may never end; they are abandoned instead of awaited.
+        self.blocking.stop_queue(queue_index as usize);
         Ok(())
     }
 

@@ -11,4 +11,14 @@ impl<F: FileSystem> RequestHandler for Server<F> {
     fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
         self.handle_message(r, w).map_err(io::Error::from)
     }
+
+    fn may_block(&self, request_start: &[u8]) -> bool {
+        Server::<F>::may_block(request_start)
+    }
+
+    /// ENOLCK is what fcntl(2) and flock(2) report when the kernel has no room for another
+    /// lock, which is the situation: the guest asked for more waiting locks than we serve.
+    fn refuse<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        Server::<F>::refuse(self, r, w, libc::ENOLCK).map_err(io::Error::from)
+    }
 }

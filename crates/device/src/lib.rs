@@ -3,6 +3,7 @@
 //! [`RequestHandler`] and its replies back into used descriptors.
 
 pub mod backend;
+mod bounce;
 pub mod config_space;
 pub mod descriptor;
 mod fuse_server;
@@ -35,7 +36,29 @@ pub trait RequestHandler: Send + Sync {
     /// Handles one request. An error means no reply could be produced; the chain is then
     /// returned to the guest with a used length of 0.
     fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize>;
+
+    /// Whether the request that starts with `request_start` (its first [`REQUEST_PEEK_LEN`]
+    /// bytes, or fewer if the request is shorter) may wait for a long time, for example for a
+    /// lock another guest process holds. Such requests run on a thread of their own so they
+    /// delay no other request on their queue.
+    fn may_block(&self, request_start: &[u8]) -> bool {
+        let _ = request_start;
+        false
+    }
+
+    /// Answers a request `may_block` accepted when no thread is left to run it. The default
+    /// runs it where it is, which can stall the queue; handlers should answer with an error.
+    fn refuse<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        self.handle(r, w)
+    }
 }
+
+/// How many bytes of a request [`RequestHandler::may_block`] sees: a FUSE request header.
+pub const REQUEST_PEEK_LEN: usize = 40;
+/// How many requests that [`RequestHandler::may_block`] may run at once; further ones are
+/// [refused](RequestHandler::refuse), so a guest cannot make the daemon spawn threads without
+/// bound.
+pub const MAX_BLOCKING_REQUESTS: usize = 64;
 
 /// Notifications about the single frontend connection.
 pub trait DeviceEvents {

@@ -14,7 +14,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::abi::{self, *};
-use crate::filesystem::{Context, DirEntry, Entry, FileSystem, InitOptions, SetAttr, SetTime};
+use crate::filesystem::{
+    Context, DirEntry, Entry, FileLock, FileSystem, InitOptions, LockRequest, SetAttr, SetTime,
+    XattrReply,
+};
 use crate::io::{ReplyWriter, RequestReader, ZeroCopyReader};
 
 /// The largest WRITE (and READ) payload the dispatcher negotiates.
@@ -26,6 +29,14 @@ pub const MAX_SYMLINK_TARGET_LEN: usize = 4095;
 /// The most argument bytes read into memory for a request other than WRITE; nothing legitimate
 /// comes near it (the largest is SYMLINK: two names), so a bigger request is rejected unread.
 const MAX_ARGS_LEN: usize = 64 * 1024;
+/// The longest extended attribute name (`XATTR_NAME_MAX`).
+pub const MAX_XATTR_NAME_LEN: usize = 255;
+/// The largest extended attribute value, and the largest list LISTXATTR returns
+/// (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`).
+pub const MAX_XATTR_SIZE: u32 = 64 * 1024;
+/// The most bytes one COPY_FILE_RANGE may copy: the reply's count is 32 bits, and the kernel
+/// itself never asks for more than `UINT_MAX & PAGE_MASK`.
+const MAX_COPY_LEN: u64 = u32::MAX as u64 & !0xfff;
 
 /// Flags the dispatcher enables whenever the kernel offers them.
 pub const DISPATCHER_FLAGS: u64 = FUSE_INIT_EXT
@@ -44,7 +55,6 @@ pub const DISPATCHER_UNSUPPORTED: u64 = FUSE_EXPORT_SUPPORT
     | FUSE_MAP_ALIGNMENT
     | FUSE_HAS_INODE_DAX
     | FUSE_SECURITY_CTX
-    | FUSE_CREATE_SUPP_GROUP
     | FUSE_PASSTHROUGH
     | FUSE_OVER_IO_URING
     | FUSE_REQUEST_TIMEOUT
@@ -140,6 +150,34 @@ impl<F: FileSystem> Server<F> {
         self.negotiated.load(Ordering::Acquire)
     }
 
+    /// Whether the request starting with `request_start` (at least its header) may wait for a
+    /// long time inside the filesystem (SETLKW waits for a conflicting lock to go away), so a
+    /// transport should run it where it delays no other request.
+    pub fn may_block(request_start: &[u8]) -> bool {
+        InHeader::from_prefix(request_start).is_some_and(|(h, _)| h.opcode == Opcode::Setlkw as u32)
+    }
+
+    /// Answers a request with `errno` without running it, for a transport that cannot take on
+    /// more waiting requests. Requests that take no reply get none.
+    pub fn refuse<R: RequestReader, W: ReplyWriter>(
+        &self,
+        r: &mut R,
+        mut w: W,
+        errno: i32,
+    ) -> Result<usize, Error> {
+        let available = r.available_bytes();
+        if available < IN_HEADER_LEN {
+            return Err(Error::TruncatedHeader { available });
+        }
+        let mut raw = [0u8; IN_HEADER_LEN];
+        r.read_exact(&mut raw).map_err(Error::Io)?;
+        let h = InHeader::from_bytes(&raw).ok_or(Error::TruncatedHeader { available })?;
+        match Opcode::try_from(h.opcode) {
+            Ok(Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt) => Ok(0),
+            _ => reply_error(&mut w, h.unique, errno),
+        }
+    }
+
     /// Handles one request; returns the number of reply bytes written (0 for requests that take no
     /// reply).
     pub fn handle_message<R: RequestReader, W: ReplyWriter>(
@@ -155,6 +193,14 @@ impl<F: FileSystem> Server<F> {
         r.read_exact(&mut raw).map_err(Error::Io)?;
         let h = InHeader::from_bytes(&raw).ok_or(Error::TruncatedHeader { available })?;
         let opcode = Opcode::try_from(h.opcode);
+        if opcode == Ok(Opcode::Interrupt) {
+            // virtio-fs kernels never send INTERRUPT (requests are not interruptible once queued),
+            // and the FUSE rules let a server ignore one: the interrupted request completes
+            // normally. Answering nothing also gives a hostile guest nothing to match replies
+            // against; the chain is returned with no reply bytes.
+            log::debug!("request {}: INTERRUPT ignored", h.unique);
+            return Ok(0);
+        }
         let no_reply = matches!(opcode, Ok(Opcode::Forget) | Ok(Opcode::BatchForget));
 
         let body_len = available - IN_HEADER_LEN;
@@ -172,11 +218,10 @@ impl<F: FileSystem> Server<F> {
             return reply_error(&mut w, h.unique, libc::EINVAL);
         }
         let args_len = body_len - ext_len;
-        let ctx = Context {
+        let mut ctx = Context {
             uid: h.uid,
             gid: h.gid,
             pid: h.pid,
-            // Decoding the FUSE_EXT_GROUPS extension comes with FUSE_CREATE_SUPP_GROUP.
             supplementary_gid: None,
         };
 
@@ -213,6 +258,13 @@ impl<F: FileSystem> Server<F> {
             return reply_error(&mut w, h.unique, libc::EINVAL);
         }
         let args = read_args(r, args_len)?;
+        if creates_inode(op) && self.negotiated_flags() & FUSE_CREATE_SUPP_GROUP != 0 {
+            let ext = read_args(r, ext_len)?;
+            match supplementary_group(&ext) {
+                Ok(gid) => ctx.supplementary_gid = gid,
+                Err(errno) => return reply_error(&mut w, h.unique, errno),
+            }
+        }
         let node = h.nodeid;
         let result = match op {
             Opcode::Read => return self.read(ctx, &h, &args, w),
@@ -238,6 +290,18 @@ impl<F: FileSystem> Server<F> {
             Opcode::Fsync | Opcode::Fsyncdir => self.fsync(ctx, op, node, &args),
             Opcode::Flush => self.flush(ctx, node, &args),
             Opcode::Access => self.access(ctx, node, &args),
+            Opcode::Getxattr => self.getxattr(ctx, node, &args),
+            Opcode::Listxattr => self.listxattr(ctx, node, &args),
+            Opcode::Setxattr => self.setxattr(ctx, node, &args),
+            Opcode::Removexattr => self.removexattr(ctx, node, &args),
+            Opcode::Fallocate => self.fallocate(ctx, node, &args),
+            Opcode::Lseek => self.lseek(ctx, node, &args),
+            Opcode::CopyFileRange => self.copy_file_range(ctx, node, &args),
+            Opcode::Syncfs => self.syncfs(ctx, node, &args),
+            Opcode::Getlk => self.getlk(ctx, node, &args),
+            Opcode::Setlk | Opcode::Setlkw => self.setlk(ctx, op, node, &args),
+            Opcode::Tmpfile => self.tmpfile(ctx, node, &args),
+            Opcode::Statx => self.statx(ctx, node, &args),
             _ => Err(libc::ENOSYS),
         };
         reply(&mut w, h.unique, result)
@@ -633,6 +697,194 @@ impl<F: FileSystem> Server<F> {
             .map_err(|e| os_error(Opcode::Access, e))?;
         Ok(Vec::new())
     }
+
+    fn getxattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (g, rest) = arg::<GetxattrIn>(args)?;
+        let (name, _) = parse_xattr_name(rest)?;
+        // getxattr(2) clamps larger buffers the same way before asking.
+        let size = g.size.min(MAX_XATTR_SIZE);
+        let value = self
+            .fs
+            .getxattr(ctx, node, name, size)
+            .map_err(|e| os_error(Opcode::Getxattr, e))?;
+        xattr_reply(value, size, |_| true)
+    }
+
+    fn listxattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (g, _) = arg::<GetxattrIn>(args)?;
+        let size = g.size.min(MAX_XATTR_SIZE);
+        let list = self
+            .fs
+            .listxattr(ctx, node, size)
+            .map_err(|e| os_error(Opcode::Listxattr, e))?;
+        xattr_reply(list, size, valid_xattr_list)
+    }
+
+    fn setxattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        // The argument struct grew with FUSE_SETXATTR_EXT; the kernel sends the long form only
+        // once that was agreed.
+        let (size, flags, setxattr_flags, rest) =
+            if self.negotiated_flags() & FUSE_SETXATTR_EXT != 0 {
+                let (x, rest) = arg::<SetxattrIn>(args)?;
+                (x.size, x.flags, x.setxattr_flags, rest)
+            } else {
+                let (x, rest) = arg::<SetxattrInCompat>(args)?;
+                (x.size, x.flags, 0, rest)
+            };
+        let (name, rest) = parse_xattr_name(rest)?;
+        if size > MAX_XATTR_SIZE {
+            return Err(libc::E2BIG);
+        }
+        let value = rest.get(..size as usize).ok_or(libc::EINVAL)?;
+        self.fs
+            .setxattr(ctx, node, name, value, flags, setxattr_flags)
+            .map_err(|e| os_error(Opcode::Setxattr, e))?;
+        Ok(Vec::new())
+    }
+
+    fn removexattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (name, _) = parse_xattr_name(args)?;
+        self.fs
+            .removexattr(ctx, node, name)
+            .map_err(|e| os_error(Opcode::Removexattr, e))?;
+        Ok(Vec::new())
+    }
+
+    fn fallocate(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (f, _) = arg::<FallocateIn>(args)?;
+        // fallocate(2)'s own checks: offsets are signed on the host, and the range must not
+        // pass the largest file offset.
+        if f.offset > i64::MAX as u64 || f.length == 0 || f.length > i64::MAX as u64 {
+            return Err(libc::EINVAL);
+        }
+        if f.offset
+            .checked_add(f.length)
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(libc::EFBIG);
+        }
+        self.fs
+            .fallocate(ctx, node, f.fh, f.mode, f.offset, f.length)
+            .map_err(|e| os_error(Opcode::Fallocate, e))?;
+        Ok(Vec::new())
+    }
+
+    fn lseek(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (l, _) = arg::<LseekIn>(args)?;
+        let known = [
+            libc::SEEK_SET,
+            libc::SEEK_CUR,
+            libc::SEEK_END,
+            libc::SEEK_DATA,
+            libc::SEEK_HOLE,
+        ];
+        if !known.iter().any(|&w| w as u32 == l.whence) {
+            return Err(libc::EINVAL);
+        }
+        let offset = self
+            .fs
+            .lseek(ctx, node, l.fh, l.offset, l.whence)
+            .map_err(|e| os_error(Opcode::Lseek, e))?;
+        Ok(LseekOut { offset }.as_bytes().to_vec())
+    }
+
+    fn copy_file_range(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (c, _) = arg::<CopyFileRangeIn>(args)?;
+        // copy_file_range(2) defines no flags; the kernel refuses any before asking.
+        if c.flags != 0 || c.off_in > i64::MAX as u64 || c.off_out > i64::MAX as u64 {
+            return Err(libc::EINVAL);
+        }
+        let len = c.len.min(MAX_COPY_LEN);
+        let n = self
+            .fs
+            .copy_file_range(
+                ctx,
+                node,
+                c.fh_in,
+                c.off_in,
+                c.nodeid_out,
+                c.fh_out,
+                c.off_out,
+                len,
+                c.flags,
+            )
+            .map_err(|e| os_error(Opcode::CopyFileRange, e))?;
+        let out = WriteOut {
+            size: (n as u64).min(len) as u32,
+            padding: 0,
+        };
+        Ok(out.as_bytes().to_vec())
+    }
+
+    fn syncfs(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        arg::<SyncfsIn>(args)?;
+        self.fs
+            .syncfs(ctx, node)
+            .map_err(|e| os_error(Opcode::Syncfs, e))?;
+        Ok(Vec::new())
+    }
+
+    fn getlk(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let request = decode_lock(args)?;
+        // F_GETLK asks about a lock one could take; "unlock" is not one (fcntl(2): EINVAL).
+        if request.lock.lock_type == libc::F_UNLCK as u32 {
+            return Err(libc::EINVAL);
+        }
+        let found = self
+            .fs
+            .getlk(ctx, node, request)
+            .map_err(|e| os_error(Opcode::Getlk, e))?;
+        if !valid_lock_type(found.lock_type) || found.start > found.end {
+            log::debug!("getlk: filesystem returned a malformed lock {found:?}");
+            return Err(libc::EIO);
+        }
+        let out = LkOut {
+            lk: abi::FileLock {
+                start: found.start,
+                end: found.end,
+                typ: found.lock_type,
+                pid: found.pid,
+            },
+        };
+        Ok(out.as_bytes().to_vec())
+    }
+
+    fn setlk(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
+        let request = decode_lock(args)?;
+        self.fs
+            .setlk(ctx, node, request, op == Opcode::Setlkw)
+            .map_err(|e| os_error(op, e))?;
+        Ok(Vec::new())
+    }
+
+    fn tmpfile(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+        // The kernel sends a placeholder name ("/") after the arguments; the file has none.
+        let (c, _) = arg::<CreateIn>(args)?;
+        let (entry, handle, options) = self
+            .fs
+            .tmpfile(ctx, parent, c.mode, c.flags, c.umask)
+            .map_err(|e| os_error(Opcode::Tmpfile, e))?;
+        let mut out = entry_out(&entry).as_bytes().to_vec();
+        out.extend_from_slice(open_out(handle, options).as_bytes());
+        Ok(out)
+    }
+
+    fn statx(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
+        let (x, _) = arg::<StatxIn>(args)?;
+        let handle = (x.getattr_flags & FUSE_GETATTR_FH != 0).then_some(x.fh);
+        let (st, timeout) = self
+            .fs
+            .statx(ctx, node, handle, x.sx_flags, x.sx_mask)
+            .map_err(|e| os_error(Opcode::Statx, e))?;
+        let out = StatxOut {
+            attr_valid: timeout.as_secs(),
+            attr_valid_nsec: timeout.subsec_nanos(),
+            flags: 0,
+            spare: [0; 2],
+            stat: statx_from(&st),
+        };
+        Ok(out.as_bytes().to_vec())
+    }
 }
 
 /// Reads the `len` argument bytes of a request.
@@ -664,6 +916,114 @@ pub(crate) fn parse_name(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
         return Err(libc::EINVAL);
     }
     Ok((name, rest))
+}
+
+/// Parses an extended attribute name: any non-empty NUL-terminated string of at most
+/// `XATTR_NAME_MAX` bytes. The kernel's syscalls answer ERANGE for an empty or overlong one.
+pub(crate) fn parse_xattr_name(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
+    let (name, rest) = split_cstr(bytes)?;
+    let len = name.to_bytes().len();
+    if len == 0 || len > MAX_XATTR_NAME_LEN {
+        return Err(libc::ERANGE);
+    }
+    Ok((name, rest))
+}
+
+/// Encodes a GETXATTR/LISTXATTR answer for a guest buffer of `size` bytes (0: size query).
+fn xattr_reply(value: XattrReply, size: u32, valid: impl Fn(&[u8]) -> bool) -> OpResult {
+    match value {
+        XattrReply::Data(data) if !valid(&data) => {
+            log::debug!("xattr reply of {} bytes is malformed", data.len());
+            Err(libc::EIO)
+        }
+        XattrReply::Data(data) if size == 0 => {
+            let size = u32::try_from(data.len()).map_err(|_| libc::E2BIG)?;
+            Ok(GetxattrOut { size, padding: 0 }.as_bytes().to_vec())
+        }
+        XattrReply::Data(data) if data.len() > size as usize => Err(libc::ERANGE),
+        XattrReply::Data(data) => Ok(data),
+        XattrReply::Size(n) if size == 0 => Ok(GetxattrOut {
+            size: n,
+            padding: 0,
+        }
+        .as_bytes()
+        .to_vec()),
+        // The guest wants bytes; a bare size would be read as an 8-byte value.
+        XattrReply::Size(n) if n > size => Err(libc::ERANGE),
+        XattrReply::Size(_) => Err(libc::EIO),
+    }
+}
+
+/// A LISTXATTR list: NUL-terminated, non-empty names (the kernel answers EIO to anything else).
+fn valid_xattr_list(list: &[u8]) -> bool {
+    if list.is_empty() {
+        return true;
+    }
+    list.last() == Some(&0)
+        && list[..list.len() - 1]
+            .split(|&b| b == 0)
+            .all(|n| !n.is_empty())
+}
+
+fn valid_lock_type(t: u32) -> bool {
+    [libc::F_RDLCK, libc::F_WRLCK, libc::F_UNLCK]
+        .iter()
+        .any(|&k| k as u32 == t)
+}
+
+/// Decodes GETLK/SETLK/SETLKW arguments, checking the lock is one fcntl(2) could describe.
+fn decode_lock(args: &[u8]) -> Result<LockRequest, i32> {
+    let (lk, _) = arg::<LkIn>(args)?;
+    if !valid_lock_type(lk.lk.typ) || lk.lk.start > lk.lk.end {
+        return Err(libc::EINVAL);
+    }
+    Ok(LockRequest {
+        handle: lk.fh,
+        owner: lk.owner,
+        lock: FileLock {
+            start: lk.lk.start,
+            end: lk.lk.end,
+            lock_type: lk.lk.typ,
+            pid: lk.lk.pid,
+        },
+        flock: lk.lk_flags & FUSE_LK_FLOCK != 0,
+    })
+}
+
+/// Requests that create an inode, which carry the `FUSE_EXT_GROUPS` extension.
+fn creates_inode(op: Opcode) -> bool {
+    matches!(
+        op,
+        Opcode::Mknod | Opcode::Mkdir | Opcode::Create | Opcode::Symlink | Opcode::Tmpfile
+    )
+}
+
+/// Finds the supplementary group in a request's extensions: a sequence of 8-byte aligned
+/// records, each an `ExtHeader` whose `size` covers the header. Unknown records are skipped.
+fn supplementary_group(mut ext: &[u8]) -> Result<Option<u32>, i32> {
+    let mut found = None;
+    while !ext.is_empty() {
+        let (h, _) = arg::<ExtHeader>(ext)?;
+        let size = h.size as usize;
+        if size < size_of::<ExtHeader>() || !size.is_multiple_of(8) || size > ext.len() {
+            return Err(libc::EINVAL);
+        }
+        let body = &ext[size_of::<ExtHeader>()..size];
+        if h.typ == FUSE_EXT_GROUPS {
+            let (g, groups) = arg::<SuppGroups>(body)?;
+            let count = g.nr_groups as usize;
+            if groups.len() / 4 < count {
+                return Err(libc::EINVAL);
+            }
+            if count > 0 {
+                let mut first = [0u8; 4];
+                first.copy_from_slice(&groups[..4]);
+                found = Some(u32::from_ne_bytes(first));
+            }
+        }
+        ext = &ext[size..];
+    }
+    Ok(found)
 }
 
 /// Parses a symlink target, which is an arbitrary non-empty path.
@@ -844,6 +1204,40 @@ fn statfs_out(st: &libc::statvfs64) -> StatfsOut {
             padding: 0,
             spare: [0; 6],
         },
+    }
+}
+
+fn sx_time(t: &libc::statx_timestamp) -> SxTime {
+    SxTime {
+        tv_sec: t.tv_sec,
+        tv_nsec: t.tv_nsec,
+        reserved: 0,
+    }
+}
+
+fn statx_from(st: &libc::statx) -> Statx {
+    Statx {
+        mask: st.stx_mask,
+        blksize: st.stx_blksize,
+        attributes: st.stx_attributes,
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        mode: st.stx_mode,
+        spare0: 0,
+        ino: st.stx_ino,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        attributes_mask: st.stx_attributes_mask,
+        atime: sx_time(&st.stx_atime),
+        btime: sx_time(&st.stx_btime),
+        ctime: sx_time(&st.stx_ctime),
+        mtime: sx_time(&st.stx_mtime),
+        rdev_major: st.stx_rdev_major,
+        rdev_minor: st.stx_rdev_minor,
+        dev_major: st.stx_dev_major,
+        dev_minor: st.stx_dev_minor,
+        spare2: [0; 14],
     }
 }
 

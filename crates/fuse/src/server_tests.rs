@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::filesystem::{AddDirEntry, AddDirEntryPlus, Handle, Inode, OpenOptions};
+use crate::filesystem::{FileLock, LockRequest, XattrReply};
 use crate::io::{ZeroCopyReader, ZeroCopyWriter};
 use crate::testing::*;
 
@@ -405,6 +406,159 @@ impl FileSystem for MockFs {
     fn access(&self, _ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
         self.rec(format!("access {inode} {mask:o}"));
         Ok(())
+    }
+    fn getxattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        self.rec(format!("getxattr {inode} {name:?} {size}"));
+        xattr_answer(name.to_bytes())
+    }
+    fn listxattr(&self, _ctx: Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
+        self.rec(format!("listxattr {inode} {size}"));
+        match inode {
+            3 => Ok(XattrReply::Data(b"user.a\0\0".to_vec())),
+            4 => Ok(XattrReply::Data(b"user.a".to_vec())),
+            _ => Ok(XattrReply::Data(b"user.a\0user.bb\0".to_vec())),
+        }
+    }
+    fn setxattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> io::Result<()> {
+        self.rec(format!(
+            "setxattr {inode} {name:?} {value:?} {flags} {setxattr_flags}"
+        ));
+        Ok(())
+    }
+    fn removexattr(&self, _ctx: Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.rec(format!("removexattr {inode} {name:?}"));
+        Ok(())
+    }
+    fn fallocate(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.rec(format!(
+            "fallocate {inode} {handle} {mode} {offset} {length}"
+        ));
+        Ok(())
+    }
+    fn lseek(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.rec(format!("lseek {inode} {handle} {offset} {whence}"));
+        Ok(offset + 1000)
+    }
+    fn copy_file_range(
+        &self,
+        _ctx: Context,
+        inode_in: Inode,
+        handle_in: Handle,
+        offset_in: u64,
+        inode_out: Inode,
+        handle_out: Handle,
+        offset_out: u64,
+        length: u64,
+        flags: u64,
+    ) -> io::Result<usize> {
+        self.rec(format!(
+            "copy_file_range {inode_in} {handle_in} {offset_in} {inode_out} {handle_out} \
+             {offset_out} {length} {flags}"
+        ));
+        Ok(length as usize + 7)
+    }
+    fn syncfs(&self, ctx: Context, inode: Inode) -> io::Result<()> {
+        self.rec(format!("syncfs {} {inode}", c(ctx)));
+        Ok(())
+    }
+    fn getlk(&self, _ctx: Context, inode: Inode, request: LockRequest) -> io::Result<FileLock> {
+        self.rec(format!("getlk {inode} {request:?}"));
+        Ok(FileLock {
+            start: 10,
+            end: 20,
+            lock_type: if inode == 66 {
+                77
+            } else {
+                libc::F_WRLCK as u32
+            },
+            pid: 99,
+        })
+    }
+    fn setlk(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        request: LockRequest,
+        wait: bool,
+    ) -> io::Result<()> {
+        self.rec(format!("setlk {inode} {request:?} wait={wait}"));
+        Ok(())
+    }
+    fn tmpfile(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Option<Handle>, OpenOptions)> {
+        self.rec(format!(
+            "tmpfile {parent} {mode:o} {flags:#o} {umask:o} {:?}",
+            ctx.supplementary_gid
+        ));
+        Ok((entry(105), Some(79), abi::FOPEN_KEEP_CACHE))
+    }
+    fn statx(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Option<Handle>,
+        flags: u32,
+        mask: u32,
+    ) -> io::Result<(libc::statx, Duration)> {
+        self.rec(format!("statx {inode} {handle:?} {flags:#x} {mask:#x}"));
+        // SAFETY: `statx` is plain old data; all-zero is a valid value.
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        st.stx_mask = mask;
+        st.stx_ino = inode;
+        st.stx_mode = 0o100640;
+        st.stx_size = 12345;
+        st.stx_btime.tv_sec = 77;
+        st.stx_btime.tv_nsec = 88;
+        st.stx_dev_major = 8;
+        st.stx_rdev_minor = 3;
+        Ok((st, Duration::new(4, 9)))
+    }
+}
+
+/// GETXATTR answers by name: "user.size" answers with a size even when bytes were asked for,
+/// "user.big" with 100 bytes, anything else with "value".
+fn xattr_answer(name: &[u8]) -> io::Result<XattrReply> {
+    match name {
+        b"user.size" => Ok(XattrReply::Size(5)),
+        b"user.huge-size" => Ok(XattrReply::Size(1 << 20)),
+        b"user.big" => Ok(XattrReply::Data(vec![b'b'; 100])),
+        b"user.missing" => Err(io::Error::from_raw_os_error(libc::ENODATA)),
+        _ => Ok(XattrReply::Data(b"value".to_vec())),
     }
 }
 
@@ -1473,26 +1627,12 @@ fn unknown_and_unimplemented_opcodes_answer_enosys() {
         );
     }
     for op in [
-        Opcode::Setxattr,
-        Opcode::Getxattr,
-        Opcode::Listxattr,
-        Opcode::Removexattr,
-        Opcode::Getlk,
-        Opcode::Setlk,
-        Opcode::Setlkw,
-        Opcode::Interrupt,
         Opcode::Bmap,
         Opcode::Ioctl,
         Opcode::Poll,
         Opcode::NotifyReply,
-        Opcode::Fallocate,
-        Opcode::Lseek,
-        Opcode::CopyFileRange,
         Opcode::Setupmapping,
         Opcode::Removemapping,
-        Opcode::Syncfs,
-        Opcode::Tmpfile,
-        Opcode::Statx,
     ] {
         assert_eq!(errno(&send(&s, op, 1, &[&[0; 64]])), libc::ENOSYS, "{op:?}");
     }
@@ -1597,7 +1737,7 @@ fn random_input_never_panics() {
 
 #[test]
 fn mutated_valid_requests_never_panic() {
-    let s = ready();
+    let s = ready_with(FUSE_CREATE_SUPP_GROUP | FUSE_SETXATTR_EXT);
     let mut rng = XorShift(12345);
     let seeds: Vec<Vec<u8>> = vec![
         request(Opcode::Lookup as u32, 1, 1, &[b"foo\0"]),
@@ -1636,6 +1776,43 @@ fn mutated_valid_requests_never_panic() {
             1,
             &[SetattrIn::default().as_bytes()],
         ),
+        request(
+            Opcode::Setxattr as u32,
+            1,
+            1,
+            &[
+                SetxattrInCompat { size: 2, flags: 0 }.as_bytes(),
+                b"user.a\0xy",
+            ],
+        ),
+        request(
+            Opcode::Getxattr as u32,
+            1,
+            1,
+            &[GetxattrIn::default().as_bytes(), b"user.a\0"],
+        ),
+        request(Opcode::Setlkw as u32, 1, 1, &[LkIn::default().as_bytes()]),
+        request(
+            Opcode::CopyFileRange as u32,
+            1,
+            1,
+            &[CopyFileRangeIn::default().as_bytes()],
+        ),
+        request(Opcode::Statx as u32, 1, 1, &[StatxIn::default().as_bytes()]),
+        {
+            let mut r = request(
+                Opcode::Tmpfile as u32,
+                1,
+                1,
+                &[
+                    CreateIn::default().as_bytes(),
+                    b"/\0",
+                    &[16, 0, 0, 0, 32, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0],
+                ],
+            );
+            r[36] = 2;
+            r
+        },
     ];
     for _ in 0..20_000 {
         let mut req = seeds[rng.below(seeds.len() as u64) as usize].clone();
@@ -1692,4 +1869,669 @@ fn errors_convert_to_io_errors() {
     assert!(e.to_string().contains("3 bytes"));
     let e: io::Error = Error::Io(io::Error::from_raw_os_error(libc::EFAULT)).into();
     assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+}
+
+// ---- extended attributes, locks and the remaining operations ----
+
+/// A ready server whose filesystem asked for `wants`, offered by the kernel too.
+fn ready_with(wants: u64) -> Server<MockFs> {
+    let mut fs = MockFs::new();
+    fs.wants = wants;
+    let s = Server::new(fs);
+    ok(
+        &call(&s, init_request(1, OFFERED | wants), ROOM).unwrap(),
+        1,
+    );
+    assert_eq!(s.negotiated_flags() & wants, wants);
+    calls(&s);
+    s
+}
+
+fn getxattr_in(size: u32) -> GetxattrIn {
+    GetxattrIn { size, padding: 0 }
+}
+
+#[test]
+fn init_passes_lock_xattr_and_group_flags_through() {
+    let wants = FUSE_POSIX_LOCKS
+        | FUSE_FLOCK_LOCKS
+        | FUSE_SETXATTR_EXT
+        | FUSE_CREATE_SUPP_GROUP
+        | FUSE_HANDLE_KILLPRIV_V2
+        | FUSE_POSIX_ACL;
+    let s = ready_with(wants);
+    assert_eq!(s.negotiated_flags() & wants, wants);
+    // Still never negotiated: the dispatcher does not decode security contexts.
+    let s = ready_with(0);
+    let mut fs = MockFs::new();
+    fs.wants = FUSE_SECURITY_CTX;
+    drop(s);
+    let s = Server::new(fs);
+    ok(
+        &call(&s, init_request(1, OFFERED | FUSE_SECURITY_CTX), ROOM).unwrap(),
+        1,
+    );
+    assert_eq!(s.negotiated_flags() & FUSE_SECURITY_CTX, 0);
+}
+
+#[test]
+fn getxattr_size_query_and_value() {
+    let s = ready();
+    let out: GetxattrOut = decode(&ok(
+        &send(
+            &s,
+            Opcode::Getxattr,
+            5,
+            &[getxattr_in(0).as_bytes(), b"user.x\0"],
+        ),
+        42,
+    ));
+    assert_eq!(out.size, 5);
+    assert_eq!(last_call(&s), "getxattr 5 \"user.x\" 0");
+    let v = ok(
+        &send(
+            &s,
+            Opcode::Getxattr,
+            5,
+            &[getxattr_in(64).as_bytes(), b"user.x\0"],
+        ),
+        42,
+    );
+    assert_eq!(v, b"value");
+    // The guest's buffer is too small for the value.
+    let r = send(
+        &s,
+        Opcode::Getxattr,
+        5,
+        &[getxattr_in(10).as_bytes(), b"user.big\0"],
+    );
+    assert_eq!(errno(&r), libc::ERANGE);
+    // A filesystem that answers a size to a data request: bytes expected, none given.
+    let r = send(
+        &s,
+        Opcode::Getxattr,
+        5,
+        &[getxattr_in(10).as_bytes(), b"user.size\0"],
+    );
+    assert_eq!(errno(&r), libc::EIO);
+    let r = send(
+        &s,
+        Opcode::Getxattr,
+        5,
+        &[getxattr_in(10).as_bytes(), b"user.huge-size\0"],
+    );
+    assert_eq!(errno(&r), libc::ERANGE);
+    let out: GetxattrOut = decode(&ok(
+        &send(
+            &s,
+            Opcode::Getxattr,
+            5,
+            &[getxattr_in(0).as_bytes(), b"user.size\0"],
+        ),
+        42,
+    ));
+    assert_eq!(out.size, 5);
+    let r = send(
+        &s,
+        Opcode::Getxattr,
+        5,
+        &[getxattr_in(10).as_bytes(), b"user.missing\0"],
+    );
+    assert_eq!(errno(&r), libc::ENODATA);
+    // Oversized buffers are clamped to XATTR_SIZE_MAX, as getxattr(2) does.
+    calls(&s);
+    ok(
+        &send(
+            &s,
+            Opcode::Getxattr,
+            5,
+            &[getxattr_in(u32::MAX).as_bytes(), b"a\0"],
+        ),
+        42,
+    );
+    assert_eq!(last_call(&s), "getxattr 5 \"a\" 65536");
+}
+
+#[test]
+fn xattr_names_are_validated() {
+    let s = ready();
+    let mut long = vec![b'u'; 256];
+    long.push(0);
+    let g = getxattr_in(0);
+    let cases: &[(&[u8], i32)] = &[
+        (b"\0", libc::ERANGE),
+        (&long, libc::ERANGE),
+        (b"user.unterminated", libc::EINVAL),
+        (b"", libc::EINVAL),
+    ];
+    for (name, want) in cases {
+        let r = send(&s, Opcode::Getxattr, 1, &[g.as_bytes(), name]);
+        assert_eq!(errno(&r), *want, "getxattr {name:?}");
+        let r = send(&s, Opcode::Removexattr, 1, &[name]);
+        assert_eq!(errno(&r), *want, "removexattr {name:?}");
+        let x = SetxattrInCompat { size: 0, flags: 0 };
+        let r = send(&s, Opcode::Setxattr, 1, &[x.as_bytes(), name]);
+        assert_eq!(errno(&r), *want, "setxattr {name:?}");
+    }
+    assert!(calls(&s).is_empty());
+    // 255 bytes is the limit, and names may contain any byte but NUL.
+    ok(&send(&s, Opcode::Removexattr, 1, &[&long[1..]]), 42);
+    ok(&send(&s, Opcode::Removexattr, 1, &[b"user.a/b c\0"]), 42);
+    assert_eq!(calls(&s).len(), 2);
+    // Truncated GETXATTR arguments.
+    assert_eq!(
+        errno(&send(&s, Opcode::Getxattr, 1, &[&[0; 4]])),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(&send(&s, Opcode::Listxattr, 1, &[&[0; 7]])),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn listxattr_checks_the_list_shape() {
+    let s = ready();
+    let out: GetxattrOut = decode(&ok(
+        &send(&s, Opcode::Listxattr, 2, &[getxattr_in(0).as_bytes()]),
+        42,
+    ));
+    assert_eq!(out.size, 15);
+    assert_eq!(last_call(&s), "listxattr 2 0");
+    let list = ok(
+        &send(&s, Opcode::Listxattr, 2, &[getxattr_in(100).as_bytes()]),
+        42,
+    );
+    assert_eq!(list, b"user.a\0user.bb\0");
+    assert_eq!(
+        errno(&send(
+            &s,
+            Opcode::Listxattr,
+            2,
+            &[getxattr_in(10).as_bytes()]
+        )),
+        libc::ERANGE
+    );
+    // An empty name, or a list without its final NUL, is the filesystem's bug: EIO.
+    for node in [3, 4] {
+        let r = send(&s, Opcode::Listxattr, node, &[getxattr_in(100).as_bytes()]);
+        assert_eq!(errno(&r), libc::EIO, "node {node}");
+    }
+}
+
+#[test]
+fn setxattr_compat_and_ext_layouts() {
+    let s = ready();
+    let x = SetxattrInCompat {
+        size: 3,
+        flags: libc::XATTR_CREATE as u32,
+    };
+    ok(
+        &send(
+            &s,
+            Opcode::Setxattr,
+            9,
+            &[x.as_bytes(), b"user.k\0", b"abc"],
+        ),
+        42,
+    );
+    assert_eq!(
+        last_call(&s),
+        format!(
+            "setxattr 9 \"user.k\" [97, 98, 99] {} 0",
+            libc::XATTR_CREATE
+        )
+    );
+    // Value shorter than announced.
+    let r = send(&s, Opcode::Setxattr, 9, &[x.as_bytes(), b"user.k\0", b"ab"]);
+    assert_eq!(errno(&r), libc::EINVAL);
+    // Value over XATTR_SIZE_MAX.
+    let big = SetxattrInCompat {
+        size: 64 * 1024 + 1,
+        flags: 0,
+    };
+    let r = send(
+        &s,
+        Opcode::Setxattr,
+        9,
+        &[big.as_bytes(), b"user.k\0", &[1; 16]],
+    );
+    assert_eq!(errno(&r), libc::E2BIG);
+    assert!(calls(&s).is_empty());
+
+    let s = ready_with(FUSE_SETXATTR_EXT);
+    let x = SetxattrIn {
+        size: 2,
+        flags: libc::XATTR_REPLACE as u32,
+        setxattr_flags: FUSE_SETXATTR_ACL_KILL_SGID,
+        padding: 0,
+    };
+    ok(
+        &send(
+            &s,
+            Opcode::Setxattr,
+            9,
+            &[x.as_bytes(), b"system.posix_acl_access\0", b"xy"],
+        ),
+        42,
+    );
+    assert_eq!(
+        last_call(&s),
+        format!(
+            "setxattr 9 \"system.posix_acl_access\" [120, 121] {} 1",
+            libc::XATTR_REPLACE
+        )
+    );
+    // With the long layout agreed, 8 bytes of arguments are too few.
+    let short = SetxattrInCompat { size: 0, flags: 0 };
+    assert_eq!(
+        errno(&send(&s, Opcode::Setxattr, 9, &[short.as_bytes()])),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn fallocate_lseek_copy_file_range_syncfs() {
+    let s = ready();
+    let f = FallocateIn {
+        fh: 3,
+        offset: 4096,
+        length: 8192,
+        mode: libc::FALLOC_FL_KEEP_SIZE as u32,
+        padding: 0,
+    };
+    ok(&send(&s, Opcode::Fallocate, 7, &[f.as_bytes()]), 42);
+    assert_eq!(last_call(&s), "fallocate 7 3 1 4096 8192");
+    for (offset, length, want) in [
+        (0, 0, libc::EINVAL),
+        (u64::MAX, 1, libc::EINVAL),
+        (0, u64::MAX, libc::EINVAL),
+        (i64::MAX as u64, 1, libc::EFBIG),
+    ] {
+        let bad = FallocateIn {
+            offset,
+            length,
+            ..f
+        };
+        assert_eq!(
+            errno(&send(&s, Opcode::Fallocate, 7, &[bad.as_bytes()])),
+            want
+        );
+    }
+    assert_eq!(
+        errno(&send(&s, Opcode::Fallocate, 7, &[&[0; 31]])),
+        libc::EINVAL
+    );
+
+    let l = LseekIn {
+        fh: 4,
+        offset: 10,
+        whence: libc::SEEK_DATA as u32,
+        padding: 0,
+    };
+    let out: LseekOut = decode(&ok(&send(&s, Opcode::Lseek, 7, &[l.as_bytes()]), 42));
+    assert_eq!(out.offset, 1010);
+    assert_eq!(last_call(&s), format!("lseek 7 4 10 {}", libc::SEEK_DATA));
+    let bad = LseekIn { whence: 5, ..l };
+    assert_eq!(
+        errno(&send(&s, Opcode::Lseek, 7, &[bad.as_bytes()])),
+        libc::EINVAL
+    );
+
+    let cfr = CopyFileRangeIn {
+        fh_in: 1,
+        off_in: 2,
+        nodeid_out: 8,
+        fh_out: 3,
+        off_out: 4,
+        len: 100,
+        flags: 0,
+    };
+    let out: WriteOut = decode(&ok(
+        &send(&s, Opcode::CopyFileRange, 7, &[cfr.as_bytes()]),
+        42,
+    ));
+    // The filesystem claimed 107 bytes; never more than asked for is reported.
+    assert_eq!(out.size, 100);
+    assert_eq!(last_call(&s), "copy_file_range 7 1 2 8 3 4 100 0");
+    let huge = CopyFileRangeIn {
+        len: u64::MAX,
+        ..cfr
+    };
+    let out: WriteOut = decode(&ok(
+        &send(&s, Opcode::CopyFileRange, 7, &[huge.as_bytes()]),
+        42,
+    ));
+    assert_eq!(out.size, 0xffff_f000);
+    for bad in [
+        CopyFileRangeIn { flags: 1, ..cfr },
+        CopyFileRangeIn {
+            off_in: u64::MAX,
+            ..cfr
+        },
+        CopyFileRangeIn {
+            off_out: 1 << 63,
+            ..cfr
+        },
+    ] {
+        assert_eq!(
+            errno(&send(&s, Opcode::CopyFileRange, 7, &[bad.as_bytes()])),
+            libc::EINVAL
+        );
+    }
+    calls(&s);
+    ok(
+        &send(&s, Opcode::Syncfs, 1, &[SyncfsIn::default().as_bytes()]),
+        42,
+    );
+    assert_eq!(
+        last_call(&s),
+        format!("syncfs {TEST_UID}/{TEST_GID}/{TEST_PID} 1")
+    );
+    assert_eq!(
+        errno(&send(&s, Opcode::Syncfs, 1, &[&[0; 4]])),
+        libc::EINVAL
+    );
+    // FSYNCDIR has been dispatched all along.
+    let fs = FsyncIn {
+        fh: 5,
+        fsync_flags: FUSE_FSYNC_FDATASYNC,
+        padding: 0,
+    };
+    ok(&send(&s, Opcode::Fsyncdir, 2, &[fs.as_bytes()]), 42);
+    assert_eq!(last_call(&s), "fsyncdir 2 true 5");
+}
+
+fn lk_in(typ: i32, start: u64, end: u64, flags: u32) -> LkIn {
+    LkIn {
+        fh: 11,
+        owner: 0xabc,
+        lk: abi::FileLock {
+            start,
+            end,
+            typ: typ as u32,
+            pid: 321,
+        },
+        lk_flags: flags,
+        padding: 0,
+    }
+}
+
+#[test]
+fn getlk_setlk_setlkw() {
+    let s = ready_with(FUSE_POSIX_LOCKS | FUSE_FLOCK_LOCKS);
+    let q = lk_in(libc::F_RDLCK, 0, 99, 0);
+    let out: LkOut = decode(&ok(&send(&s, Opcode::Getlk, 6, &[q.as_bytes()]), 42));
+    assert_eq!(
+        (out.lk.start, out.lk.end, out.lk.typ, out.lk.pid),
+        (10, 20, libc::F_WRLCK as u32, 99)
+    );
+    let want = LockRequest {
+        handle: 11,
+        owner: 0xabc,
+        lock: FileLock {
+            start: 0,
+            end: 99,
+            lock_type: libc::F_RDLCK as u32,
+            pid: 321,
+        },
+        flock: false,
+    };
+    assert_eq!(last_call(&s), format!("getlk 6 {want:?}"));
+    // A malformed answer from the filesystem.
+    assert_eq!(
+        errno(&send(&s, Opcode::Getlk, 66, &[q.as_bytes()])),
+        libc::EIO
+    );
+    // Asking about an unlock is meaningless.
+    let unlock = lk_in(libc::F_UNLCK, 0, 99, 0);
+    assert_eq!(
+        errno(&send(&s, Opcode::Getlk, 6, &[unlock.as_bytes()])),
+        libc::EINVAL
+    );
+
+    ok(&send(&s, Opcode::Setlk, 6, &[q.as_bytes()]), 42);
+    assert_eq!(last_call(&s), format!("setlk 6 {want:?} wait=false"));
+    let fl = lk_in(libc::F_WRLCK, 0, u64::MAX, FUSE_LK_FLOCK);
+    ok(&send(&s, Opcode::Setlkw, 6, &[fl.as_bytes()]), 42);
+    let want_flock = LockRequest {
+        lock: FileLock {
+            start: 0,
+            end: u64::MAX,
+            lock_type: libc::F_WRLCK as u32,
+            pid: 321,
+        },
+        flock: true,
+        ..want
+    };
+    assert_eq!(last_call(&s), format!("setlk 6 {want_flock:?} wait=true"));
+    ok(&send(&s, Opcode::Setlk, 6, &[unlock.as_bytes()]), 42);
+
+    for bad in [lk_in(7, 0, 1, 0), lk_in(libc::F_RDLCK, 5, 4, 0)] {
+        for op in [Opcode::Getlk, Opcode::Setlk, Opcode::Setlkw] {
+            assert_eq!(errno(&send(&s, op, 6, &[bad.as_bytes()])), libc::EINVAL);
+        }
+    }
+    assert_eq!(
+        errno(&send(&s, Opcode::Setlkw, 6, &[&[0; 47]])),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn only_setlkw_may_block_and_refusals_answer_the_request() {
+    let setlkw = request(
+        Opcode::Setlkw as u32,
+        77,
+        6,
+        &[lk_in(libc::F_WRLCK, 0, 1, 0).as_bytes()],
+    );
+    assert!(Server::<MockFs>::may_block(&setlkw[..40]));
+    assert!(Server::<MockFs>::may_block(&setlkw));
+    assert!(!Server::<MockFs>::may_block(&setlkw[..39]));
+    for op in [Opcode::Setlk, Opcode::Getlk, Opcode::Fsync, Opcode::Read] {
+        let r = request(op as u32, 1, 1, &[]);
+        assert!(!Server::<MockFs>::may_block(&r), "{op:?}");
+    }
+    let s = ready();
+    let mut r = TestReader::new(setlkw);
+    let (w, out) = TestWriter::new(ROOM);
+    let n = s.refuse(&mut r, w, libc::ENOLCK).unwrap();
+    let reply = out.bytes(n);
+    assert_eq!(errno(&reply), libc::ENOLCK);
+    assert_eq!(parse_reply(&reply).unwrap().0.unique, 77);
+    assert!(
+        calls(&s).is_empty(),
+        "a refused request reached the filesystem"
+    );
+    let mut r = TestReader::new(vec![0; 10]);
+    let (w, _) = TestWriter::new(ROOM);
+    assert!(matches!(
+        s.refuse(&mut r, w, libc::ENOLCK),
+        Err(Error::TruncatedHeader { .. })
+    ));
+}
+
+#[test]
+fn interrupt_gets_no_reply() {
+    let s = ready();
+    let i = InterruptIn { unique: 42 };
+    assert_eq!(
+        call(
+            &s,
+            request(Opcode::Interrupt as u32, 43, 0, &[i.as_bytes()]),
+            ROOM
+        )
+        .unwrap(),
+        Vec::<u8>::new()
+    );
+    // Malformed or before INIT: still nothing.
+    assert!(
+        call(&s, request(Opcode::Interrupt as u32, 44, 0, &[]), ROOM)
+            .unwrap()
+            .is_empty()
+    );
+    let fresh = Server::new(MockFs::new());
+    assert!(call(
+        &fresh,
+        request(Opcode::Interrupt as u32, 1, 0, &[i.as_bytes()]),
+        0
+    )
+    .unwrap()
+    .is_empty());
+    assert!(calls(&s).is_empty());
+}
+
+/// A request with `ext` appended as its extension area.
+fn with_ext(op: Opcode, node: u64, args: &[&[u8]], ext: &[u8]) -> Vec<u8> {
+    assert_eq!(ext.len() % 8, 0);
+    let mut all: Vec<&[u8]> = args.to_vec();
+    all.push(ext);
+    let mut req = request(op as u32, 42, node, &all);
+    req[36..38].copy_from_slice(&((ext.len() / 8) as u16).to_ne_bytes());
+    req
+}
+
+fn groups_ext(groups: &[u32]) -> Vec<u8> {
+    let body = 4 + 4 * groups.len();
+    let size = (8 + body).div_ceil(8) * 8;
+    let mut ext = ExtHeader {
+        size: size as u32,
+        typ: FUSE_EXT_GROUPS,
+    }
+    .as_bytes()
+    .to_vec();
+    ext.extend_from_slice(
+        SuppGroups {
+            nr_groups: groups.len() as u32,
+        }
+        .as_bytes(),
+    );
+    for g in groups {
+        ext.extend_from_slice(&g.to_ne_bytes());
+    }
+    ext.resize(size, 0);
+    ext
+}
+
+#[test]
+fn tmpfile_and_statx() {
+    let s = ready();
+    let cr = CreateIn {
+        flags: (libc::O_RDWR | libc::O_TMPFILE) as u32,
+        mode: libc::S_IFREG | 0o600,
+        umask: 0o22,
+        open_flags: 0,
+    };
+    let out = ok(&send(&s, Opcode::Tmpfile, 3, &[cr.as_bytes(), b"/\0"]), 42);
+    check_entry(&decode(&out[..size_of::<EntryOut>()]), 105);
+    let open: OpenOut = decode(&out[size_of::<EntryOut>()..]);
+    assert_eq!((open.fh, open.open_flags), (79, FOPEN_KEEP_CACHE));
+    assert_eq!(
+        last_call(&s),
+        format!("tmpfile 3 100600 {:#o} 22 None", cr.flags)
+    );
+    assert_eq!(
+        errno(&send(&s, Opcode::Tmpfile, 3, &[&[0; 15]])),
+        libc::EINVAL
+    );
+
+    let x = StatxIn {
+        getattr_flags: FUSE_GETATTR_FH,
+        reserved: 0,
+        fh: 12,
+        sx_flags: libc::AT_STATX_FORCE_SYNC as u32,
+        sx_mask: libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+    };
+    let out: StatxOut = decode(&ok(&send(&s, Opcode::Statx, 8, &[x.as_bytes()]), 42));
+    assert_eq!((out.attr_valid, out.attr_valid_nsec), (4, 9));
+    assert_eq!(out.stat.mask, libc::STATX_BASIC_STATS | libc::STATX_BTIME);
+    assert_eq!(
+        (out.stat.ino, out.stat.size, out.stat.mode),
+        (8, 12345, 0o100640)
+    );
+    assert_eq!((out.stat.btime.tv_sec, out.stat.btime.tv_nsec), (77, 88));
+    assert_eq!((out.stat.dev_major, out.stat.rdev_minor), (8, 3));
+    assert_eq!(
+        last_call(&s),
+        format!("statx 8 Some(12) {:#x} {:#x}", x.sx_flags, x.sx_mask)
+    );
+    let no_fh = StatxIn {
+        getattr_flags: 0,
+        ..x
+    };
+    ok(&send(&s, Opcode::Statx, 8, &[no_fh.as_bytes()]), 42);
+    assert!(last_call(&s).starts_with("statx 8 None"));
+    assert_eq!(
+        errno(&send(&s, Opcode::Statx, 8, &[&[0; 23]])),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn supplementary_group_extension_is_decoded_once_negotiated() {
+    let cr = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: libc::S_IFREG | 0o600,
+        umask: 0,
+        open_flags: 0,
+    };
+    let s = ready_with(FUSE_CREATE_SUPP_GROUP);
+    let req = with_ext(
+        Opcode::Tmpfile,
+        3,
+        &[cr.as_bytes(), b"/\0"],
+        &groups_ext(&[555]),
+    );
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert!(last_call(&s).ends_with("Some(555)"));
+    // Unknown extensions before it are skipped.
+    let mut ext = ExtHeader { size: 16, typ: 99 }.as_bytes().to_vec();
+    ext.extend_from_slice(&[0xee; 8]);
+    ext.extend_from_slice(&groups_ext(&[7, 8]));
+    let req = with_ext(Opcode::Tmpfile, 3, &[cr.as_bytes(), b"/\0"], &ext);
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert!(last_call(&s).ends_with("Some(7)"));
+    // No groups, or no extension at all.
+    let req = with_ext(
+        Opcode::Tmpfile,
+        3,
+        &[cr.as_bytes(), b"/\0"],
+        &groups_ext(&[]),
+    );
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert!(last_call(&s).ends_with("None"));
+    ok(&send(&s, Opcode::Tmpfile, 3, &[cr.as_bytes(), b"/\0"]), 42);
+    assert!(last_call(&s).ends_with("None"));
+    // Malformed extension areas are refused before the filesystem sees the request.
+    let mut too_many = groups_ext(&[1]);
+    too_many[8..12].copy_from_slice(&3u32.to_ne_bytes());
+    let mut zero_size = groups_ext(&[1]);
+    zero_size[..4].copy_from_slice(&0u32.to_ne_bytes());
+    let mut overlong = groups_ext(&[1]);
+    overlong[..4].copy_from_slice(&64u32.to_ne_bytes());
+    let mut unaligned = groups_ext(&[1]);
+    unaligned[..4].copy_from_slice(&12u32.to_ne_bytes());
+    for ext in [too_many, zero_size, overlong, unaligned] {
+        let m = MkdirIn {
+            mode: 0o755,
+            umask: 0,
+        };
+        let req = with_ext(Opcode::Mkdir, 1, &[m.as_bytes(), b"d\0"], &ext);
+        assert_eq!(errno(&call(&s, req, ROOM).unwrap()), libc::EINVAL);
+        let req = with_ext(Opcode::Tmpfile, 3, &[cr.as_bytes(), b"/\0"], &ext);
+        assert_eq!(errno(&call(&s, req, ROOM).unwrap()), libc::EINVAL);
+    }
+    assert!(calls(&s).is_empty());
+
+    // Without FUSE_CREATE_SUPP_GROUP the extension area is skipped, as before.
+    let s = ready();
+    let req = with_ext(
+        Opcode::Tmpfile,
+        3,
+        &[cr.as_bytes(), b"/\0"],
+        &groups_ext(&[555]),
+    );
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert!(last_call(&s).ends_with("None"));
 }

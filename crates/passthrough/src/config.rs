@@ -89,6 +89,48 @@ impl CachePolicy {
     }
 }
 
+/// How inodes are kept between LOOKUP and FORGET (`--inode-file-handles`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FileHandleMode {
+    /// An `O_PATH` descriptor per inode: one host fd for every inode the guest knows.
+    #[default]
+    Never,
+    /// A file handle (`name_to_handle_at`) per inode where the host filesystem can make one,
+    /// an `O_PATH` descriptor elsewhere.
+    Prefer,
+    /// File handles only; lookups on filesystems that cannot make them fail.
+    Mandatory,
+}
+
+/// A file handle mode name other than `never`, `prefer` or `mandatory`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownFileHandleMode(pub String);
+
+impl fmt::Display for UnknownFileHandleMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown inode file handle mode {:?} (expected never, prefer or mandatory)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownFileHandleMode {}
+
+impl FromStr for FileHandleMode {
+    type Err = UnknownFileHandleMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(FileHandleMode::Never),
+            "prefer" => Ok(FileHandleMode::Prefer),
+            "mandatory" => Ok(FileHandleMode::Mandatory),
+            other => Err(UnknownFileHandleMode(other.to_string())),
+        }
+    }
+}
+
 /// Everything that shapes a [`crate::PassthroughFs`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -109,6 +151,20 @@ pub struct Config {
     pub announce_submounts: bool,
     /// Ask the guest to send setuid/setgid-clearing requests (`FUSE_HANDLE_KILLPRIV_V2`).
     pub killpriv_v2: bool,
+    /// Serve extended attributes; without it every xattr request answers `ENOSYS`, which makes
+    /// the guest stop asking (as upstream virtiofsd without `--xattr`).
+    pub xattr: bool,
+    /// How inodes are held on the host.
+    pub inode_file_handles: FileHandleMode,
+    /// Honour the guest's `O_NOATIME`; otherwise it is stripped.
+    pub preserve_noatime: bool,
+    /// Serve POSIX record locks (GETLK/SETLK/SETLKW); otherwise they answer `ENOSYS`.
+    pub posix_locks: bool,
+    /// Serve BSD flock(2) locks; otherwise they answer `ENOSYS`.
+    pub flock: bool,
+    /// How many host descriptors the guest may make the daemon hold (open handles, inode
+    /// descriptors, lock descriptions); past it, operations that need one more get `ENFILE`.
+    pub fd_budget: usize,
 }
 
 impl Config {
@@ -124,6 +180,12 @@ impl Config {
             allow_mmap: false,
             announce_submounts: false,
             killpriv_v2: false,
+            xattr: false,
+            inode_file_handles: FileHandleMode::Never,
+            preserve_noatime: false,
+            posix_locks: true,
+            flock: true,
+            fd_budget: usize::MAX,
         }
     }
 }
@@ -146,6 +208,17 @@ mod tests {
             "sometimes".parse::<CachePolicy>(),
             Err(UnknownCachePolicy("sometimes".into()))
         );
+    }
+
+    #[test]
+    fn parses_file_handle_modes() {
+        assert_eq!("never".parse(), Ok(FileHandleMode::Never));
+        assert_eq!("prefer".parse(), Ok(FileHandleMode::Prefer));
+        assert_eq!("mandatory".parse(), Ok(FileHandleMode::Mandatory));
+        assert!("always".parse::<FileHandleMode>().is_err());
+        let c = Config::new("/x");
+        assert_eq!(c.inode_file_handles, FileHandleMode::Never);
+        assert!(c.posix_locks && c.flock && !c.xattr && !c.preserve_noatime);
     }
 
     #[test]

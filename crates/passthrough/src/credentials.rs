@@ -1,9 +1,12 @@
 //! Running one filesystem operation as the guest caller, on the calling thread only.
 //!
 //! `setfsuid`/`setfsgid` are per-thread at the syscall level (the C library's `setuid` family
-//! would broadcast to every thread), so other queues keep running as the daemon meanwhile.
+//! would broadcast to every thread), so other queues keep running as the daemon meanwhile. The
+//! caller's supplementary group is applied the same way, with the raw `setgroups` syscall.
 
 use std::io;
+
+use virtiofsd_fuse::filesystem::Context;
 
 use crate::oslib;
 
@@ -12,6 +15,8 @@ use crate::oslib;
 pub struct ScopedCreds {
     old_uid: u32,
     old_gid: u32,
+    /// The thread's supplementary groups before the switch, when they were replaced.
+    old_groups: Option<Vec<libc::gid_t>>,
 }
 
 impl ScopedCreds {
@@ -30,7 +35,38 @@ impl ScopedCreds {
             oslib::setfsgid(old_gid);
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
-        Ok(ScopedCreds { old_uid, old_gid })
+        Ok(ScopedCreds {
+            old_uid,
+            old_gid,
+            old_groups: None,
+        })
+    }
+
+    /// Becomes the caller of `ctx`, including the supplementary group the guest kernel sent
+    /// (which decides whether the caller may create in a directory of that group).
+    pub fn for_ctx(ctx: &Context) -> io::Result<Self> {
+        // Anyone but root gets exactly the group the guest sent, never the daemon's own
+        // supplementary groups, which would grant access the guest caller does not have.
+        let groups: Vec<libc::gid_t> = ctx.supplementary_gid.into_iter().collect();
+        let old_groups = if ctx.uid != 0 || !groups.is_empty() {
+            let old = oslib::getgroups()?;
+            oslib::setgroups_thread(&groups)?;
+            Some(old)
+        } else {
+            None
+        };
+        match ScopedCreds::new(ctx.uid, ctx.gid) {
+            Ok(mut c) => {
+                c.old_groups = old_groups;
+                Ok(c)
+            }
+            Err(e) => {
+                if let Some(old) = old_groups {
+                    let _ = oslib::setgroups_thread(&old);
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -39,6 +75,12 @@ impl Drop for ScopedCreds {
         // Reverse order: the uid must be privileged again before the gid can be restored.
         oslib::setfsuid(self.old_uid);
         oslib::setfsgid(self.old_gid);
+        if let Some(old) = self.old_groups.take() {
+            if let Err(e) = oslib::setgroups_thread(&old) {
+                // The thread would keep serving with the guest's group: not survivable.
+                panic!("cannot restore supplementary groups: {e}");
+            }
+        }
     }
 }
 
@@ -70,5 +112,28 @@ mod tests {
             (oslib::current_fsuid(), oslib::current_fsgid()),
             (uid0, gid0)
         );
+    }
+
+    #[test]
+    fn supplementary_group_is_per_thread_and_restored() {
+        let before = oslib::getgroups().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            go_rx.recv().unwrap();
+            oslib::getgroups().unwrap()
+        });
+        let ctx = Context {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+            supplementary_gid: Some(4242),
+        };
+        {
+            let _g = ScopedCreds::for_ctx(&ctx).unwrap();
+            assert_eq!(oslib::getgroups().unwrap(), vec![4242]);
+            go_tx.send(()).unwrap();
+            assert_eq!(other.join().unwrap(), before);
+        }
+        assert_eq!(oslib::getgroups().unwrap(), before);
     }
 }

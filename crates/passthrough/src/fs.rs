@@ -5,34 +5,37 @@
 //! built from guest strings; and files are reopened only through `/proc/self/fd`, never when they
 //! are symlinks.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use virtiofsd_fuse::filesystem::{
-    AddDirEntry, AddDirEntryPlus, Context, DirEntry, Entry, FileSystem, Handle, InitOptions, Inode,
-    OpenOptions as FopenFlags, SetAttr, SetTime,
+    AddDirEntry, AddDirEntryPlus, Context, DirEntry, Entry, FileLock, FileSystem, Handle,
+    InitOptions, Inode, LockRequest, OpenOptions as FopenFlags, SetAttr, SetTime, XattrReply,
 };
 use virtiofsd_fuse::io::{ZeroCopyReader, ZeroCopyWriter};
 
-use crate::config::Config;
+use crate::budget::{FdBudget, FdToken};
+use crate::config::{Config, FileHandleMode};
 use crate::consts::*;
 use crate::credentials::ScopedCreds;
 use crate::handle::{HandleData, HandleStore};
-use crate::inode::{InodeData, InodeKey, InodeStore};
+use crate::inode::{InodeData, InodeFile, InodeKey, InodeStore};
+use crate::locks::LockTable;
 use crate::oslib;
 
-fn err(errno: i32) -> io::Error {
+pub(crate) fn err(errno: i32) -> io::Error {
     io::Error::from_raw_os_error(errno)
 }
 
 /// A guest name must be exactly one path component.
-fn check_name(name: &CStr) -> io::Result<()> {
+pub(crate) fn check_name(name: &CStr) -> io::Result<()> {
     let b = name.to_bytes();
     if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
         return Err(err(libc::EINVAL));
@@ -47,7 +50,7 @@ fn writes(flags: i32) -> bool {
 
 /// Mode after the kernel's "kill privileges" rule: setuid always goes, setgid only when it means
 /// something (group-executable; otherwise it marks mandatory locking).
-fn killpriv_mode(mode: u32) -> u32 {
+pub(crate) fn killpriv_mode(mode: u32) -> u32 {
     let mut m = mode & 0o7777;
     m &= !libc::S_ISUID;
     if m & libc::S_IXGRP != 0 {
@@ -92,12 +95,17 @@ fn stat_with_mount(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u64)> {
 
 /// A passthrough filesystem serving one host directory.
 pub struct PassthroughFs {
-    cfg: Config,
-    inodes: InodeStore,
-    handles: HandleStore,
+    pub(crate) cfg: Config,
+    pub(crate) inodes: InodeStore,
+    pub(crate) handles: HandleStore,
     /// `O_PATH` descriptor of `/proc/self/fd`, for reopening inodes by descriptor number.
-    proc_self_fd: OwnedFd,
-    timeout: Duration,
+    pub(crate) proc_self_fd: OwnedFd,
+    pub(crate) timeout: Duration,
+    pub(crate) budget: Arc<FdBudget>,
+    /// A real (non-`O_PATH`) descriptor per mount id, for `open_by_handle_at`.
+    mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    /// Host open file descriptions carrying the guest's POSIX locks, one per (inode, owner).
+    pub(crate) locks: LockTable,
     no_openat2: AtomicBool,
     /// Set at INIT once the guest accepted the writeback cache.
     writeback: AtomicBool,
@@ -121,6 +129,9 @@ impl PassthroughFs {
             timeout: cfg.cache.timeout(),
             inodes: InodeStore::new(root, key),
             handles: HandleStore::default(),
+            budget: FdBudget::new(cfg.fd_budget),
+            mount_fds: Mutex::new(HashMap::new()),
+            locks: LockTable::default(),
             proc_self_fd,
             no_openat2: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
@@ -144,7 +155,17 @@ impl PassthroughFs {
         self.handles.len()
     }
 
-    fn check_writable(&self) -> io::Result<()> {
+    /// Host descriptors held for the guest (counted against `Config::fd_budget`).
+    pub fn fds_held(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// One more descriptor for the guest, or `ENFILE` when its budget is spent.
+    pub(crate) fn fd_token(&self) -> io::Result<FdToken> {
+        self.budget.acquire()
+    }
+
+    pub(crate) fn check_writable(&self) -> io::Result<()> {
         if self.cfg.readonly {
             Err(err(libc::EROFS))
         } else {
@@ -172,7 +193,7 @@ impl PassthroughFs {
     }
 
     /// `/proc/self/fd` entry name of `fd`.
-    fn proc_name(fd: BorrowedFd<'_>) -> CString {
+    pub(crate) fn proc_name(fd: BorrowedFd<'_>) -> CString {
         // Decimal digits never contain NUL, so this cannot fail; map it anyway rather than panic.
         CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
     }
@@ -180,7 +201,7 @@ impl PassthroughFs {
     /// Opens the file behind an inode for I/O. Symlinks are refused (`ELOOP`): the magic link
     /// would be followed to the target. Special files get `O_NONBLOCK` so the daemon never
     /// waits for a FIFO peer or a device.
-    fn reopen(&self, data: &InodeData, flags: i32) -> io::Result<OwnedFd> {
+    pub(crate) fn reopen(&self, data: &InodeData, flags: i32) -> io::Result<OwnedFd> {
         if data.is_symlink() {
             return Err(err(libc::ELOOP));
         }
@@ -192,19 +213,25 @@ impl PassthroughFs {
         ) {
             flags |= libc::O_NONBLOCK;
         }
+        if let InodeFile::Handle { handle, mount } = &data.file {
+            return oslib::open_by_handle(mount.as_fd(), handle, flags);
+        }
         oslib::openat(
             self.proc_self_fd.as_fd(),
-            &Self::proc_name(data.fd()),
+            &Self::proc_name(data.fd()?.as_fd()),
             flags,
             0,
         )
     }
 
     /// The guest's open flags as they go to the host.
-    fn host_open_flags(&self, flags: u32) -> i32 {
+    pub(crate) fn host_open_flags(&self, flags: u32) -> i32 {
         let mut f = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
         if !self.cfg.allow_direct_io {
             f &= !libc::O_DIRECT;
+        }
+        if !self.cfg.preserve_noatime {
+            f &= !libc::O_NOATIME;
         }
         if self.writeback.load(Ordering::Relaxed) {
             // With the writeback cache the guest kernel fills partial pages by reading, and it
@@ -217,7 +244,13 @@ impl PassthroughFs {
         f
     }
 
-    fn entry_for(&self, parent: &InodeData, data: &InodeData, st: libc::stat64, mnt: u64) -> Entry {
+    pub(crate) fn entry_for(
+        &self,
+        parent: &InodeData,
+        data: &InodeData,
+        st: libc::stat64,
+        mnt: u64,
+    ) -> Entry {
         let mut attr_flags = 0;
         if self.submounts.load(Ordering::Relaxed) && data.is_dir() && mnt != parent.key.mnt_id {
             attr_flags |= FUSE_ATTR_SUBMOUNT;
@@ -235,17 +268,70 @@ impl PassthroughFs {
     /// Looks `name` up in `parent`, taking one lookup reference.
     fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
-        let fd = self.open_child_path(parent.fd(), name)?;
+        let fd = self.open_child_path(parent.fd()?.as_fd(), name)?;
+        self.register_inode(parent, fd)
+    }
+
+    /// Takes one lookup reference on the file `fd` (an `O_PATH` descriptor) refers to.
+    pub(crate) fn register_inode(&self, parent: &InodeData, fd: OwnedFd) -> io::Result<Entry> {
         let (st, mnt_id) = stat_with_mount(fd.as_fd())?;
         let key = InodeKey {
             dev: st.st_dev,
             ino: st.st_ino,
             mnt_id,
         };
-        let data = self
-            .inodes
-            .insert_or_ref(fd, key, st.st_mode & libc::S_IFMT);
+        let data = match self.inodes.ref_existing(&key) {
+            Some(data) => data,
+            None => {
+                let file_type = st.st_mode & libc::S_IFMT;
+                let (file, token) = self.inode_file(fd, file_type)?;
+                self.inodes.insert_or_ref(file, token, key, file_type)
+            }
+        };
         Ok(self.entry_for(parent, &data, st, mnt_id))
+    }
+
+    /// How a new inode keeps its file: a file handle when configured and possible, else the
+    /// `O_PATH` descriptor with its share of the budget.
+    fn inode_file(&self, fd: OwnedFd, file_type: u32) -> io::Result<(InodeFile, Option<FdToken>)> {
+        let mode = self.cfg.inode_file_handles;
+        if mode != FileHandleMode::Never {
+            match self.file_handle(&fd, file_type) {
+                Ok(file) => return Ok((file, None)),
+                Err(e) if mode == FileHandleMode::Mandatory => return Err(e),
+                Err(e) => log::debug!("no file handle, keeping an O_PATH descriptor: {e}"),
+            }
+        }
+        Ok((InodeFile::Fd(fd), Some(self.fd_token()?)))
+    }
+
+    fn file_handle(&self, fd: &OwnedFd, file_type: u32) -> io::Result<InodeFile> {
+        let (handle, mnt_id) = oslib::name_to_handle(fd.as_fd())?;
+        let mount = self.mount_fd(fd, mnt_id, file_type)?;
+        Ok(InodeFile::Handle { handle, mount })
+    }
+
+    /// A real descriptor on mount `mnt_id`, opened from `fd` the first time the mount is seen
+    /// (the first inode met on a mount is normally its root directory).
+    fn mount_fd(&self, fd: &OwnedFd, mnt_id: u64, file_type: u32) -> io::Result<Arc<OwnedFd>> {
+        let mut map = self.mount_fds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = map.get(&mnt_id) {
+            return Ok(m.clone());
+        }
+        let flags = match file_type {
+            libc::S_IFDIR => libc::O_RDONLY | libc::O_DIRECTORY,
+            libc::S_IFREG => libc::O_RDONLY | libc::O_NONBLOCK,
+            // Opening a device or FIFO may have side effects; symlinks cannot be opened.
+            _ => return Err(err(libc::EOPNOTSUPP)),
+        };
+        let m = Arc::new(oslib::openat(
+            self.proc_self_fd.as_fd(),
+            &Self::proc_name(fd.as_fd()),
+            flags,
+            0,
+        )?);
+        map.insert(mnt_id, m.clone());
+        Ok(m)
     }
 
     /// Runs a create-type operation as the caller, then looks up what it made.
@@ -257,25 +343,40 @@ impl PassthroughFs {
         check_name(name)?;
         let parent = self.inodes.get(parent)?;
         {
-            let _creds = ScopedCreds::new(ctx.uid, ctx.gid)?;
-            op(parent.fd())?;
+            let _creds = ScopedCreds::for_ctx(&ctx)?;
+            op(parent.fd()?.as_fd())?;
         }
         self.do_lookup(&parent, name)
     }
 
     /// chmod without following a symlink: through the open handle when there is one, else the
     /// `/proc/self/fd` entry of the `O_PATH` fd (symlinks have no mode of their own to change).
-    fn chmod(&self, data: &InodeData, handle: Option<&HandleData>, mode: u32) -> io::Result<()> {
+    pub(crate) fn chmod(
+        &self,
+        data: &InodeData,
+        handle: Option<&HandleData>,
+        mode: u32,
+    ) -> io::Result<()> {
         match handle {
             Some(h) => oslib::fchmod(h.fd(), mode),
             None if data.is_symlink() => Err(err(libc::EOPNOTSUPP)),
-            None => oslib::fchmodat(self.proc_self_fd.as_fd(), &Self::proc_name(data.fd()), mode),
+            None => oslib::fchmodat(
+                self.proc_self_fd.as_fd(),
+                &Self::proc_name(data.fd()?.as_fd()),
+                mode,
+            ),
         }
     }
 
-    fn kill_priv(&self, data: &InodeData, handle: Option<&HandleData>) -> io::Result<()> {
-        let fd = handle.map_or(data.fd(), |h| h.fd());
-        let st = oslib::stat_fd(fd)?;
+    pub(crate) fn kill_priv(
+        &self,
+        data: &InodeData,
+        handle: Option<&HandleData>,
+    ) -> io::Result<()> {
+        let st = match handle {
+            Some(h) => oslib::stat_fd(h.fd())?,
+            None => oslib::stat_fd(data.fd()?.as_fd())?,
+        };
         let mode = st.st_mode & 0o7777;
         let cleared = killpriv_mode(mode);
         if cleared != mode && st.st_mode & libc::S_IFMT == libc::S_IFREG {
@@ -287,13 +388,13 @@ impl PassthroughFs {
     fn set_times(&self, data: &InodeData, attr: &SetAttr) -> io::Result<()> {
         let times = [set_time(attr.atime), set_time(attr.mtime)];
         let flags = libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW;
-        match oslib::utimensat(data.fd(), oslib::EMPTY, &times, flags) {
+        match oslib::utimensat(data.fd()?.as_fd(), oslib::EMPTY, &times, flags) {
             // Kernels before 5.8 reject AT_EMPTY_PATH here; the magic link works for anything
             // that is not itself a symlink.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !data.is_symlink() => {
                 oslib::utimensat(
                     self.proc_self_fd.as_fd(),
-                    &Self::proc_name(data.fd()),
+                    &Self::proc_name(data.fd()?.as_fd()),
                     &times,
                     0,
                 )
@@ -339,6 +440,18 @@ impl PassthroughFs {
     }
 }
 
+/// Clears setuid/setgid on the regular file open as `fd`, as the kernel does on a write or
+/// truncate by someone without `CAP_FSETID`.
+pub(crate) fn kill_priv_fd(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let st = oslib::stat_fd(fd)?;
+    let mode = st.st_mode & 0o7777;
+    let cleared = killpriv_mode(mode);
+    if cleared != mode && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        oslib::fchmod(fd, cleared)?;
+    }
+    Ok(())
+}
+
 /// Decodes the `linux_dirent64` at the start of `rec`; returns it with its record length.
 fn parse_dirent(rec: &[u8]) -> io::Result<(DirEntry<'_>, usize)> {
     const HEADER: usize = 19; // d_ino, d_off, d_reclen, d_type
@@ -377,7 +490,18 @@ impl FileSystem for PassthroughFs {
         self.umask_once.call_once(|| {
             oslib::umask(0);
         });
-        let mut want = FUSE_ATOMIC_O_TRUNC;
+        // Creates honour the caller's supplementary group (see `ScopedCreds::for_ctx`).
+        let mut want = FUSE_ATOMIC_O_TRUNC | FUSE_CREATE_SUPP_GROUP;
+        if self.cfg.posix_locks {
+            want |= FUSE_POSIX_LOCKS;
+        }
+        if self.cfg.flock {
+            want |= FUSE_FLOCK_LOCKS;
+        }
+        if self.cfg.xattr {
+            // The long SETXATTR form carries FUSE_SETXATTR_ACL_KILL_SGID.
+            want |= FUSE_SETXATTR_EXT;
+        }
         if self.cfg.readdirplus {
             want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
         }
@@ -407,6 +531,7 @@ impl FileSystem for PassthroughFs {
     }
 
     fn destroy(&self) {
+        self.locks.clear();
         self.handles.clear();
         self.inodes.clear();
     }
@@ -428,7 +553,7 @@ impl FileSystem for PassthroughFs {
     ) -> io::Result<(libc::stat64, Duration)> {
         let st = match handle {
             Some(h) => oslib::stat_fd(self.handles.get(h, inode)?.fd())?,
-            None => oslib::stat_fd(self.inodes.get(inode)?.fd())?,
+            None => oslib::stat_fd(self.inodes.get(inode)?.fd()?.as_fd())?,
         };
         Ok((st, self.timeout))
     }
@@ -450,7 +575,7 @@ impl FileSystem for PassthroughFs {
         }
         if attr.uid.is_some() || attr.gid.is_some() {
             oslib::fchownat(
-                data.fd(),
+                data.fd()?.as_fd(),
                 oslib::EMPTY,
                 attr.uid.unwrap_or(u32::MAX),
                 attr.gid.unwrap_or(u32::MAX),
@@ -472,7 +597,7 @@ impl FileSystem for PassthroughFs {
         if attr.atime.is_some() || attr.mtime.is_some() {
             self.set_times(&data, &attr)?;
         }
-        Ok((oslib::stat_fd(data.fd())?, self.timeout))
+        Ok((oslib::stat_fd(data.fd()?.as_fd())?, self.timeout))
     }
 
     fn readlink(&self, _ctx: Context, inode: Inode) -> io::Result<Vec<u8>> {
@@ -480,7 +605,7 @@ impl FileSystem for PassthroughFs {
         if !data.is_symlink() {
             return Err(err(libc::EINVAL));
         }
-        oslib::readlink_fd(data.fd())
+        oslib::readlink_fd(data.fd()?.as_fd())
     }
 
     fn symlink(
@@ -523,13 +648,17 @@ impl FileSystem for PassthroughFs {
     fn unlink(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
         check_name(name)?;
-        oslib::unlinkat(self.inodes.get(parent)?.fd(), name, 0)
+        oslib::unlinkat(self.inodes.get(parent)?.fd()?.as_fd(), name, 0)
     }
 
     fn rmdir(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
         self.check_writable()?;
         check_name(name)?;
-        oslib::unlinkat(self.inodes.get(parent)?.fd(), name, libc::AT_REMOVEDIR)
+        oslib::unlinkat(
+            self.inodes.get(parent)?.fd()?.as_fd(),
+            name,
+            libc::AT_REMOVEDIR,
+        )
     }
 
     fn rename(
@@ -546,7 +675,13 @@ impl FileSystem for PassthroughFs {
         check_name(new_name)?;
         let old = self.inodes.get(old_parent)?;
         let new = self.inodes.get(new_parent)?;
-        oslib::renameat2(old.fd(), old_name, new.fd(), new_name, flags)
+        oslib::renameat2(
+            old.fd()?.as_fd(),
+            old_name,
+            new.fd()?.as_fd(),
+            new_name,
+            flags,
+        )
     }
 
     fn link(
@@ -561,9 +696,9 @@ impl FileSystem for PassthroughFs {
         let data = self.inodes.get(inode)?;
         let parent = self.inodes.get(new_parent)?;
         let r = oslib::linkat(
-            data.fd(),
+            data.fd()?.as_fd(),
             oslib::EMPTY,
-            parent.fd(),
+            parent.fd()?.as_fd(),
             new_name,
             libc::AT_EMPTY_PATH,
         );
@@ -572,8 +707,8 @@ impl FileSystem for PassthroughFs {
             // file itself, even for symlinks) does not.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => oslib::linkat(
                 self.proc_self_fd.as_fd(),
-                &Self::proc_name(data.fd()),
-                parent.fd(),
+                &Self::proc_name(data.fd()?.as_fd()),
+                parent.fd()?.as_fd(),
                 new_name,
                 libc::AT_SYMLINK_FOLLOW,
             )?,
@@ -587,15 +722,19 @@ impl FileSystem for PassthroughFs {
         _ctx: Context,
         inode: Inode,
         flags: u32,
-        _kill_suidgid: bool,
+        kill_suidgid: bool,
     ) -> io::Result<(Option<Handle>, FopenFlags)> {
         let flags = self.host_open_flags(flags);
         if writes(flags) {
             self.check_writable()?;
         }
         let data = self.inodes.get(inode)?;
+        let token = self.fd_token()?;
         let fd = self.reopen(&data, flags)?;
-        let h = self.handles.insert(inode, fd);
+        if kill_suidgid {
+            kill_priv_fd(fd.as_fd())?;
+        }
+        let h = self.handles.insert(inode, fd, Some(token));
         Ok((Some(h), self.cfg.cache.open_options(false)))
     }
 
@@ -607,7 +746,7 @@ impl FileSystem for PassthroughFs {
         mode: u32,
         flags: u32,
         umask: u32,
-        _kill_suidgid: bool,
+        kill_suidgid: bool,
     ) -> io::Result<(Entry, Option<Handle>, FopenFlags)> {
         self.check_writable()?;
         check_name(name)?;
@@ -617,12 +756,16 @@ impl FileSystem for PassthroughFs {
         let excl = flags as i32 & libc::O_EXCL;
         let flags = self.host_open_flags(flags) | libc::O_CREAT | excl | libc::O_NOFOLLOW;
         let mode = mode & 0o7777 & !umask;
+        let token = self.fd_token()?;
         let fd = {
-            let _creds = ScopedCreds::new(ctx.uid, ctx.gid)?;
-            oslib::openat(parent.fd(), name, flags, mode)?
+            let _creds = ScopedCreds::for_ctx(&ctx)?;
+            oslib::openat(parent.fd()?.as_fd(), name, flags, mode)?
         };
+        if kill_suidgid {
+            kill_priv_fd(fd.as_fd())?;
+        }
         let entry = self.do_lookup(&parent, name)?;
-        let h = self.handles.insert(entry.inode, fd);
+        let h = self.handles.insert(entry.inode, fd, Some(token));
         Ok((entry, Some(h), self.cfg.cache.open_options(false)))
     }
 
@@ -665,9 +808,11 @@ impl FileSystem for PassthroughFs {
         _ctx: Context,
         inode: Inode,
         handle: Handle,
-        _lock_owner: u64,
+        lock_owner: u64,
     ) -> io::Result<()> {
         let h = self.handles.get(handle, inode)?;
+        // A guest close() drops the closing owner's POSIX locks on the file.
+        self.locks.release_owner(inode, lock_owner);
         // Closing a duplicate releases this process's POSIX locks on the file, as a guest close()
         // would, while the handle itself stays open until RELEASE.
         drop(oslib::dup(h.fd())?);
@@ -685,13 +830,18 @@ impl FileSystem for PassthroughFs {
         _flags: u32,
         handle: Handle,
         _flush: bool,
-        _lock_owner: Option<u64>,
+        lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        if let Some(owner) = lock_owner {
+            // FUSE_RELEASE_FLOCK_UNLOCK: the guest's flock owner is going away. The flock
+            // itself lives on the handle's descriptor and goes with it.
+            self.locks.release_owner(inode, owner);
+        }
         self.handles.remove(handle, inode)
     }
 
     fn statfs(&self, _ctx: Context, inode: Inode) -> io::Result<libc::statvfs64> {
-        oslib::fstatvfs(self.inodes.get(inode)?.fd())
+        oslib::fstatvfs(self.inodes.get(inode)?.fd()?.as_fd())
     }
 
     fn opendir(
@@ -704,8 +854,9 @@ impl FileSystem for PassthroughFs {
         if !data.is_dir() {
             return Err(err(libc::ENOTDIR));
         }
+        let token = self.fd_token()?;
         let fd = self.reopen(&data, libc::O_RDONLY | libc::O_DIRECTORY)?;
-        let h = self.handles.insert(inode, fd);
+        let h = self.handles.insert(inode, fd, Some(token));
         Ok((Some(h), self.cfg.cache.open_options(true)))
     }
 
@@ -785,9 +936,119 @@ impl FileSystem for PassthroughFs {
         self.handles.remove(handle, inode)
     }
 
+    fn getxattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        self.do_getxattr(ctx, inode, name, size)
+    }
+
+    fn listxattr(&self, ctx: Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
+        self.do_listxattr(ctx, inode, size)
+    }
+
+    fn setxattr(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> io::Result<()> {
+        self.do_setxattr(ctx, inode, name, value, flags, setxattr_flags)
+    }
+
+    fn removexattr(&self, ctx: Context, inode: Inode, name: &CStr) -> io::Result<()> {
+        self.do_removexattr(ctx, inode, name)
+    }
+
+    fn fallocate(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        self.do_fallocate(inode, handle, mode, offset, length)
+    }
+
+    fn lseek(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> io::Result<u64> {
+        self.do_lseek(inode, handle, offset, whence)
+    }
+
+    fn copy_file_range(
+        &self,
+        _ctx: Context,
+        inode_in: Inode,
+        handle_in: Handle,
+        offset_in: u64,
+        inode_out: Inode,
+        handle_out: Handle,
+        offset_out: u64,
+        length: u64,
+        flags: u64,
+    ) -> io::Result<usize> {
+        self.do_copy_file_range(
+            inode_in, handle_in, offset_in, inode_out, handle_out, offset_out, length, flags,
+        )
+    }
+
+    fn syncfs(&self, _ctx: Context, inode: Inode) -> io::Result<()> {
+        self.do_syncfs(inode)
+    }
+
+    fn getlk(&self, ctx: Context, inode: Inode, request: LockRequest) -> io::Result<FileLock> {
+        self.do_getlk(ctx, inode, request)
+    }
+
+    fn setlk(
+        &self,
+        ctx: Context,
+        inode: Inode,
+        request: LockRequest,
+        wait: bool,
+    ) -> io::Result<()> {
+        self.do_setlk(ctx, inode, request, wait)
+    }
+
+    fn tmpfile(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        mode: u32,
+        flags: u32,
+        umask: u32,
+    ) -> io::Result<(Entry, Option<Handle>, FopenFlags)> {
+        self.do_tmpfile(ctx, parent, mode, flags, umask)
+    }
+
+    fn statx(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        handle: Option<Handle>,
+        flags: u32,
+        mask: u32,
+    ) -> io::Result<(libc::statx, Duration)> {
+        self.do_statx(inode, handle, flags, mask)
+    }
+
     fn access(&self, ctx: Context, inode: Inode, mask: u32) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
-        let st = oslib::stat_fd(data.fd())?;
+        let st = oslib::stat_fd(data.fd()?.as_fd())?;
         let mask = mask & 7;
         if mask == 0 {
             return Ok(());

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use virtiofsd_fuse::filesystem::{Handle, Inode};
 
+use crate::budget::FdToken;
+
 /// An open file or directory.
 #[derive(Debug)]
 pub struct HandleData {
     pub inode: Inode,
     file: OwnedFd,
+    _token: Option<FdToken>,
     /// Serialises seek + getdents on directories, whose position lives in the shared fd.
     dir_pos: Mutex<()>,
 }
@@ -40,12 +43,13 @@ fn ebadf() -> io::Error {
 }
 
 impl HandleStore {
-    pub fn insert(&self, inode: Inode, file: OwnedFd) -> Handle {
+    pub fn insert(&self, inode: Inode, file: OwnedFd, token: Option<FdToken>) -> Handle {
         // Handle 0 is skipped so a zeroed `fh` from a confused guest never matches.
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let data = Arc::new(HandleData {
             inode,
             file,
+            _token: token,
             dir_pos: Mutex::new(()),
         });
         self.map
@@ -92,7 +96,7 @@ mod tests {
     #[test]
     fn insert_get_remove() {
         let store = HandleStore::default();
-        let h = store.insert(5, OwnedFd::from(std::fs::File::open("/").unwrap()));
+        let h = store.insert(5, OwnedFd::from(std::fs::File::open("/").unwrap()), None);
         assert_ne!(h, 0);
         assert!(store.get(h, 5).is_ok());
         assert_eq!(

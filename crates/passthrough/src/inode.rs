@@ -1,4 +1,5 @@
-//! The inode table: guest inode ids to host files held open with `O_PATH`.
+//! The inode table: guest inode ids to host files held open with `O_PATH`, or named by file
+//! handles so the daemon's descriptor count does not grow with the guest's inode cache.
 //!
 //! A host file is identified by (device, inode number, mount id), so looking up the same file
 //! twice, or through a hard link, gives the guest the same inode id. Each id carries the guest's
@@ -12,6 +13,35 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use virtiofsd_fuse::filesystem::{Inode, ROOT_ID};
 
+use crate::budget::FdToken;
+use crate::oslib::{self, FileHandle};
+
+/// How an inode reaches its host file.
+#[derive(Debug)]
+pub enum InodeFile {
+    /// An `O_PATH | O_NOFOLLOW` descriptor.
+    Fd(OwnedFd),
+    /// A file handle, opened on demand against a real descriptor on the same mount.
+    Handle {
+        handle: FileHandle,
+        mount: Arc<OwnedFd>,
+    },
+}
+
+/// A descriptor of an inode's file: borrowed from the table or opened for this request.
+pub enum InodeFd<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Owned(OwnedFd),
+}
+
+impl AsFd for InodeFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            InodeFd::Borrowed(b) => *b,
+            InodeFd::Owned(o) => o.as_fd(),
+        }
+    }
+}
 /// What makes two host files the same file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InodeKey {
@@ -24,8 +54,10 @@ pub struct InodeKey {
 #[derive(Debug)]
 pub struct InodeData {
     pub id: Inode,
-    /// `O_PATH | O_NOFOLLOW` descriptor of the host file (never a followed symlink).
-    pub file: OwnedFd,
+    /// The host file (never a followed symlink).
+    pub file: InodeFile,
+    /// The budget share of `file` when it is a descriptor.
+    _token: Option<FdToken>,
     pub key: InodeKey,
     /// `S_IFMT` bits, which never change for a given host inode.
     pub file_type: u32,
@@ -34,8 +66,23 @@ pub struct InodeData {
 }
 
 impl InodeData {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+    /// An `O_PATH` descriptor of the file. With a file handle this opens one, which the caller
+    /// closes by dropping it.
+    pub fn fd(&self) -> io::Result<InodeFd<'_>> {
+        match &self.file {
+            InodeFile::Fd(fd) => Ok(InodeFd::Borrowed(fd.as_fd())),
+            InodeFile::Handle { handle, mount } => Ok(InodeFd::Owned(oslib::open_by_handle(
+                mount.as_fd(),
+                handle,
+                libc::O_PATH | libc::O_NOFOLLOW,
+            )?)),
+        }
+    }
+
+    /// Whether the inode holds a descriptor (rather than a file handle).
+    #[cfg(test)]
+    pub fn holds_fd(&self) -> bool {
+        matches!(self.file, InodeFile::Fd(_))
     }
 
     pub fn is_symlink(&self) -> bool {
@@ -73,7 +120,8 @@ impl InodeStore {
     pub fn new(root: OwnedFd, key: InodeKey) -> Self {
         let data = Arc::new(InodeData {
             id: ROOT_ID,
-            file: root,
+            file: InodeFile::Fd(root),
+            _token: None,
             key,
             file_type: libc::S_IFDIR,
             refcount: AtomicU64::new(1),
@@ -102,9 +150,23 @@ impl InodeStore {
         self.read().by_id.get(&id).cloned().ok_or_else(ebadf)
     }
 
+    /// Takes one lookup reference on an existing inode with this key, if there is one.
+    pub fn ref_existing(&self, key: &InodeKey) -> Option<Arc<InodeData>> {
+        let maps = self.write();
+        let existing = maps.by_key.get(key).and_then(|id| maps.by_id.get(id))?;
+        existing.refcount.fetch_add(1, Ordering::AcqRel);
+        Some(existing.clone())
+    }
+
     /// Takes one lookup reference on the file `file` refers to: an existing inode with the same
-    /// key (then `file` is dropped), or a new one.
-    pub fn insert_or_ref(&self, file: OwnedFd, key: InodeKey, file_type: u32) -> Arc<InodeData> {
+    /// key (then `file` and `token` are dropped), or a new one.
+    pub fn insert_or_ref(
+        &self,
+        file: InodeFile,
+        token: Option<FdToken>,
+        key: InodeKey,
+        file_type: u32,
+    ) -> Arc<InodeData> {
         let mut maps = self.write();
         if let Some(existing) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
             existing.refcount.fetch_add(1, Ordering::AcqRel);
@@ -114,6 +176,7 @@ impl InodeStore {
         let data = Arc::new(InodeData {
             id,
             file,
+            _token: token,
             key,
             file_type,
             refcount: AtomicU64::new(1),
@@ -173,8 +236,8 @@ mod tests {
     #[test]
     fn same_key_same_inode_and_forget_frees() {
         let store = InodeStore::new(fd(), key(1));
-        let a = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
-        let b = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
+        let a = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
+        let b = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, ROOT_ID);
         assert_eq!(a.refcount(), 2);
@@ -186,14 +249,14 @@ mod tests {
             Some(libc::EBADF)
         );
         // A later lookup of the same file gets a fresh id.
-        let c = store.insert_or_ref(fd(), key(7), libc::S_IFREG);
+        let c = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
         assert_ne!(c.id, a.id);
     }
 
     #[test]
     fn root_survives_forget_and_clear() {
         let store = InodeStore::new(fd(), key(1));
-        store.insert_or_ref(fd(), key(2), libc::S_IFREG);
+        store.insert_or_ref(InodeFile::Fd(fd()), None, key(2), libc::S_IFREG);
         store.forget(ROOT_ID, 100);
         assert!(store.get(ROOT_ID).is_ok());
         store.clear();

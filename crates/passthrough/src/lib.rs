@@ -2,16 +2,26 @@
 //!
 //! [`PassthroughFs`] implements [`virtiofsd_fuse::FileSystem`]; raw syscalls live in [`oslib`].
 
+mod budget;
 mod config;
 mod consts;
 mod credentials;
 mod fs;
 mod handle;
 mod inode;
+mod locks;
+mod newops;
 pub mod oslib;
+mod xattr;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fh;
+#[cfg(test)]
+mod tests_locks;
+#[cfg(test)]
+mod tests_posix;
 
-pub use config::{CachePolicy, Config, UnknownCachePolicy};
+pub use config::{CachePolicy, Config, FileHandleMode, UnknownCachePolicy, UnknownFileHandleMode};
 pub use fs::PassthroughFs;

@@ -9,6 +9,16 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+mod creds;
+mod fileops;
+mod handles;
+mod xattr;
+
+pub use creds::*;
+pub use fileops::*;
+pub use handles::*;
+pub use xattr::*;
+
 /// An empty path, for the `AT_EMPTY_PATH` family of calls that act on the dirfd itself.
 pub const EMPTY: &CStr = c"";
 

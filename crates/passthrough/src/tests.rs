@@ -18,17 +18,17 @@ use virtiofsd_fuse::io::{ZeroCopyReader, ZeroCopyWriter};
 use crate::consts::*;
 use crate::{CachePolicy, Config, PassthroughFs};
 
-const ROOT: Context = Context {
+pub(crate) const ROOT: Context = Context {
     uid: 0,
     gid: 0,
     pid: 1,
     supplementary_gid: None,
 };
 
-struct TestDir(PathBuf);
+pub(crate) struct TestDir(pub(crate) PathBuf);
 
 impl TestDir {
-    fn new() -> TestDir {
+    pub(crate) fn new() -> TestDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "virtiofsd-passthrough-test-{}-{}",
@@ -41,7 +41,7 @@ impl TestDir {
         TestDir(path)
     }
 
-    fn join(&self, p: &str) -> PathBuf {
+    pub(crate) fn join(&self, p: &str) -> PathBuf {
         self.0.join(p)
     }
 }
@@ -52,7 +52,7 @@ impl Drop for TestDir {
     }
 }
 
-fn require_root() {
+pub(crate) fn require_root() {
     // The effective uid is the third field of the Uid line.
     let status = fs::read_to_string("/proc/self/status").unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
@@ -62,7 +62,7 @@ fn require_root() {
     );
 }
 
-fn setup_with(f: impl FnOnce(&mut Config)) -> (TestDir, PassthroughFs) {
+pub(crate) fn setup_with(f: impl FnOnce(&mut Config)) -> (TestDir, PassthroughFs) {
     require_root();
     let dir = TestDir::new();
     let mut cfg = Config::new(&dir.0);
@@ -72,24 +72,24 @@ fn setup_with(f: impl FnOnce(&mut Config)) -> (TestDir, PassthroughFs) {
     (dir, fs)
 }
 
-fn setup() -> (TestDir, PassthroughFs) {
+pub(crate) fn setup() -> (TestDir, PassthroughFs) {
     setup_with(|_| {})
 }
 
-fn errno<T>(r: io::Result<T>) -> i32 {
+pub(crate) fn errno<T>(r: io::Result<T>) -> i32 {
     match r {
         Ok(_) => panic!("expected an error, got success"),
         Err(e) => e.raw_os_error().expect("raw OS error"),
     }
 }
 
-fn cstr(s: &str) -> std::ffi::CString {
+pub(crate) fn cstr(s: &str) -> std::ffi::CString {
     std::ffi::CString::new(s).unwrap()
 }
 
 /// Collects READ payloads with `pread`, as a transport would into guest memory.
 #[derive(Default)]
-struct VecWriter(Vec<u8>);
+pub(crate) struct VecWriter(pub(crate) Vec<u8>);
 
 impl ZeroCopyWriter for VecWriter {
     fn write_from_file(
@@ -114,7 +114,7 @@ impl ZeroCopyWriter for VecWriter {
 }
 
 /// Supplies WRITE payloads with `pwrite`.
-struct VecReader(Vec<u8>, usize);
+pub(crate) struct VecReader(pub(crate) Vec<u8>, pub(crate) usize);
 
 impl ZeroCopyReader for VecReader {
     fn read_to_file(&mut self, fd: BorrowedFd<'_>, count: usize, offset: u64) -> io::Result<usize> {
@@ -126,14 +126,14 @@ impl ZeroCopyReader for VecReader {
     }
 }
 
-fn read_all(fs: &PassthroughFs, inode: u64, h: u64, size: u32, off: u64) -> Vec<u8> {
+pub(crate) fn read_all(fs: &PassthroughFs, inode: u64, h: u64, size: u32, off: u64) -> Vec<u8> {
     let mut w = VecWriter::default();
     let n = fs.read(ROOT, inode, h, &mut w, size, off, 0).unwrap();
     assert_eq!(n, w.0.len());
     w.0
 }
 
-fn write_all(fs: &PassthroughFs, inode: u64, h: u64, data: &[u8], off: u64, kill: bool) {
+pub(crate) fn write_all(fs: &PassthroughFs, inode: u64, h: u64, data: &[u8], off: u64, kill: bool) {
     let mut r = VecReader(data.to_vec(), 0);
     let n = fs
         .write(ROOT, inode, h, &mut r, data.len() as u32, off, kill, 0)
@@ -141,7 +141,7 @@ fn write_all(fs: &PassthroughFs, inode: u64, h: u64, data: &[u8], off: u64, kill
     assert_eq!(n, data.len());
 }
 
-fn lookup(fs: &PassthroughFs, name: &str) -> Entry {
+pub(crate) fn lookup(fs: &PassthroughFs, name: &str) -> Entry {
     fs.lookup(ROOT, ROOT_ID, &cstr(name)).unwrap()
 }
 
@@ -151,7 +151,12 @@ fn init_negotiates_only_offered_and_configured_flags() {
     let got = fs.init(InitOptions { offered: u64::MAX }).unwrap();
     assert_eq!(
         got,
-        FUSE_ATOMIC_O_TRUNC | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO
+        FUSE_ATOMIC_O_TRUNC
+            | FUSE_DO_READDIRPLUS
+            | FUSE_READDIRPLUS_AUTO
+            | FUSE_CREATE_SUPP_GROUP
+            | FUSE_POSIX_LOCKS
+            | FUSE_FLOCK_LOCKS
     );
     assert_eq!(fs.init(InitOptions { offered: 0 }).unwrap(), 0);
 
@@ -162,11 +167,16 @@ fn init_negotiates_only_offered_and_configured_flags() {
         c.announce_submounts = true;
         c.allow_mmap = true;
         c.cache = CachePolicy::Always;
+        c.posix_locks = false;
+        c.flock = false;
+        c.xattr = true;
     });
     let got = fs.init(InitOptions { offered: u64::MAX }).unwrap();
     assert_eq!(
         got,
         FUSE_ATOMIC_O_TRUNC
+            | FUSE_CREATE_SUPP_GROUP
+            | FUSE_SETXATTR_EXT
             | FUSE_WRITEBACK_CACHE
             | FUSE_HANDLE_KILLPRIV_V2
             | FUSE_SUBMOUNTS
@@ -660,7 +670,7 @@ fn link_gives_the_same_inode() {
         .is_symlink());
 }
 
-fn list_all(fs: &PassthroughFs, dir: u64, per_call: usize) -> Vec<(Vec<u8>, u64)> {
+pub(crate) fn list_all(fs: &PassthroughFs, dir: u64, per_call: usize) -> Vec<(Vec<u8>, u64)> {
     let (h, _) = fs.opendir(ROOT, dir, 0).unwrap();
     let h = h.unwrap();
     let mut out = Vec::new();
@@ -881,10 +891,10 @@ fn concurrent_lookups_and_forgets_balance() {
 }
 
 /// A tmpfs mounted for the length of a test; detached on drop even if the test fails.
-struct TmpfsMount(std::ffi::CString);
+pub(crate) struct TmpfsMount(std::ffi::CString);
 
 impl TmpfsMount {
-    fn new(at: &Path) -> TmpfsMount {
+    pub(crate) fn new(at: &Path) -> TmpfsMount {
         let target = cstr(at.to_str().unwrap());
         // SAFETY: all pointers are valid NUL-terminated strings or null (no mount data).
         let ret = unsafe {

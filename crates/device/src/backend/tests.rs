@@ -345,3 +345,132 @@ fn new_rejects_invalid_config() {
         .expect("64 request queues cannot be mapped to threads");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
 }
+
+/// Requests starting with "wait" may block: they hold until the test releases them. Refused
+/// requests are answered "BUSY".
+struct Waiter(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl RequestHandler for Waiter {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        if r.available_bytes() >= 4 {
+            let mut probe = vec![0u8; r.available_bytes()];
+            r.read_exact(&mut probe)?;
+            if probe.starts_with(b"wait") {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .recv()
+                    .map_err(|_| io::Error::other("gate closed"))?;
+            }
+            let mut again = crate::bounce::BounceReader::new(probe);
+            return UpperEcho.handle(&mut again, w);
+        }
+        UpperEcho.handle(r, w)
+    }
+
+    fn may_block(&self, request_start: &[u8]) -> bool {
+        request_start.starts_with(b"wait")
+    }
+
+    fn refuse<R: RequestReader, W: ReplyWriter>(&self, _r: &mut R, mut w: W) -> io::Result<usize> {
+        w.write_all(b"BUSY")?;
+        Ok(4)
+    }
+}
+
+fn waiter(
+    pool: usize,
+    limit: usize,
+    mem: &GuestMem,
+) -> (VhostUserFsBackend<Waiter>, std::sync::mpsc::Sender<()>) {
+    let (release, gate) = std::sync::mpsc::channel();
+    let config = DeviceConfig {
+        thread_pool_size: pool,
+        queue_size: QUEUE_SIZE,
+        ..DeviceConfig::default()
+    };
+    let h = Arc::new(Waiter(std::sync::Mutex::new(gate)));
+    let be = VhostUserFsBackend::with_blocking_limit(h, &config, mem.clone(), limit).unwrap();
+    (be, release)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn waiting_request_does_not_hold_up_its_queue() {
+    for pool in [0, 2] {
+        let mut fx = fixture(&[Some(b"wait for it"), Some(b"hello")], false);
+        let (be, release) = waiter(pool, 64, &fx.mem);
+        be.process_queue(&fx.vring, 1).unwrap();
+        wait_until("the quick request", || fx.used_entries() == vec![(2, 5)]);
+        assert_eq!(fx.reply(1, 5), b"HELLO");
+        assert_eq!(be.waiting_requests(), 1);
+        assert!(signalled(&mut fx.call));
+        release.send(()).unwrap();
+        wait_until("the waiting request", || fx.used_entries().len() == 2);
+        assert_eq!(fx.used_entries()[1], (0, 11), "pool size {pool}");
+        assert_eq!(fx.reply(0, 11), b"WAIT FOR IT");
+        wait_until("the thread to end", || be.waiting_requests() == 0);
+        assert!(
+            signalled(&mut fx.call),
+            "completion did not interrupt the guest"
+        );
+    }
+}
+
+#[test]
+fn waiting_requests_beyond_the_limit_are_refused() {
+    let fx = fixture(&[Some(b"wait 1"), Some(b"wait 2"), Some(b"ok")], false);
+    let (be, release) = waiter(0, 1, &fx.mem);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(2, 4), (4, 2)]);
+    assert_eq!(fx.reply(1, 4), b"BUSY");
+    assert_eq!(fx.reply(2, 2), b"OK");
+    release.send(()).unwrap();
+    wait_until("the waiting request", || fx.used_entries().len() == 3);
+    assert_eq!(fx.used_entries()[2], (0, 6));
+    assert_eq!(fx.reply(0, 6), b"WAIT 1");
+}
+
+#[test]
+fn stopping_a_queue_abandons_its_waiting_requests() {
+    let fx = fixture(&[Some(b"wait forever")], false);
+    let (be, release) = waiter(2, 64, &fx.mem);
+    be.process_queue(&fx.vring, 1).unwrap();
+    wait_until("the request to start", || be.waiting_requests() == 1);
+    // Must return although the request still waits.
+    be.stop_vring(1).unwrap();
+    release.send(()).unwrap();
+    wait_until("the thread to end", || be.waiting_requests() == 0);
+    assert!(
+        fx.used_entries().is_empty(),
+        "a request that outlived its queue wrote to the used ring"
+    );
+    assert_eq!(fx.reply(0, 12), [0u8; 12], "the reply reached guest memory");
+}
+
+#[test]
+fn a_dropped_backend_does_not_wait_for_waiting_requests() {
+    let fx = fixture(&[Some(b"wait")], false);
+    let (be, release) = waiter(1, 64, &fx.mem);
+    be.process_queue(&fx.vring, 1).unwrap();
+    wait_until("the request to start", || be.waiting_requests() == 1);
+    let (dropped_tx, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(be);
+        dropped_tx.send(()).unwrap();
+    });
+    dropped
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("dropping the backend waited for a blocked request");
+    drop(release);
+}

@@ -1,0 +1,116 @@
+//! File handles: `name_to_handle_at(2)` and `open_by_handle_at(2)`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// The kernel's `MAX_HANDLE_SZ`.
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct RawHandle {
+    handle_bytes: u32,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// An opaque, persistent name for a host file, valid on the mount it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileHandle {
+    handle_type: libc::c_int,
+    bytes: Box<[u8]>,
+}
+
+/// The file handle of the file `fd` refers to (an `O_PATH` fd is fine, symlinks included)
+/// and its mount id. `EOPNOTSUPP` when the filesystem cannot make handles.
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
+    let mut raw = RawHandle {
+        handle_bytes: MAX_HANDLE_SZ as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut mnt_id: libc::c_int = 0;
+    // SAFETY: `raw` is a file_handle with `handle_bytes` of writable space after its header;
+    // `mnt_id` is writable; the path is an empty C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut raw as *mut RawHandle,
+            &mut mnt_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok((
+        FileHandle {
+            handle_type: raw.handle_type,
+            bytes: raw.f_handle[..len].into(),
+        },
+        mnt_id as u64,
+    ))
+}
+
+/// Opens the file `handle` names on the mount `mount_fd` is on (a real open, not `O_PATH`:
+/// the kernel refuses those with `EBADF`); `O_CLOEXEC` is always added.
+/// Needs `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle: &FileHandle,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let mut raw = RawHandle {
+        handle_bytes: handle.bytes.len() as u32,
+        handle_type: handle.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    // SAFETY: `raw` is a valid file_handle whose `handle_bytes` matches the bytes that follow.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount_fd.as_raw_fd(),
+            &mut raw as *mut RawHandle,
+            flags | libc::O_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn handle_round_trip_through_a_mount_fd() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("virtiofsd-fh-test-{}", std::process::id()));
+        std::fs::write(&file, b"hello").unwrap();
+        let f = std::fs::File::open(&file).unwrap();
+        let (h, _mnt) = name_to_handle(f.as_fd()).expect("temp dir fs must support file handles");
+        let d = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: `d` is a valid NUL-terminated path.
+        let mfd = unsafe {
+            libc::open(
+                d.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        assert!(mfd >= 0);
+        // SAFETY: fresh descriptor owned by nobody else.
+        let mfd = unsafe { OwnedFd::from_raw_fd(mfd) };
+        let g = open_by_handle(mfd.as_fd(), &h, libc::O_RDONLY).unwrap();
+        let s = std::fs::read_to_string(format!("/proc/self/fd/{}", g.as_raw_fd())).unwrap();
+        assert_eq!(s, "hello");
+        std::fs::remove_file(&file).unwrap();
+    }
+}

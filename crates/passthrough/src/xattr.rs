@@ -1,0 +1,119 @@
+//! Extended attributes, served only with `Config::xattr`.
+//!
+//! Every call goes through the `/proc/self/fd/N` path of the inode's `O_PATH` descriptor, which
+//! reaches the file itself whatever its type (a symlink's own attributes, never its target's)
+//! without opening it: opening a device or FIFO could block or have side effects.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use virtiofsd_fuse::filesystem::{Context, Inode, XattrReply};
+
+use crate::fs::{err, PassthroughFs};
+use crate::oslib;
+
+/// `FUSE_SETXATTR_ACL_KILL_SGID`: the guest saw that the caller may not keep setgid when
+/// setting an access ACL.
+pub const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+
+fn proc_path(fd: BorrowedFd<'_>) -> CString {
+    // Decimal digits never contain NUL.
+    CString::new(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .unwrap_or_default()
+}
+
+/// Size-or-data reply for a guest buffer of `size` bytes (0 asks for the size).
+fn reply(size: u32, mut f: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<XattrReply> {
+    if size == 0 {
+        let n = f(&mut [])?;
+        return Ok(XattrReply::Size(
+            u32::try_from(n).map_err(|_| err(libc::E2BIG))?,
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    let n = f(&mut buf)?;
+    buf.truncate(n);
+    Ok(XattrReply::Data(buf))
+}
+
+impl PassthroughFs {
+    fn xattr_enabled(&self) -> io::Result<()> {
+        if self.cfg.xattr {
+            Ok(())
+        } else {
+            // ENOSYS makes the guest kernel stop sending xattr requests for this mount.
+            Err(err(libc::ENOSYS))
+        }
+    }
+
+    pub(crate) fn do_getxattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        self.xattr_enabled()?;
+        let data = self.inodes.get(inode)?;
+        let fd = data.fd()?;
+        let path = proc_path(fd.as_fd());
+        reply(size, |buf| oslib::getxattr(&path, name, buf))
+    }
+
+    pub(crate) fn do_listxattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        size: u32,
+    ) -> io::Result<XattrReply> {
+        self.xattr_enabled()?;
+        let data = self.inodes.get(inode)?;
+        let fd = data.fd()?;
+        let path = proc_path(fd.as_fd());
+        reply(size, |buf| oslib::listxattr(&path, buf))
+    }
+
+    pub(crate) fn do_setxattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+        setxattr_flags: u32,
+    ) -> io::Result<()> {
+        self.xattr_enabled()?;
+        self.check_writable()?;
+        let data = self.inodes.get(inode)?;
+        let fd = data.fd()?;
+        let path = proc_path(fd.as_fd());
+        oslib::setxattr(&path, name, value, flags as libc::c_int)?;
+        if setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID != 0
+            && name.to_bytes() == b"system.posix_acl_access"
+        {
+            // The host (we are privileged) keeps setgid; the guest decided the caller may not.
+            let st = oslib::stat_fd(fd.as_fd())?;
+            if st.st_mode & libc::S_ISGID != 0 {
+                self.chmod(&data, None, st.st_mode & 0o7777 & !libc::S_ISGID)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn do_removexattr(
+        &self,
+        _ctx: Context,
+        inode: Inode,
+        name: &CStr,
+    ) -> io::Result<()> {
+        self.xattr_enabled()?;
+        self.check_writable()?;
+        let data = self.inodes.get(inode)?;
+        let fd = data.fd()?;
+        oslib::removexattr(&proc_path(fd.as_fd()), name)
+    }
+}
