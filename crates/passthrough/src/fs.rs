@@ -48,15 +48,24 @@ fn writes(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
-/// Mode after the kernel's "kill privileges" rule: setuid always goes, setgid only when it means
-/// something (group-executable; otherwise it marks mandatory locking).
-pub(crate) fn killpriv_mode(mode: u32) -> u32 {
+/// Mode after the kernel's "kill privileges" rule for a writer without `CAP_FSETID`: setuid
+/// always goes; setgid goes when the file is group-executable or when the writer is not in the
+/// file's group (Linux 6.x; `caller_gid` None keeps only the first condition).
+pub(crate) fn killpriv_mode(mode: u32, file_gid: u32, caller_gid: Option<u32>) -> u32 {
     let mut m = mode & 0o7777;
     m &= !libc::S_ISUID;
-    if m & libc::S_IXGRP != 0 {
+    if m & libc::S_IXGRP != 0 || caller_gid.is_some_and(|g| g != file_gid) {
         m &= !libc::S_ISGID;
     }
     m
+}
+
+/// Whether this filesystem must clear setuid/setgid itself when `ctx` writes or truncates: the
+/// guest kernel asks explicitly with KILLPRIV_V2; without it, the Linux FUSE client clears the
+/// bits only under the old rule, so an unprivileged writer is handled here as a local
+/// filesystem would. Root (capable of `CAP_FSETID`) keeps them.
+fn must_kill_priv(ctx: &Context, asked: bool, killpriv_v2: bool) -> bool {
+    asked || (!killpriv_v2 && ctx.uid != 0)
 }
 
 fn set_time(t: Option<SetTime>) -> libc::timespec {
@@ -109,6 +118,8 @@ pub struct PassthroughFs {
     no_openat2: AtomicBool,
     /// Set at INIT once the guest accepted the writeback cache.
     writeback: AtomicBool,
+    /// Set at INIT once the guest agreed to KILLPRIV_V2 (it then says when to clear privileges).
+    killpriv_v2: AtomicBool,
     /// Set at INIT once the guest accepted submount announcements.
     submounts: AtomicBool,
     umask_once: Once,
@@ -117,8 +128,14 @@ pub struct PassthroughFs {
 impl PassthroughFs {
     /// Opens `cfg.root_dir` and `/proc/self/fd`; fails when either is missing or not a directory.
     pub fn new(cfg: Config) -> io::Result<PassthroughFs> {
-        let root = open_dir_path(&cfg.root_dir)?;
         let proc_self_fd = open_dir_path(std::path::Path::new("/proc/self/fd"))?;
+        Self::with_proc_self_fd(cfg, proc_self_fd)
+    }
+
+    /// Like [`PassthroughFs::new`] with a `/proc/self/fd` handle opened by the caller: a sandbox
+    /// opens it before the host's /proc becomes unreachable.
+    pub fn with_proc_self_fd(cfg: Config, proc_self_fd: OwnedFd) -> io::Result<PassthroughFs> {
+        let root = open_dir_path(&cfg.root_dir)?;
         let (st, mnt_id) = stat_with_mount(root.as_fd())?;
         let key = InodeKey {
             dev: st.st_dev,
@@ -135,6 +152,7 @@ impl PassthroughFs {
             proc_self_fd,
             no_openat2: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
+            killpriv_v2: AtomicBool::new(false),
             submounts: AtomicBool::new(false),
             umask_once: Once::new(),
             cfg,
@@ -368,6 +386,10 @@ impl PassthroughFs {
         }
     }
 
+    fn killpriv_negotiated(&self) -> bool {
+        self.killpriv_v2.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn kill_priv(
         &self,
         data: &InodeData,
@@ -378,7 +400,7 @@ impl PassthroughFs {
             None => oslib::stat_fd(data.fd()?.as_fd())?,
         };
         let mode = st.st_mode & 0o7777;
-        let cleared = killpriv_mode(mode);
+        let cleared = killpriv_mode(mode, st.st_gid, None);
         if cleared != mode && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             self.chmod(data, handle, cleared)?;
         }
@@ -441,11 +463,14 @@ impl PassthroughFs {
 }
 
 /// Clears setuid/setgid on the regular file open as `fd`, as the kernel does on a write or
-/// truncate by someone without `CAP_FSETID`.
-pub(crate) fn kill_priv_fd(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// truncate by someone without `CAP_FSETID` whose group is `caller_gid`.
+pub(crate) fn kill_priv_fd(fd: BorrowedFd<'_>, caller_gid: Option<u32>) -> io::Result<()> {
     let st = oslib::stat_fd(fd)?;
     let mode = st.st_mode & 0o7777;
-    let cleared = killpriv_mode(mode);
+    if mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+        return Ok(());
+    }
+    let cleared = killpriv_mode(mode, st.st_gid, caller_gid);
     if cleared != mode && st.st_mode & libc::S_IFMT == libc::S_IFREG {
         oslib::fchmod(fd, cleared)?;
     }
@@ -527,6 +552,8 @@ impl FileSystem for PassthroughFs {
             .store(got & FUSE_WRITEBACK_CACHE != 0, Ordering::Relaxed);
         self.submounts
             .store(got & FUSE_SUBMOUNTS != 0, Ordering::Relaxed);
+        self.killpriv_v2
+            .store(got & FUSE_HANDLE_KILLPRIV_V2 != 0, Ordering::Relaxed);
         Ok(got)
     }
 
@@ -719,7 +746,7 @@ impl FileSystem for PassthroughFs {
 
     fn open(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         flags: u32,
         kill_suidgid: bool,
@@ -731,8 +758,9 @@ impl FileSystem for PassthroughFs {
         let data = self.inodes.get(inode)?;
         let token = self.fd_token()?;
         let fd = self.reopen(&data, flags)?;
-        if kill_suidgid {
-            kill_priv_fd(fd.as_fd())?;
+        let truncates = flags & libc::O_TRUNC != 0;
+        if truncates && must_kill_priv(&ctx, kill_suidgid, self.killpriv_negotiated()) {
+            kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
         }
         let h = self.handles.insert(inode, fd, Some(token));
         Ok((Some(h), self.cfg.cache.open_options(false)))
@@ -762,7 +790,7 @@ impl FileSystem for PassthroughFs {
             oslib::openat(parent.fd()?.as_fd(), name, flags, mode)?
         };
         if kill_suidgid {
-            kill_priv_fd(fd.as_fd())?;
+            kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
         }
         let entry = self.do_lookup(&parent, name)?;
         let h = self.handles.insert(entry.inode, fd, Some(token));
@@ -785,7 +813,7 @@ impl FileSystem for PassthroughFs {
 
     fn write(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         handle: Handle,
         r: &mut dyn ZeroCopyReader,
@@ -796,9 +824,8 @@ impl FileSystem for PassthroughFs {
     ) -> io::Result<usize> {
         self.check_writable()?;
         let h = self.handles.get(handle, inode)?;
-        if kill_suidgid {
-            let data = self.inodes.get(inode)?;
-            self.kill_priv(&data, Some(&h))?;
+        if must_kill_priv(&ctx, kill_suidgid, self.killpriv_negotiated()) {
+            kill_priv_fd(h.fd(), Some(ctx.gid))?;
         }
         r.read_to_file(h.fd(), size as usize, offset)
     }
@@ -837,6 +864,7 @@ impl FileSystem for PassthroughFs {
             // itself lives on the handle's descriptor and goes with it.
             self.locks.release_owner(inode, owner);
         }
+        self.locks.release_handle(inode, handle);
         self.handles.remove(handle, inode)
     }
 
@@ -1098,10 +1126,28 @@ mod unit {
 
     #[test]
     fn killpriv_clears_suid_and_meaningful_sgid() {
-        assert_eq!(killpriv_mode(0o6755), 0o0755);
-        // Without group-exec, setgid means mandatory locking and stays.
-        assert_eq!(killpriv_mode(0o6744), 0o2744);
-        assert_eq!(killpriv_mode(0o1777), 0o1777);
+        assert_eq!(killpriv_mode(0o6755, 10, None), 0o0755);
+        // Without group-exec, setgid stays for a member of the file's group...
+        assert_eq!(killpriv_mode(0o6744, 10, None), 0o2744);
+        assert_eq!(killpriv_mode(0o6744, 10, Some(10)), 0o2744);
+        // ...and goes for anyone else (Linux 6.x).
+        assert_eq!(killpriv_mode(0o6744, 10, Some(11)), 0o0744);
+        assert_eq!(killpriv_mode(0o1777, 10, Some(11)), 0o1777);
+    }
+
+    #[test]
+    fn unprivileged_writers_lose_privileges_without_killpriv_v2() {
+        let root = Context::default();
+        let user = Context {
+            uid: 1000,
+            gid: 1000,
+            ..Context::default()
+        };
+        assert!(!must_kill_priv(&root, false, false));
+        assert!(must_kill_priv(&root, true, true));
+        assert!(must_kill_priv(&user, false, false));
+        // With KILLPRIV_V2 the guest kernel says when.
+        assert!(!must_kill_priv(&user, false, true));
     }
 
     #[test]

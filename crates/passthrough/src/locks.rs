@@ -27,6 +27,10 @@ pub struct LockOfd {
     fd: OwnedFd,
     /// The guest pid that last locked through this owner, reported to GETLK callers.
     pid: AtomicU32,
+    /// Guest handles this owner has locked through. A guest OFD lock's owner is its open file,
+    /// whose only trace in FUSE is the handle, and whose locks must go with its last close
+    /// (RELEASE), which names no lock owner.
+    handles: Mutex<Vec<u64>>,
     _token: FdToken,
 }
 
@@ -47,6 +51,20 @@ impl LockTable {
     /// Drops `owner`'s description on `inode`, which releases all its locks there.
     pub fn release_owner(&self, inode: Inode, owner: u64) {
         let removed = self.map().remove(&(inode, owner));
+        drop(removed);
+    }
+
+    /// Drops the descriptions of every owner that locked `inode` through `handle`, now being
+    /// released. POSIX owners lose nothing they still had: the guest's close already sent a
+    /// FLUSH that released them.
+    pub fn release_handle(&self, inode: Inode, handle: u64) {
+        let mut map = self.map();
+        let removed: Vec<_> = map
+            .extract_if(|(i, _), ofd| {
+                *i == inode && ofd.handles.lock().is_ok_and(|h| h.contains(&handle))
+            })
+            .collect();
+        drop(map);
         drop(removed);
     }
 
@@ -123,19 +141,28 @@ impl PassthroughFs {
         Ok(LockOfd {
             fd,
             pid: AtomicU32::new(0),
+            handles: Mutex::new(Vec::new()),
             _token: token,
         })
     }
 
     fn owner_ofd(&self, inode: Inode, req: &LockRequest) -> io::Result<Arc<LockOfd>> {
-        if let Some(o) = self.locks.get(inode, req.owner) {
-            return Ok(o);
+        let ofd = match self.locks.get(inode, req.owner) {
+            Some(o) => o,
+            None => {
+                // Opened outside the table lock; a concurrent request of the same owner may win
+                // the race, and then this description is simply dropped.
+                let new = Arc::new(self.lock_ofd(inode, req.handle)?);
+                let mut map = self.locks.map();
+                map.entry((inode, req.owner)).or_insert(new).clone()
+            }
+        };
+        let mut handles = ofd.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if !handles.contains(&req.handle) {
+            handles.push(req.handle);
         }
-        // Opened outside the table lock; a concurrent request of the same owner may win the
-        // race, and then this description is simply dropped.
-        let new = Arc::new(self.lock_ofd(inode, req.handle)?);
-        let mut map = self.locks.map();
-        Ok(map.entry((inode, req.owner)).or_insert(new).clone())
+        drop(handles);
+        Ok(ofd)
     }
 
     pub(crate) fn do_getlk(

@@ -239,3 +239,39 @@ fn lock_requests_on_bad_handles_or_ranges_are_errors() {
         libc::EINVAL
     );
 }
+
+#[test]
+fn release_of_the_handle_drops_locks_taken_through_it() {
+    // A guest OFD lock's owner is its open file; its last close sends RELEASE without a lock
+    // owner, and the lock must go with it.
+    let (_d, fs) = setup();
+    let (ino, h1, h2) = two_handles(&fs);
+    fs.setlk(
+        ROOT,
+        ino,
+        req(h1, 7, lock(0, u64::MAX, libc::F_WRLCK, 10)),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        errno(fs.setlk(ROOT, ino, req(h2, 8, lock(0, 0, libc::F_WRLCK, 20)), false)),
+        libc::EAGAIN
+    );
+    fs.release(ROOT, ino, 0, h1, false, None).unwrap();
+    fs.setlk(ROOT, ino, req(h2, 8, lock(0, 0, libc::F_WRLCK, 20)), false)
+        .unwrap();
+    // Owner 8 locked through h2 only: releasing another handle leaves its lock alone.
+    let (h3, _) = fs.open(ROOT, ino, libc::O_RDWR as u32, false).unwrap();
+    let h3 = h3.unwrap();
+    fs.release(ROOT, ino, 0, h3, false, None).unwrap();
+    let (h4, _) = fs.open(ROOT, ino, libc::O_RDWR as u32, false).unwrap();
+    assert_eq!(
+        errno(fs.setlk(
+            ROOT,
+            ino,
+            req(h4.unwrap(), 9, lock(0, 0, libc::F_WRLCK, 30)),
+            false
+        )),
+        libc::EAGAIN
+    );
+}

@@ -66,7 +66,7 @@ impl PassthroughFs {
 
     pub(crate) fn do_listxattr(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         size: u32,
     ) -> io::Result<XattrReply> {
@@ -74,7 +74,18 @@ impl PassthroughFs {
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
         let path = proc_path(fd.as_fd());
-        reply(size, |buf| oslib::listxattr(&path, buf))
+        if ctx.uid == 0 {
+            return reply(size, |buf| oslib::listxattr(&path, buf));
+        }
+        // The daemon may see trusted.* names that the caller may not: a local filesystem lists
+        // them only to CAP_SYS_ADMIN, and the guest kernel does not filter FUSE's list.
+        let names = visible_names(&full_list(&path)?);
+        let len = u32::try_from(names.len()).map_err(|_| err(libc::E2BIG))?;
+        match size {
+            0 => Ok(XattrReply::Size(len)),
+            s if len > s => Err(err(libc::ERANGE)),
+            _ => Ok(XattrReply::Data(names)),
+        }
     }
 
     pub(crate) fn do_setxattr(
@@ -115,5 +126,44 @@ impl PassthroughFs {
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
         oslib::removexattr(&proc_path(fd.as_fd()), name)
+    }
+}
+
+/// The whole NUL-separated name list of the file at `path`, however it grows between calls.
+fn full_list(path: &CStr) -> io::Result<Vec<u8>> {
+    loop {
+        let size = oslib::listxattr(path, &mut [])?;
+        let mut buf = vec![0u8; size];
+        match oslib::listxattr(path, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `list` without the names an unprivileged caller cannot see.
+fn visible_names(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split_inclusive(|&b| b == 0) {
+        if !name.starts_with(b"trusted.") {
+            out.extend_from_slice(name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible_names;
+
+    #[test]
+    fn trusted_names_are_hidden_from_unprivileged_callers() {
+        let list = b"user.a\0trusted.t\0security.s\0trusted.u\0";
+        assert_eq!(visible_names(list), b"user.a\0security.s\0".to_vec());
+        assert_eq!(visible_names(b""), Vec::<u8>::new());
     }
 }
