@@ -1,0 +1,712 @@
+// Guest-side helper of scripts/guest/conformance.sh: one system call (or one small scenario) per
+// invocation, printing a single deterministic word -- "ok", a value, or the errno name -- because
+// busybox applets only print localized messages and cannot reach xattrs, record locks, O_TMPFILE,
+// renameat2, fallocate modes, SEEK_HOLE/SEEK_DATA or copy_file_range.
+// Built statically on the host at test time (see __test__/conformance.spec.ts).
+//
+//   cx [-u UID:GID[:G1,G2...]] OP ARGS...
+//
+// -u drops to that identity first (setgroups, setresgid, setresuid), so permission checks run as an
+// unprivileged guest user. The exit status is 0 whenever the word was printed: the word is the result.
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *ename(int e) {
+  const char *n = strerrorname_np(e);
+  return n ? n : "EUNKNOWN";
+}
+
+// Prints "ok" or the errno name of a failed call (rc < 0).
+static int res(long rc) {
+  puts(rc < 0 ? ename(errno) : "ok");
+  return 0;
+}
+
+static int usage(const char *why) {
+  fprintf(stderr, "cx: %s\n", why);
+  return 2;
+}
+
+static int parse_flags(const char *s) {
+  int f = 0;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", s);
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (!strcmp(tok, "r")) f |= O_RDONLY;
+    else if (!strcmp(tok, "w")) f |= O_WRONLY;
+    else if (!strcmp(tok, "rw")) f |= O_RDWR;
+    else if (!strcmp(tok, "creat")) f |= O_CREAT;
+    else if (!strcmp(tok, "excl")) f |= O_EXCL;
+    else if (!strcmp(tok, "trunc")) f |= O_TRUNC;
+    else if (!strcmp(tok, "append")) f |= O_APPEND;
+    else if (!strcmp(tok, "dir")) f |= O_DIRECTORY;
+    else if (!strcmp(tok, "nofollow")) f |= O_NOFOLLOW;
+    else if (!strcmp(tok, "tmpfile")) f |= O_TMPFILE;
+    else if (!strcmp(tok, "path")) f |= O_PATH;
+    else if (!strcmp(tok, "noatime")) f |= O_NOATIME;
+    else if (!strcmp(tok, "direct")) f |= O_DIRECT;
+    else {
+      fprintf(stderr, "cx: unknown open flag %s\n", tok);
+      exit(2);
+    }
+  }
+  return f;
+}
+
+static int drop_to(const char *spec) {
+  unsigned uid, gid;
+  int n = 0;
+  if (sscanf(spec, "%u:%u%n", &uid, &gid, &n) != 2) return usage("-u wants UID:GID[:G1,G2]");
+  gid_t groups[32];
+  size_t ng = 0;
+  if (spec[n] == ':') {
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", spec + n + 1);
+    for (char *tok = strtok(buf, ","); tok && ng < 32; tok = strtok(NULL, ",")) groups[ng++] = (gid_t)strtoul(tok, NULL, 10);
+  }
+  if (setgroups(ng, groups) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
+    fprintf(stderr, "cx: cannot switch to %s: %s\n", spec, strerror(errno));
+    return 2;
+  }
+  return 0;
+}
+
+static long num(const char *s) { return strtol(s, NULL, 0); }
+
+// Writes all of buf; -1 with errno on failure.
+static long write_all(int fd, const char *buf, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = write(fd, buf + done, len - done);
+    if (w < 0) return -1;
+    done += (size_t)w;
+  }
+  return (long)done;
+}
+
+static int op_write(const char *path, const char *flags, const char *data) {
+  int fd = open(path, parse_flags(flags), 0644);
+  if (fd < 0) return res(-1);
+  long rc = write_all(fd, data, strlen(data));
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return res(rc);
+}
+
+static int op_pread(const char *path, long off, long len) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return res(-1);
+  char buf[4096];
+  if (len > (long)sizeof buf) len = sizeof buf;
+  ssize_t r = pread(fd, buf, (size_t)len, off);
+  if (r < 0) return res(-1);
+  for (ssize_t i = 0; i < r; i++) {
+    unsigned char c = (unsigned char)buf[i];
+    if (c >= 0x21 && c < 0x7f && c != '\\') putchar(c);
+    else printf("\\%02x", c);
+  }
+  if (r == 0) fputs("<eof>", stdout);
+  putchar('\n');
+  close(fd);
+  return 0;
+}
+
+// Write/append through O_APPEND then report where the data landed.
+static int op_append_pos(const char *path) {
+  int fd = open(path, O_WRONLY | O_APPEND);
+  if (fd < 0) return res(-1);
+  if (lseek(fd, 0, SEEK_SET) < 0 || write(fd, "Z", 1) != 1) return res(-1);
+  off_t pos = lseek(fd, 0, SEEK_CUR);
+  struct stat st;
+  fstat(fd, &st);
+  printf("%lld %lld\n", (long long)pos, (long long)st.st_size);
+  close(fd);
+  return 0;
+}
+
+// An open file keeps working after unlink: read it back, count links, write more through it.
+static int op_unlink_open(const char *path) {
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return res(-1);
+  if (write(fd, "abc", 3) != 3) return res(-1);
+  if (unlink(path) < 0) return res(-1);
+  struct stat st;
+  if (fstat(fd, &st) < 0) return res(-1);
+  char buf[8] = {0};
+  if (pwrite(fd, "de", 2, 3) != 2) return res(-1);
+  if (pread(fd, buf, sizeof buf - 1, 0) < 0) return res(-1);
+  struct stat after;
+  int gone = lstat(path, &after) < 0 ? errno : 0;
+  printf("%s nlink=%lu lookup=%s\n", buf, (unsigned long)st.st_nlink, gone ? ename(gone) : "found");
+  close(fd);
+  return 0;
+}
+
+// An open file follows its rename.
+static int op_rename_open(const char *from, const char *to) {
+  int fd = open(from, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return res(-1);
+  if (rename(from, to) < 0) return res(-1);
+  if (write(fd, "moved", 5) != 5) return res(-1);
+  close(fd);
+  fd = open(to, O_RDONLY);
+  if (fd < 0) return res(-1);
+  char buf[16] = {0};
+  if (read(fd, buf, sizeof buf - 1) < 0) return res(-1);
+  puts(buf);
+  close(fd);
+  return 0;
+}
+
+static int op_rename2(const char *a, const char *b, const char *mode) {
+  unsigned flags = 0;
+  if (!strcmp(mode, "noreplace")) flags = RENAME_NOREPLACE;
+  else if (!strcmp(mode, "exchange")) flags = RENAME_EXCHANGE;
+  else if (!strcmp(mode, "whiteout")) flags = RENAME_WHITEOUT;
+  else if (strcmp(mode, "none")) return usage("rename2 mode: none|noreplace|exchange|whiteout");
+  return res(syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, flags));
+}
+
+static int op_times(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return res(-1);
+  printf("%lld.%09ld %lld.%09ld\n", (long long)st.st_atim.tv_sec, st.st_atim.tv_nsec, (long long)st.st_mtim.tv_sec,
+         st.st_mtim.tv_nsec);
+  return 0;
+}
+
+static int op_utimens(const char *path, const char *a, const char *m, int flags) {
+  struct timespec ts[2];
+  const char *src[2] = {a, m};
+  for (int i = 0; i < 2; i++) {
+    if (!strcmp(src[i], "now")) ts[i].tv_nsec = UTIME_NOW, ts[i].tv_sec = 0;
+    else if (!strcmp(src[i], "omit")) ts[i].tv_nsec = UTIME_OMIT, ts[i].tv_sec = 0;
+    else {
+      long long s = 0;
+      long ns = 0;
+      sscanf(src[i], "%lld.%ld", &s, &ns);
+      ts[i].tv_sec = s;
+      ts[i].tv_nsec = ns;
+    }
+  }
+  return res(utimensat(AT_FDCWD, path, ts, flags));
+}
+
+// Changed-time moves forward on the operation: prints "yes" if ctime changed.
+static int op_ctime_bumps(const char *path, const char *what) {
+  struct stat a, b;
+  if (lstat(path, &a) < 0) return res(-1);
+  struct timespec pause = {0, 20 * 1000 * 1000};
+  nanosleep(&pause, NULL);
+  long rc;
+  if (!strcmp(what, "chmod")) rc = chmod(path, a.st_mode & 07777);
+  else if (!strcmp(what, "write")) {
+    int fd = open(path, O_WRONLY | O_APPEND);
+    rc = fd < 0 ? -1 : write(fd, "x", 1);
+    if (fd >= 0) close(fd);
+  } else if (!strcmp(what, "link")) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.ctlink", path);
+    rc = link(path, tmp);
+    if (rc == 0) unlink(tmp);
+  } else return usage("ctime: chmod|write|link");
+  if (rc < 0) return res(-1);
+  if (lstat(path, &b) < 0) return res(-1);
+  int later = b.st_ctim.tv_sec > a.st_ctim.tv_sec ||
+              (b.st_ctim.tv_sec == a.st_ctim.tv_sec && b.st_ctim.tv_nsec > a.st_ctim.tv_nsec);
+  puts(later ? "yes" : "no");
+  return 0;
+}
+
+static int op_setx(const char *path, const char *name, const char *value, const char *mode, int nofollow) {
+  int flags = 0;
+  if (mode && !strcmp(mode, "create")) flags = XATTR_CREATE;
+  else if (mode && !strcmp(mode, "replace")) flags = XATTR_REPLACE;
+  size_t len = strlen(value);
+  if (nofollow) return res(lsetxattr(path, name, value, len, flags));
+  return res(setxattr(path, name, value, len, flags));
+}
+
+static int op_getx(const char *path, const char *name, long size, int nofollow) {
+  char buf[65536];
+  if (size < 0) {
+    ssize_t r = nofollow ? lgetxattr(path, name, NULL, 0) : getxattr(path, name, NULL, 0);
+    if (r < 0) return res(-1);
+    printf("%zd\n", r);
+    return 0;
+  }
+  if (size > (long)sizeof buf - 1) size = sizeof buf - 1;
+  ssize_t r = nofollow ? lgetxattr(path, name, buf, (size_t)size) : getxattr(path, name, buf, (size_t)size);
+  if (r < 0) return res(-1);
+  buf[r] = 0;
+  printf("%s\n", r ? buf : "<empty>");
+  return 0;
+}
+
+static int cmpstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+// Lists xattr names with the given prefix, sorted, comma-joined ("-" when none); or the errno.
+static int op_listx(const char *path, const char *prefix, long size) {
+  char buf[65536];
+  ssize_t r = listxattr(path, size < 0 ? buf : buf, size < 0 ? sizeof buf : (size_t)size);
+  if (r < 0) return res(-1);
+  if (size == 0) {
+    printf("%s\n", r > 0 ? "nonzero" : "zero");
+    return 0;
+  }
+  char *names[1024];
+  size_t n = 0;
+  for (ssize_t i = 0; i < r && n < 1024; i += (ssize_t)strlen(buf + i) + 1)
+    if (!strncmp(buf + i, prefix, strlen(prefix))) names[n++] = buf + i;
+  qsort(names, n, sizeof names[0], cmpstr);
+  if (!n) puts("-");
+  for (size_t i = 0; i < n; i++) printf("%s%s", names[i], i + 1 < n ? "," : "\n");
+  return 0;
+}
+
+static int op_falloc(const char *path, const char *mode, long off, long len) {
+  int m = 0;
+  if (!strcmp(mode, "keep")) m = FALLOC_FL_KEEP_SIZE;
+  else if (!strcmp(mode, "punch")) m = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+  else if (!strcmp(mode, "punch-nokeep")) m = FALLOC_FL_PUNCH_HOLE;
+  else if (!strcmp(mode, "zero")) m = FALLOC_FL_ZERO_RANGE;
+  else if (strcmp(mode, "default")) return usage("falloc mode: default|keep|punch|punch-nokeep|zero");
+  int fd = open(path, O_RDWR);
+  if (fd < 0) return res(-1);
+  long rc = fallocate(fd, m, off, len);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return res(rc);
+}
+
+static int op_seek(const char *path, const char *whence, long off) {
+  int w = !strcmp(whence, "data") ? SEEK_DATA : !strcmp(whence, "hole") ? SEEK_HOLE : !strcmp(whence, "end") ? SEEK_END : -1;
+  if (w < 0) return usage("seek whence: data|hole|end");
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return res(-1);
+  off_t r = lseek(fd, off, w);
+  if (r < 0) return res(-1);
+  printf("%lld\n", (long long)r);
+  close(fd);
+  return 0;
+}
+
+static int op_cfr(const char *src, const char *dst, long off_in, long off_out, long len) {
+  int in = open(src, O_RDONLY);
+  if (in < 0) return res(-1);
+  int out = open(dst, O_WRONLY | O_CREAT, 0644);
+  if (out < 0) return res(-1);
+  loff_t oi = off_in, oo = off_out;
+  ssize_t r = copy_file_range(in, &oi, out, &oo, (size_t)len, 0);
+  if (r < 0) return res(-1);
+  printf("%zd\n", r);
+  return 0;
+}
+
+// O_TMPFILE in DIR: write, check it is nameless (nlink 0), then give it NAME with linkat.
+static int op_tmpfile(const char *dir, const char *name) {
+  int fd = open(dir, O_TMPFILE | O_RDWR, 0600);
+  if (fd < 0) return res(-1);
+  if (write(fd, "tmp", 3) != 3) return res(-1);
+  struct stat st;
+  if (fstat(fd, &st) < 0) return res(-1);
+  char proc[64], target[4096];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  snprintf(target, sizeof target, "%s/%s", dir, name);
+  long rc = linkat(AT_FDCWD, proc, AT_FDCWD, target, AT_SYMLINK_FOLLOW);
+  if (rc < 0) return res(-1);
+  struct stat linked;
+  if (stat(target, &linked) < 0) return res(-1);
+  printf("nlink=%lu mode=%o linked-nlink=%lu\n", (unsigned long)st.st_nlink, st.st_mode & 07777,
+         (unsigned long)linked.st_nlink);
+  return 0;
+}
+
+static int op_statfs(const char *path) {
+  struct statfs s;
+  if (statfs(path, &s) < 0) return res(-1);
+  printf("namelen=%ld bsize-positive=%s blocks-positive=%s bfree<=blocks=%s\n", (long)s.f_namelen,
+         s.f_bsize > 0 ? "yes" : "no", s.f_blocks > 0 ? "yes" : "no", s.f_bfree <= s.f_blocks ? "yes" : "no");
+  return 0;
+}
+
+static int op_statx(const char *path) {
+  struct statx sx;
+  if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) < 0) return res(-1);
+  printf("basic=%s size=%llu nlink=%u\n", (sx.stx_mask & STATX_BASIC_STATS) == STATX_BASIC_STATS ? "yes" : "no",
+         (unsigned long long)sx.stx_size, sx.stx_nlink);
+  return 0;
+}
+
+static void settle(void) {
+  struct timespec t = {0, 150 * 1000 * 1000};
+  nanosleep(&t, NULL);
+}
+
+// flock contention: the parent holds MODE1 on its own open file description; a child with another
+// open file description tries MODE2 without blocking, then blocks until the parent unlocks.
+// Prints "<nonblocking result> <blocking result after release>".
+static int op_flock(const char *path, const char *m1, const char *m2) {
+  int l1 = !strcmp(m1, "ex") ? LOCK_EX : LOCK_SH, l2 = !strcmp(m2, "ex") ? LOCK_EX : LOCK_SH;
+  // Read-only opens, so directories can be locked too.
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return res(-1);
+  if (flock(fd, l1) < 0) return res(-1);
+  int pipefd[2];
+  if (pipe(pipefd) < 0) return res(-1);
+  pid_t pid = fork();
+  if (pid < 0) return res(-1);
+  if (pid == 0) {
+    int cfd = open(path, O_RDONLY);
+    char out[64];
+    const char *first = flock(cfd, l2 | LOCK_NB) < 0 ? ename(errno) : "ok";
+    if (write(pipefd[1], "1", 1) != 1) _exit(3);
+    const char *second = flock(cfd, l2) < 0 ? ename(errno) : "ok";
+    snprintf(out, sizeof out, "%s %s", first, second);
+    puts(out);
+    fflush(stdout);
+    _exit(0);
+  }
+  char c;
+  if (read(pipefd[0], &c, 1) != 1) return res(-1);
+  settle();
+  flock(fd, LOCK_UN);
+  int status;
+  waitpid(pid, &status, 0);
+  return 0;
+}
+
+// POSIX record locks: the parent holds T1 on bytes [0,10); a child tries T2 on [5,15) with F_SETLK
+// (prints ok or the errno), asks F_GETLK who conflicts (prints the lock type and whether the pid is
+// the parent's), then waits in F_SETLKW until the parent unlocks.
+static int op_posixlock(const char *path, const char *t1, const char *t2) {
+  short k1 = !strcmp(t1, "wr") ? F_WRLCK : F_RDLCK, k2 = !strcmp(t2, "wr") ? F_WRLCK : F_RDLCK;
+  int fd = open(path, O_RDWR);
+  if (fd < 0) return res(-1);
+  struct flock fl = {.l_type = k1, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+  if (fcntl(fd, F_SETLK, &fl) < 0) return res(-1);
+  pid_t parent = getpid();
+  int pipefd[2];
+  if (pipe(pipefd) < 0) return res(-1);
+  pid_t pid = fork();
+  if (pid < 0) return res(-1);
+  if (pid == 0) {
+    int cfd = open(path, O_RDWR);
+    struct flock want = {.l_type = k2, .l_whence = SEEK_SET, .l_start = 5, .l_len = 10};
+    const char *first = fcntl(cfd, F_SETLK, &want) < 0 ? ename(errno) : "ok";
+    struct flock probe = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 5, .l_len = 10};
+    char who[48];
+    if (fcntl(cfd, F_GETLK, &probe) < 0) snprintf(who, sizeof who, "%s", ename(errno));
+    else if (probe.l_type == F_UNLCK) snprintf(who, sizeof who, "unlck");
+    else
+      snprintf(who, sizeof who, "%s@%lld+%lld/%s", probe.l_type == F_WRLCK ? "wr" : "rd", (long long)probe.l_start,
+               (long long)probe.l_len, probe.l_pid == parent ? "parent" : "other");
+    if (write(pipefd[1], "1", 1) != 1) _exit(3);
+    want.l_type = F_WRLCK;
+    const char *second = fcntl(cfd, F_SETLKW, &want) < 0 ? ename(errno) : "ok";
+    printf("%s %s %s\n", first, who, second);
+    fflush(stdout);
+    _exit(0);
+  }
+  char c;
+  if (read(pipefd[0], &c, 1) != 1) return res(-1);
+  settle();
+  fl.l_type = F_UNLCK;
+  fcntl(fd, F_SETLK, &fl);
+  int status;
+  waitpid(pid, &status, 0);
+  return 0;
+}
+
+static const char *setlk(int fd, int cmd, short type, off_t start, off_t len) {
+  struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len};
+  return fcntl(fd, cmd, &fl) < 0 ? ename(errno) : "ok";
+}
+
+// Runs probe(fd of a fresh open of path) in a child process and prints what it printed.
+static int in_child(const char *path, const char *(*probe)(int)) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return res(-1);
+  if (pid == 0) {
+    int fd = open(path, O_RDWR);
+    puts(fd < 0 ? ename(errno) : probe(fd));
+    fflush(stdout);
+    _exit(0);
+  }
+  int status;
+  waitpid(pid, &status, 0);
+  return 0;
+}
+
+static const char *probe_wr_0_10(int fd) { return setlk(fd, F_SETLK, F_WRLCK, 0, 10); }
+static const char *probe_wr_45_5(int fd) { return setlk(fd, F_SETLK, F_WRLCK, 45, 5); }
+static const char *probe_wr_30_5(int fd) { return setlk(fd, F_SETLK, F_WRLCK, 30, 5); }
+static const char *probe_flock_nb(int fd) { return flock(fd, LOCK_EX | LOCK_NB) < 0 ? ename(errno) : "ok"; }
+
+// POSIX quirks a server must keep: closing ANY fd of the file drops the process's record locks;
+// unlocking the middle of a range splits it; a process never conflicts with itself, while OFD locks
+// of two open file descriptions in one process do. Prints one word per probe.
+static int op_lock_semantics(const char *path, const char *which) {
+  int fd = open(path, O_RDWR);
+  if (fd < 0) return res(-1);
+  if (!strcmp(which, "close-releases")) {
+    setlk(fd, F_SETLK, F_WRLCK, 0, 10);
+    in_child(path, probe_wr_0_10);
+    close(open(path, O_RDONLY));
+    return in_child(path, probe_wr_0_10);
+  }
+  if (!strcmp(which, "split")) {
+    setlk(fd, F_SETLK, F_WRLCK, 0, 100);
+    setlk(fd, F_SETLK, F_UNLCK, 40, 20);
+    in_child(path, probe_wr_45_5);
+    return in_child(path, probe_wr_30_5);
+  }
+  if (!strcmp(which, "same-process")) {
+    int fd2 = open(path, O_RDWR);
+    printf("%s ", setlk(fd, F_SETLK, F_WRLCK, 0, 10));
+    printf("%s ", setlk(fd2, F_SETLK, F_WRLCK, 0, 10));
+    setlk(fd, F_SETLK, F_UNLCK, 0, 0);
+    printf("%s ", setlk(fd, F_OFD_SETLK, F_WRLCK, 0, 10));
+    printf("%s ", setlk(fd2, F_OFD_SETLK, F_WRLCK, 0, 10));
+    setlk(fd, F_OFD_SETLK, F_UNLCK, 0, 10);
+    printf("%s\n", setlk(fd2, F_OFD_SETLK, F_WRLCK, 0, 10));
+    return 0;
+  }
+  if (!strcmp(which, "upgrade")) {
+    printf("%s ", setlk(fd, F_SETLK, F_RDLCK, 0, 10));
+    printf("%s ", setlk(fd, F_SETLK, F_WRLCK, 0, 10));
+    in_child(path, probe_wr_0_10);
+    return 0;
+  }
+  if (!strcmp(which, "flock-close")) {
+    flock(fd, LOCK_EX);
+    int dupfd = dup(fd);
+    close(fd);
+    in_child(path, probe_flock_nb);
+    close(dupfd);
+    return in_child(path, probe_flock_nb);
+  }
+  if (!strcmp(which, "flock-convert")) {
+    printf("%s ", flock(fd, LOCK_SH) < 0 ? ename(errno) : "ok");
+    printf("%s ", flock(fd, LOCK_EX | LOCK_NB) < 0 ? ename(errno) : "ok");
+    in_child(path, probe_flock_nb);
+    return 0;
+  }
+  return usage("lock semantics: close-releases|split|same-process|upgrade|flock-close|flock-convert");
+}
+
+// Reads a directory while creating and deleting entries in it. Every entry present for the whole
+// scan must be returned exactly once. Prints "ok" or what went wrong.
+static int op_readdir_modify(const char *dir, long n) {
+  DIR *d = opendir(dir);
+  if (!d) return res(-1);
+  char *seen = calloc((size_t)n, 1);
+  long dups = 0, count = 0;
+  struct dirent *e;
+  char path[4096];
+  while ((e = readdir(d))) {
+    long idx;
+    if (sscanf(e->d_name, "e%ld", &idx) == 1 && idx >= 0 && idx < n) {
+      if (seen[idx]++) dups++;
+      count++;
+    }
+    if (count == n / 4) {
+      // Deleting only odd entries from the upper half and creating new ones; the even ones must all show up.
+      for (long i = n / 2 + 1; i < n; i += 2) {
+        snprintf(path, sizeof path, "%s/e%ld", dir, i);
+        unlink(path);
+      }
+      for (long i = 0; i < n / 4; i++) {
+        snprintf(path, sizeof path, "%s/new%ld", dir, i);
+        close(open(path, O_CREAT | O_WRONLY, 0644));
+      }
+    }
+  }
+  closedir(d);
+  long missing = 0;
+  for (long i = 0; i < n; i++)
+    if (!seen[i] && (i <= n / 2 || i % 2 == 0)) missing++;
+  if (dups || missing) printf("dups=%ld missing=%ld\n", dups, missing);
+  else puts("ok");
+  return 0;
+}
+
+// Counts directory entries other than "." and "..", and checks "." and ".." are both present.
+static int op_count(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return res(-1);
+  long n = 0;
+  int dot = 0, dotdot = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strcmp(e->d_name, ".")) dot++;
+    else if (!strcmp(e->d_name, "..")) dotdot++;
+    else n++;
+  }
+  closedir(d);
+  printf("%ld dots=%d%d\n", n, dot, dotdot);
+  return 0;
+}
+
+// Creates N empty files e0..e(N-1) in DIR.
+static int op_mkfiles(const char *dir, long n) {
+  char path[4096];
+  for (long i = 0; i < n; i++) {
+    snprintf(path, sizeof path, "%s/e%ld", dir, i);
+    int fd = open(path, O_CREAT | O_WRONLY, 0644);
+    if (fd < 0) return res(-1);
+    close(fd);
+  }
+  return res(0);
+}
+
+static int op_fdwork(const char *path) {
+  // ftruncate and fchmod on an fd whose mode no longer allows writing: the open fd keeps its rights.
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return res(-1);
+  if (fchmod(fd, 0400) < 0) return res(-1);
+  long a = write(fd, "data", 4);
+  long b = ftruncate(fd, 2);
+  struct stat st;
+  fstat(fd, &st);
+  printf("write=%s ftruncate=%s size=%lld\n", a == 4 ? "ok" : ename(errno), b == 0 ? "ok" : ename(errno),
+         (long long)st.st_size);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  int i = 1;
+  if (i + 1 < argc && !strcmp(argv[i], "-u")) {
+    int rc = drop_to(argv[i + 1]);
+    if (rc) return rc;
+    i += 2;
+  }
+  if (i >= argc) return usage("no operation");
+  const char *op = argv[i];
+  char **a = argv + i + 1;
+  int n = argc - i - 1;
+#define NEED(k)                                                        \
+  do {                                                                 \
+    if (n < (k)) return usage("too few arguments for an operation"); \
+  } while (0)
+  if (!strcmp(op, "exec")) {
+    NEED(1);
+    execv(a[0], a);
+    return res(-1);
+  }
+  if (!strcmp(op, "open")) {
+    NEED(2);
+    int fd = open(a[0], parse_flags(a[1]), n > 2 ? (mode_t)strtol(a[2], NULL, 8) : 0644);
+    return res(fd);
+  }
+  if (!strcmp(op, "mkdir")) { NEED(2); return res(mkdir(a[0], (mode_t)strtol(a[1], NULL, 8))); }
+  if (!strcmp(op, "rmdir")) { NEED(1); return res(rmdir(a[0])); }
+  if (!strcmp(op, "unlink")) { NEED(1); return res(unlink(a[0])); }
+  if (!strcmp(op, "rename")) { NEED(2); return res(rename(a[0], a[1])); }
+  if (!strcmp(op, "rename2")) { NEED(3); return op_rename2(a[0], a[1], a[2]); }
+  if (!strcmp(op, "link")) { NEED(2); return res(link(a[0], a[1])); }
+  if (!strcmp(op, "symlink")) { NEED(2); return res(symlink(a[0], a[1])); }
+  if (!strcmp(op, "readlink")) {
+    NEED(1);
+    char buf[4096];
+    ssize_t r = readlink(a[0], buf, sizeof buf - 1);
+    if (r < 0) return res(-1);
+    buf[r] = 0;
+    puts(buf);
+    return 0;
+  }
+  if (!strcmp(op, "mknod")) {
+    NEED(2);
+    mode_t t = !strcmp(a[1], "fifo") ? S_IFIFO : !strcmp(a[1], "sock") ? S_IFSOCK : !strcmp(a[1], "chr") ? S_IFCHR : S_IFREG;
+    return res(mknod(a[0], t | 0644, t == S_IFCHR ? makedev(1, 3) : 0));
+  }
+  if (!strcmp(op, "chmod")) { NEED(2); return res(chmod(a[0], (mode_t)strtol(a[1], NULL, 8))); }
+  if (!strcmp(op, "chown")) { NEED(3); return res(chown(a[0], (uid_t)num(a[1]), (gid_t)num(a[2]))); }
+  if (!strcmp(op, "lchown")) { NEED(3); return res(lchown(a[0], (uid_t)num(a[1]), (gid_t)num(a[2]))); }
+  if (!strcmp(op, "truncate")) { NEED(2); return res(truncate(a[0], num(a[1]))); }
+  if (!strcmp(op, "access")) {
+    NEED(2);
+    int m = 0;
+    for (const char *c = a[1]; *c; c++) m |= *c == 'r' ? R_OK : *c == 'w' ? W_OK : *c == 'x' ? X_OK : F_OK;
+    return res(access(a[0], m));
+  }
+  if (!strcmp(op, "lstat")) {
+    NEED(1);
+    struct stat st;
+    return res(lstat(a[0], &st));
+  }
+  if (!strcmp(op, "stat")) {
+    NEED(1);
+    struct stat st;
+    return res(stat(a[0], &st));
+  }
+  if (!strcmp(op, "opendir")) {
+    NEED(1);
+    DIR *d = opendir(a[0]);
+    return res(d ? 0 : -1);
+  }
+  if (!strcmp(op, "chdir")) { NEED(1); return res(chdir(a[0])); }
+  if (!strcmp(op, "write")) { NEED(3); return op_write(a[0], a[1], a[2]); }
+  if (!strcmp(op, "pread")) { NEED(3); return op_pread(a[0], num(a[1]), num(a[2])); }
+  if (!strcmp(op, "append-pos")) { NEED(1); return op_append_pos(a[0]); }
+  if (!strcmp(op, "unlink-open")) { NEED(1); return op_unlink_open(a[0]); }
+  if (!strcmp(op, "rename-open")) { NEED(2); return op_rename_open(a[0], a[1]); }
+  if (!strcmp(op, "times")) { NEED(1); return op_times(a[0]); }
+  if (!strcmp(op, "utimens")) { NEED(3); return op_utimens(a[0], a[1], a[2], 0); }
+  if (!strcmp(op, "lutimens")) { NEED(3); return op_utimens(a[0], a[1], a[2], AT_SYMLINK_NOFOLLOW); }
+  if (!strcmp(op, "ctime")) { NEED(2); return op_ctime_bumps(a[0], a[1]); }
+  if (!strcmp(op, "setx")) { NEED(3); return op_setx(a[0], a[1], a[2], n > 3 ? a[3] : NULL, 0); }
+  if (!strcmp(op, "lsetx")) { NEED(3); return op_setx(a[0], a[1], a[2], n > 3 ? a[3] : NULL, 1); }
+  if (!strcmp(op, "getx")) { NEED(2); return op_getx(a[0], a[1], n > 2 ? num(a[2]) : 4096, 0); }
+  if (!strcmp(op, "lgetx")) { NEED(2); return op_getx(a[0], a[1], n > 2 ? num(a[2]) : 4096, 1); }
+  if (!strcmp(op, "listx")) { NEED(2); return op_listx(a[0], a[1], n > 2 ? num(a[2]) : -1); }
+  if (!strcmp(op, "rmx")) { NEED(2); return res(removexattr(a[0], a[1])); }
+  if (!strcmp(op, "falloc")) { NEED(4); return op_falloc(a[0], a[1], num(a[2]), num(a[3])); }
+  if (!strcmp(op, "seek")) { NEED(3); return op_seek(a[0], a[1], num(a[2])); }
+  if (!strcmp(op, "cfr")) { NEED(5); return op_cfr(a[0], a[1], num(a[2]), num(a[3]), num(a[4])); }
+  if (!strcmp(op, "tmpfile")) { NEED(2); return op_tmpfile(a[0], a[1]); }
+  if (!strcmp(op, "statfs")) { NEED(1); return op_statfs(a[0]); }
+  if (!strcmp(op, "statx")) { NEED(1); return op_statx(a[0]); }
+  if (!strcmp(op, "flock")) { NEED(3); return op_flock(a[0], a[1], a[2]); }
+  if (!strcmp(op, "trylock")) {
+    // A fresh process asks for a write lock on the whole file, and a flock: any lock left behind by
+    // an earlier, exited process shows up here.
+    NEED(1);
+    int fd = open(a[0], O_RDWR);
+    if (fd < 0) return res(-1);
+    printf("%s ", setlk(fd, F_SETLK, F_WRLCK, 0, 0));
+    puts(flock(fd, LOCK_EX | LOCK_NB) < 0 ? ename(errno) : "ok");
+    return 0;
+  }
+  if (!strcmp(op, "locksem")) { NEED(2); return op_lock_semantics(a[0], a[1]); }
+  if (!strcmp(op, "posixlock")) { NEED(3); return op_posixlock(a[0], a[1], a[2]); }
+  if (!strcmp(op, "readdir-modify")) { NEED(2); return op_readdir_modify(a[0], num(a[1])); }
+  if (!strcmp(op, "count")) { NEED(1); return op_count(a[0]); }
+  if (!strcmp(op, "mkfiles")) { NEED(2); return op_mkfiles(a[0], num(a[1])); }
+  if (!strcmp(op, "fdwork")) { NEED(1); return op_fdwork(a[0]); }
+  return usage("unknown operation");
+}
