@@ -45,19 +45,12 @@ const REFERENCE_FAILS: Record<string, string> = {
   'open-trunc-nonowner-clears-suid': REF_TRUNC_SUID,
 };
 
-const OURS_TRUSTED_LISTED =
-  'ours lists trusted.* names to an unprivileged caller (a local file system hides them without CAP_SYS_ADMIN); the reference cannot store trusted.* at all';
-
 /**
- * Cases where our transcript line differs from the reference's, and why. Features still in progress
- * in our daemon go here too while they differ (the log names entries that no longer differ).
+ * Cases where our transcript line differs from the reference's, and why (the log names entries that
+ * no longer differ). Ours passes every case, so today these are exactly the reference's failures.
  */
 const KNOWN_DIFFERENCES: Record<string, string> = {
-  // Where the reference is wrong, ours differs as soon as it passes.
   ...REFERENCE_FAILS,
-  'xattr-trusted-user-hidden': OURS_TRUSTED_LISTED,
-  'posix-ofd-released-after-exit':
-    'ours keeps an OFD lock (F_OFD_SETLK) after its open file description is released: a fresh process gets EAGAIN; the reference leaves locks to the guest kernel',
 };
 
 const MIN_CASES = 300;
