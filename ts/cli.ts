@@ -89,7 +89,11 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo): Prom
   for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   try {
     try {
-      device = await startFromConfig(config);
+      device = await startFromConfig(config, {
+        onLog: (record) => {
+          if (levelEnabled(record.level, threshold)) io.stderr(formatLogLine(record.level, record.target, record.message, record.time));
+        },
+      });
     } catch (error) {
       if (error instanceof DeviceError || error instanceof OptionError) {
         io.stderr(`virtiofsd: ${error.message}\n`);
@@ -97,9 +101,6 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo): Prom
       }
       throw error;
     }
-    device.on('log', (record) => {
-      if (levelEnabled(record.level, threshold)) io.stderr(formatLogLine(record.level, record.target, record.message, record.time));
-    });
     if (stopRequested) void device.stop();
     const status = await device.exited;
     if (status.code !== null) return status.code;

@@ -32,6 +32,12 @@ export interface StartOptions {
   startTimeoutMs?: number;
   /** Replaces the native binding; for tests and embedding. */
   native?: NativeBackend;
+  /**
+   * Receives every log record from the moment the process exists. Listeners added after
+   * `startDevice` resolves miss what the device logged while starting, and a frontend that
+   * connects at once can make the device log (and even exit) before then.
+   */
+  onLog?: (record: LogRecord) => void;
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 10_000;
@@ -282,6 +288,7 @@ export async function startFromConfig(config: DeviceConfig, start: StartOptions 
   const native = start.native ?? nativeBackend();
   const { pid, controlFd } = native.spawnDevice(JSON.stringify(config));
   const device = new Device(native, config, pid, controlFd);
+  if (start.onLog) device.on('log', start.onLog);
   await device.waitListening(start.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
   return device;
 }
