@@ -13,6 +13,8 @@ use crate::oslib;
 /// Switches the calling thread's fsuid/fsgid; switching back happens on drop.
 #[derive(Debug)]
 pub struct ScopedCreds {
+    /// False when the caller's ids were already the thread's, so nothing is restored.
+    switched: bool,
     old_uid: u32,
     old_gid: u32,
     /// The thread's supplementary groups before the switch, when they were replaced.
@@ -23,6 +25,17 @@ impl ScopedCreds {
     /// Becomes `uid`/`gid` for filesystem checks and ownership of new files. Fails with `EPERM`
     /// when the kernel refuses (the daemon lacks `CAP_SETUID`/`CAP_SETGID`).
     pub fn new(uid: u32, gid: u32) -> io::Result<Self> {
+        // Most requests come from the guest's root, which is the daemon's own identity: skip the
+        // switch, since every set*id call makes the kernel allocate and install new credentials.
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        if uid == unsafe { libc::geteuid() } && gid == unsafe { libc::getegid() } {
+            return Ok(ScopedCreds {
+                switched: false,
+                old_uid: uid,
+                old_gid: gid,
+                old_groups: None,
+            });
+        }
         // The group goes first: once the uid is unprivileged, changing the gid may be refused.
         let old_gid = oslib::setfsgid(gid);
         if oslib::current_fsgid() != gid {
@@ -36,6 +49,7 @@ impl ScopedCreds {
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         Ok(ScopedCreds {
+            switched: true,
             old_uid,
             old_gid,
             old_groups: None,
@@ -73,8 +87,10 @@ impl ScopedCreds {
 impl Drop for ScopedCreds {
     fn drop(&mut self) {
         // Reverse order: the uid must be privileged again before the gid can be restored.
-        oslib::setfsuid(self.old_uid);
-        oslib::setfsgid(self.old_gid);
+        if self.switched {
+            oslib::setfsuid(self.old_uid);
+            oslib::setfsgid(self.old_gid);
+        }
         if let Some(old) = self.old_groups.take() {
             if let Err(e) = oslib::setgroups_thread(&old) {
                 // The thread would keep serving with the guest's group: not survivable.
