@@ -756,6 +756,16 @@ impl FileSystem for PassthroughFs {
             self.check_writable()?;
         }
         let data = self.inodes.get(inode)?;
+        // Only regular files and directories are opened for the guest, as upstream does: the
+        // Linux driver never sends OPEN for FIFOs, sockets or device nodes (it serves them
+        // itself), and opening a device node here would hand the guest the host device (a
+        // guest root may MKNOD any major:minor in the share). Symlinks get ELOOP from reopen.
+        if !matches!(
+            data.file_type,
+            libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK
+        ) {
+            return Err(err(libc::EBADF));
+        }
         let token = self.fd_token()?;
         let fd = self.reopen(&data, flags)?;
         let truncates = flags & libc::O_TRUNC != 0;
