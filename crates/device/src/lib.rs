@@ -3,7 +3,6 @@
 //! [`RequestHandler`] and its replies back into used descriptors.
 
 pub mod backend;
-mod bounce;
 pub mod config_space;
 pub mod descriptor;
 mod fuse_server;

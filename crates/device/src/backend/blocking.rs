@@ -21,9 +21,9 @@ use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
 use super::{complete, Chain, Vring};
-use crate::bounce::{BounceReader, BounceWriter};
 use crate::descriptor::split_chain;
 use crate::{RequestHandler, MAX_BLOCKING_REQUESTS, REQUEST_PEEK_LEN};
+use virtiofsd_fuse::memory::{MemoryReader, MemoryWriter};
 
 /// The largest request or reply copied for a detached request. Lock requests are under 100
 /// bytes; anything larger is not one and is refused rather than copied.
@@ -221,9 +221,8 @@ struct Job<H> {
 
 impl<H: RequestHandler> Job<H> {
     fn run(self, request: Vec<u8>, room: usize) {
-        let mut reader = BounceReader::new(request);
-        let writer = BounceWriter::new(room);
-        let contents = writer.contents();
+        let mut reader = MemoryReader::new(request);
+        let (writer, contents) = MemoryWriter::new(room);
         let reply_len = match self.handler.handle(&mut reader, writer) {
             Ok(n) => n.min(room),
             Err(e) => {
@@ -231,8 +230,7 @@ impl<H: RequestHandler> Job<H> {
                 0
             }
         };
-        let reply = contents.borrow()[..reply_len].to_vec();
-        self.finish(&reply);
+        self.finish(&contents.bytes(reply_len));
     }
 
     fn finish(self, reply: &[u8]) {

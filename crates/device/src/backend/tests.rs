@@ -362,7 +362,7 @@ impl RequestHandler for Waiter {
                     .recv()
                     .map_err(|_| io::Error::other("gate closed"))?;
             }
-            let mut again = crate::bounce::BounceReader::new(probe);
+            let mut again = virtiofsd_fuse::memory::MemoryReader::new(probe);
             return UpperEcho.handle(&mut again, w);
         }
         UpperEcho.handle(r, w)

@@ -1,35 +1,36 @@
-//! Heap-backed request and reply buffers, for requests that run detached from guest memory.
+//! In-memory transports: a request held in a `Vec` and reply room on the heap.
 //!
-//! A request that may block for a long time is copied out of its descriptor chain before it
-//! runs, and its reply is copied back only when it completes, if the queue is still running.
-//! Otherwise a reply could land in guest memory that a reset guest has since reused.
+//! For requests that must run detached from the transport's memory (a device copies a request
+//! that may block for long out of guest memory, and copies its reply back only if the queue still
+//! runs), and for tests. [`MemoryWriter`] shares its buffer with a [`ReplyBuffer`] handle, so the
+//! reply can be read after the writer has been consumed by
+//! [`Server::handle_message`](crate::Server::handle_message).
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
-use virtiofsd_fuse::io::{ReplyWriter, RequestReader, ZeroCopyReader, ZeroCopyWriter};
+use crate::io::{ReplyWriter, RequestReader, ZeroCopyReader, ZeroCopyWriter};
 
-fn dup(fd: BorrowedFd<'_>) -> io::Result<File> {
+fn dup_file(fd: BorrowedFd<'_>) -> io::Result<File> {
     Ok(File::from(fd.try_clone_to_owned()?))
 }
 
 /// A request held in memory.
-pub(crate) struct BounceReader {
+pub struct MemoryReader {
     data: Vec<u8>,
     pos: usize,
 }
 
-impl BounceReader {
-    pub(crate) fn new(data: Vec<u8>) -> Self {
-        Self { data, pos: 0 }
+impl MemoryReader {
+    pub fn new(data: Vec<u8>) -> Self {
+        MemoryReader { data, pos: 0 }
     }
 }
 
-impl ZeroCopyReader for BounceReader {
+impl ZeroCopyReader for MemoryReader {
     fn read_to_file(
         &mut self,
         file: BorrowedFd<'_>,
@@ -37,7 +38,7 @@ impl ZeroCopyReader for BounceReader {
         offset: u64,
     ) -> io::Result<usize> {
         let count = count.min(self.data.len() - self.pos);
-        let file = dup(file)?;
+        let file = dup_file(file)?;
         let mut done = 0;
         while done < count {
             let at = self.pos + done;
@@ -52,15 +53,13 @@ impl ZeroCopyReader for BounceReader {
     }
 }
 
-impl RequestReader for BounceReader {
+impl RequestReader for MemoryReader {
     fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let end = self
-            .pos
-            .checked_add(buf.len())
-            .filter(|&end| end <= self.data.len())
-            .ok_or(io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(&self.data[self.pos..end]);
-        self.pos = end;
+        if buf.len() > self.data.len() - self.pos {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.copy_from_slice(&self.data[self.pos..self.pos + buf.len()]);
+        self.pos += buf.len();
         Ok(())
     }
 
@@ -69,38 +68,48 @@ impl RequestReader for BounceReader {
     }
 }
 
-/// Reply space of a fixed size; writers split off it share the one buffer.
-pub(crate) struct BounceWriter {
-    buf: Rc<RefCell<Vec<u8>>>,
+/// Reads back what [`MemoryWriter`]s wrote.
+#[derive(Clone)]
+pub struct ReplyBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl ReplyBuffer {
+    /// The first `len` bytes of the buffer (the reply, given `handle_message`'s return value).
+    pub fn bytes(&self, len: usize) -> Vec<u8> {
+        let buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        buf[..len.min(buf.len())].to_vec()
+    }
+}
+
+/// A reply sink with a fixed amount of room.
+pub struct MemoryWriter {
+    buf: Arc<Mutex<Vec<u8>>>,
     start: usize,
     end: usize,
     written: usize,
 }
 
-impl BounceWriter {
-    /// A writer with `room` bytes.
-    pub(crate) fn new(room: usize) -> Self {
-        Self {
-            buf: Rc::new(RefCell::new(vec![0; room])),
+impl MemoryWriter {
+    /// A writer with `room` bytes, and the handle to read them back.
+    pub fn new(room: usize) -> (MemoryWriter, ReplyBuffer) {
+        let buf = Arc::new(Mutex::new(vec![0u8; room]));
+        let w = MemoryWriter {
+            buf: buf.clone(),
             start: 0,
             end: room,
             written: 0,
-        }
-    }
-
-    /// A handle on the whole buffer, to read the reply once the writer is consumed.
-    pub(crate) fn contents(&self) -> Rc<RefCell<Vec<u8>>> {
-        Rc::clone(&self.buf)
+        };
+        (w, ReplyBuffer(buf))
     }
 
     fn put(&mut self, bytes: &[u8]) {
         let at = self.start + self.written;
-        self.buf.borrow_mut()[at..at + bytes.len()].copy_from_slice(bytes);
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
         self.written += bytes.len();
     }
 }
 
-impl ZeroCopyWriter for BounceWriter {
+impl ZeroCopyWriter for MemoryWriter {
     fn write_from_file(
         &mut self,
         file: BorrowedFd<'_>,
@@ -108,8 +117,8 @@ impl ZeroCopyWriter for BounceWriter {
         offset: u64,
     ) -> io::Result<usize> {
         let count = count.min(self.available_bytes());
-        let file = dup(file)?;
         let mut tmp = vec![0u8; count];
+        let file = dup_file(file)?;
         let mut done = 0;
         while done < count {
             let n = file.read_at(&mut tmp[done..], offset + done as u64)?;
@@ -123,7 +132,7 @@ impl ZeroCopyWriter for BounceWriter {
     }
 }
 
-impl ReplyWriter for BounceWriter {
+impl ReplyWriter for MemoryWriter {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         if buf.len() > self.available_bytes() {
             return Err(io::ErrorKind::WriteZero.into());
@@ -145,24 +154,25 @@ impl ReplyWriter for BounceWriter {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         let mid = self.start + self.written + offset;
-        let tail = Self {
-            buf: Rc::clone(&self.buf),
+        let other = MemoryWriter {
+            buf: self.buf.clone(),
             start: mid,
             end: self.end,
             written: 0,
         };
         self.end = mid;
-        Ok(tail)
+        Ok(other)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn reader_serves_bytes_once_and_reports_short_requests() {
-        let mut r = BounceReader::new(b"abcdef".to_vec());
+        let mut r = MemoryReader::new(b"abcdef".to_vec());
         let mut buf = [0u8; 4];
         r.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"abcd");
@@ -173,30 +183,29 @@ mod tests {
     }
 
     #[test]
-    fn reader_moves_the_rest_into_a_file() {
-        let dir = std::env::temp_dir().join(format!("bounce-test-{}", std::process::id()));
+    fn reader_moves_the_rest_into_a_file_and_writer_reads_it_back() {
+        let path = std::env::temp_dir().join(format!("fuse-memory-test-{}", std::process::id()));
         let file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&dir)
+            .open(&path)
             .unwrap();
-        std::fs::remove_file(&dir).unwrap();
-        let mut r = BounceReader::new(b"xxpayload".to_vec());
+        std::fs::remove_file(&path).unwrap();
+        let mut r = MemoryReader::new(b"xxpayload".to_vec());
         r.read_exact(&mut [0u8; 2]).unwrap();
-        use std::os::fd::AsFd;
         assert_eq!(r.read_to_file(file.as_fd(), 100, 3).unwrap(), 7);
-        let mut back = [0u8; 7];
-        file.read_exact_at(&mut back, 3).unwrap();
-        assert_eq!(&back, b"payload");
         assert_eq!(r.available_bytes(), 0);
+        let (mut w, reply) = MemoryWriter::new(16);
+        // Stops at end of file: 7 bytes from offset 3, not 16.
+        assert_eq!(w.write_from_file(file.as_fd(), 16, 3).unwrap(), 7);
+        assert_eq!(reply.bytes(7), b"payload");
     }
 
     #[test]
     fn writer_split_puts_payload_after_header() {
-        let mut w = BounceWriter::new(10);
-        let contents = w.contents();
+        let (mut w, reply) = MemoryWriter::new(10);
         let mut tail = w.split_at(4).unwrap();
         tail.write_all(b"body").unwrap();
         assert!(tail.write_all(b"toolong").is_err());
@@ -205,7 +214,7 @@ mod tests {
             w.write_all(b"x").is_err(),
             "the head part keeps only 4 bytes"
         );
-        assert_eq!(&contents.borrow()[..8], b"headbody");
+        assert_eq!(reply.bytes(8), b"headbody");
         assert!(w.split_at(1).is_err());
     }
 }
