@@ -66,13 +66,9 @@ test('missing value: exit 1', (t) => {
 test('not supported options: exit 1 naming the option', (t) => {
   const cases: Array<[string[], string]> = [
     [['--security-label'], '--security-label'],
-    [['--sandbox=namespace'], '--sandbox=namespace'],
-    [['--sandbox', 'chroot'], '--sandbox=chroot'],
-    [['--seccomp=kill'], '--seccomp=kill'],
     [['--posix-acl'], '--posix-acl'],
-    [['--uid-map=:0:100000:65536:'], '--uid-map'],
     [['--migration-mode=find-paths'], '--migration-mode'],
-    [['-o', 'modcaps=+chown'], '-o modcaps'],
+    [['--translate-uid=map:0:1000:1'], '--translate-uid'],
   ];
   for (const [args, option] of cases) {
     const { status, stdout, stderr } = run([...args, '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
@@ -136,7 +132,23 @@ test('deprecated forms warn on stderr in the log format', (t) => {
   t.is(status, 1);
   t.regex(stderr, /^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ WARN {2}virtiofsd\] --socket is deprecated/m);
   t.regex(stderr, /WARN {2}virtiofsd\] the '-o' option format is deprecated/);
-  t.regex(stderr, /WARN {2}virtiofsd\] running without a sandbox/);
+  t.notRegex(stderr, /running without/, 'the defaults (namespace, seccomp kill) do not warn');
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('--sandbox=none and --seccomp=none each warn at start', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-cli-'));
+  const copy = path.join(dir, 'pkg');
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  const script = path.join(copy, 'dist', 'cli.js');
+  const both = run(['--shared-dir', dir, '--socket-path', path.join(dir, 's.sock'), '--sandbox=none', '--seccomp=none'], script);
+  t.is(both.status, 1);
+  t.regex(both.stderr, /WARN {2}virtiofsd\] running without a sandbox \(--sandbox=none\)/);
+  t.regex(both.stderr, /WARN {2}virtiofsd\] running without seccomp \(--seccomp=none\)/);
+  const one = run(['--shared-dir', dir, '--socket-path', path.join(dir, 's.sock'), '--sandbox=chroot', '--seccomp=none'], script);
+  t.notRegex(one.stderr, /without a sandbox/);
+  t.regex(one.stderr, /without seccomp/);
   fs.rmSync(dir, { recursive: true });
 });
 

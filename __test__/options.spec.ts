@@ -141,14 +141,21 @@ test('--rlimit-nofile is an unsigned integer, 0 allowed', (t) => {
   usageError(t, [...BASE, '--rlimit-nofile=-5'], /invalid value '-5' for '--rlimit-nofile'/);
 });
 
-test('--sandbox and --seccomp: only none works, others are valid but unsupported', (t) => {
-  t.is(opts([...BASE, '--sandbox', 'none']).sandbox, 'none');
-  t.is(opts([...BASE, '--seccomp=none']).seccomp, 'none');
-  unsupported(t, [...BASE, '--sandbox', 'namespace'], '--sandbox=namespace');
-  unsupported(t, [...BASE, '--sandbox=chroot'], '--sandbox=chroot');
-  unsupported(t, [...BASE, '--seccomp=kill'], '--seccomp=kill');
-  unsupported(t, [...BASE, '--seccomp=log'], '--seccomp=log');
-  unsupported(t, [...BASE, '--seccomp=trap'], '--seccomp=trap');
+test('--sandbox and --seccomp: every upstream value; namespace and kill by default', (t) => {
+  for (const mode of ['namespace', 'chroot', 'none'] as const) {
+    t.is(opts([...BASE, '--sandbox', mode]).sandbox, mode);
+    t.is(cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5', `--sandbox=${mode}`])).sandbox, mode);
+  }
+  for (const action of ['kill', 'log', 'trap', 'none'] as const) {
+    t.is(opts([...BASE, `--seccomp=${action}`]).seccomp, action);
+    t.is(cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5', `--seccomp=${action}`])).seccomp, action);
+  }
+  const defaults = cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5']));
+  t.is(defaults.sandbox, 'namespace');
+  t.is(defaults.seccomp, 'kill');
+  t.deepEqual(defaults.modcaps, { add: [], drop: [] });
+  t.deepEqual(defaults.uidMap, []);
+  t.deepEqual(defaults.gidMap, []);
   usageError(t, [...BASE, '--sandbox=jail'], "invalid value 'jail' for '--sandbox': expected one of namespace, chroot, none");
   usageError(t, [...BASE, '--seccomp=allow'], /invalid value 'allow' for '--seccomp'/);
 });
@@ -174,10 +181,7 @@ test('unsupported flags are parsed then refused by name', (t) => {
 test('unsupported value options are validated first, then refused', (t) => {
   unsupported(t, [...BASE, '--xattrmap', ':map::user.virtiofs.:'], '--xattrmap');
   usageError(t, [...BASE, '--xattrmap=bad'], /invalid value 'bad' for '--xattrmap'/);
-  unsupported(t, [...BASE, '--modcaps=+sys_admin:-chown'], '--modcaps');
   usageError(t, [...BASE, '--modcaps=sys_admin'], /'sys_admin' is not \+capability or -capability/);
-  unsupported(t, [...BASE, '--uid-map=:0:100000:65536:'], '--uid-map');
-  unsupported(t, [...BASE, '--gid-map', '/0/100000/65536/'], '--gid-map');
   usageError(t, [...BASE, '--uid-map=0:1:2'], /invalid value '0:1:2' for '--uid-map'/);
   usageError(t, [...BASE, '--gid-map=:0:1:2:3:'], "invalid value ':0:1:2:3:' for '--gid-map': expected 3 values, got 4");
   unsupported(t, [...BASE, '--translate-uid=map:0:1000:1'], '--translate-uid');
@@ -188,6 +192,28 @@ test('unsupported value options are validated first, then refused', (t) => {
   usageError(t, [...BASE, '--migration-mode=teleport'], /invalid value 'teleport' for '--migration-mode'/);
   unsupported(t, [...BASE, '--migration-on-error=guest-error'], '--migration-on-error');
   usageError(t, [...BASE, '--migration-on-error=ignore'], /invalid value 'ignore' for '--migration-on-error'/);
+});
+
+test('--modcaps: names are checked and compiled to add/drop lists, later items win', (t) => {
+  const config = (v: string) => cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5', `--modcaps=${v}`])).modcaps;
+  t.deepEqual(config('+sys_admin:-chown'), { add: ['sys_admin'], drop: ['chown'] });
+  t.deepEqual(config('+CAP_SYS_ADMIN:-Mknod'), { add: ['sys_admin'], drop: ['mknod'] });
+  t.deepEqual(config('+chown:-chown'), { add: [], drop: ['chown'] });
+  t.deepEqual(config('-chown:+chown'), { add: ['chown'], drop: [] });
+  t.deepEqual(cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5', '-o', 'modcaps=+net_admin'])).modcaps, { add: ['net_admin'], drop: [] });
+  usageError(t, [...BASE, '--modcaps=+sys_everything'], /unknown capability 'sys_everything'/);
+  usageError(t, [...BASE, '--modcaps=+chown:'], /'' is not \+capability or -capability/);
+  t.throws(() => buildDeviceConfig({ sharedDir: '/tmp', fd: 3, modcaps: '+bogus' }), { message: /unknown capability 'bogus'/ });
+});
+
+test('--uid-map/--gid-map reach the device config', (t) => {
+  const config = cliConfig(opts(['--shared-dir', '/tmp', '--fd', '5', '--uid-map=:0:100000:65536:', '--gid-map', '/0/100000/65536/']));
+  t.deepEqual(config.uidMap, [{ inside: 0, outside: 100000, count: 65536 }]);
+  t.deepEqual(config.gidMap, [{ inside: 0, outside: 100000, count: 65536 }]);
+  const base = { sharedDir: '/tmp', fd: 3 };
+  t.throws(() => buildDeviceConfig({ ...base, uidMap: [{ inside: 0, outside: 1, count: 0 }] }), { message: /'uidMap.count'/ });
+  t.throws(() => buildDeviceConfig({ ...base, gidMap: [{ inside: 4294967295, outside: 0, count: 2 }] }), { message: /32-bit ID space/ });
+  t.throws(() => buildDeviceConfig({ ...base, uidMap: 'x' as never }), { message: /expected an array/ });
 });
 
 test('id maps and translations accumulate across repeats', (t) => {
@@ -260,9 +286,9 @@ test('-o errors and unsupported legacy options', (t) => {
   usageError(t, [...BASE, '-o', 'writeback,'], "invalid compat argument '-o '");
   usageError(t, [...BASE, '-o', 'source'], "invalid compat argument '-o source'");
   usageError(t, [...BASE, '-o', 'modcaps=nope'], /invalid value 'nope' for '-o modcaps'/);
-  unsupported(t, [...BASE, '-o', 'sandbox=chroot'], '-o sandbox=chroot');
-  unsupported(t, [...BASE, '-o', 'sandbox=namespace'], '-o sandbox=namespace');
-  unsupported(t, [...BASE, '-o', 'modcaps=+chown'], '-o modcaps');
+  t.is(opts([...BASE, '-o', 'sandbox=chroot']).sandbox, 'chroot');
+  t.is(opts([...BASE, '-o', 'sandbox=namespace']).sandbox, 'namespace');
+  t.is(opts([...BASE, '-o', 'modcaps=+chown']).modcaps, '+chown');
 });
 
 test('unknown options, missing values and stray arguments are errors', (t) => {
@@ -344,6 +370,9 @@ test('CLI options compile to the device config', (t) => {
     logLevel: 'warn',
     sandbox: 'none',
     seccomp: 'none',
+    uidMap: [],
+    gidMap: [],
+    modcaps: { add: [], drop: [] },
   });
   fs.rmSync(dir, { recursive: true });
 });
@@ -399,7 +428,8 @@ test('library options are validated with the CLI rules', (t) => {
   t.true(buildDeviceConfig({ ...base, killprivV2: true }).killprivV2);
   t.throws(() => buildDeviceConfig({ ...base, inodeFileHandles: 'fallback' as never }), { message: /invalid value 'fallback' for 'inodeFileHandles'/ });
   t.throws(() => buildDeviceConfig({ ...base, xattr: 1 as never }), { message: "invalid value for 'xattr': expected a boolean" });
-  t.throws(() => buildDeviceConfig({ ...base, sandbox: 'namespace' as never }), { message: 'not supported yet: sandbox=namespace' });
+  t.throws(() => buildDeviceConfig({ ...base, sandbox: 'jail' as never }), { message: /invalid value 'jail' for 'sandbox'/ });
+  t.throws(() => buildDeviceConfig({ ...base, seccomp: 'allow' as never }), { message: /invalid value 'allow' for 'seccomp'/ });
   t.throws(() => buildDeviceConfig(null as never), { message: 'device options must be an object' });
   t.is(buildDeviceConfig({ ...base, queueSize: 256 }).queueSize, 256);
 });

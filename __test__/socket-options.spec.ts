@@ -135,7 +135,7 @@ test('--fd: adopts an inherited listening socket, exits 0 after the frontend lea
   try {
     await waitFor('the helper to bind the socket', () => isSocket(socketPath), run);
     // Wait until the daemon runs (its log line), so the connection reaches it rather than the helper.
-    await waitFor('the daemon to start', () => /running without a sandbox/.test(run.stderr()), run);
+    await waitFor('the daemon to start', () => /waiting for a vhost-user frontend/.test(run.stderr()), run);
     t.true(connectedSocketCount(run.child.pid as number) >= 1, 'the daemon holds no socket');
     await connectAndVanish(socketPath);
     t.deepEqual(await exitWithin(run, 10_000), { code: 0, signal: null }, run.stderr());

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Provisions everything the guest end-to-end tests need, reusing what is already there:
-#   - system packages: qemu-system-x86 (QEMU), busybox-static, cpio, zstd (installed with apt; root only)
+#   - system packages: qemu-system-x86 (QEMU), busybox-static, cpio, zstd, uidmap (installed with apt; root only)
 #   - the reference daemon (scripts/reference-virtiofsd.sh)
 #   - a guest kernel: Debian 13's 6.12 kernel, which has virtio-pci, FUSE and virtio-fs built in, so the
 #     initramfs needs no modules. QEMU boots its uncompressed vmlinux through PVH, much faster under TCG
@@ -24,6 +24,8 @@ command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
   || missing+=(busybox-static)
 command -v cpio >/dev/null || missing+=(cpio)
 command -v zstd >/dev/null || missing+=(zstd)
+# newuidmap/newgidmap: an unprivileged daemon maps --uid-map/--gid-map ranges with them.
+command -v newuidmap >/dev/null || missing+=(uidmap)
 if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || die "must run as root to install: ${missing[*]} (or install them yourself: apt-get install ${missing[*]})"
   log "installing ${missing[*]}"

@@ -7,6 +7,13 @@ import { CliOptions } from './options';
 import {
   CACHE_POLICIES,
   CachePolicy,
+  IdRange,
+  Modcaps,
+  SANDBOX_MODES,
+  SECCOMP_ACTIONS,
+  SandboxMode,
+  SeccompAction,
+  parseModcaps,
   LOG_LEVELS,
   LogLevel,
   U32_MAX,
@@ -39,8 +46,12 @@ export interface DeviceConfig {
   flock: boolean;
   rlimitNofile: number | null;
   logLevel: LogLevel;
-  sandbox: 'none';
-  seccomp: 'none';
+  sandbox: SandboxMode;
+  seccomp: SeccompAction;
+  uidMap: IdRange[];
+  gidMap: IdRange[];
+  /** Capabilities added to / dropped from the default set of a root device process. */
+  modcaps: Modcaps;
 }
 
 /** Options accepted by `startDevice`. Exactly one of `socketPath` and `fd` is required. */
@@ -79,8 +90,15 @@ export interface DeviceOptions {
   logLevel?: LogLevel;
   numRequestQueues?: number;
   queueSize?: number;
-  sandbox?: 'none';
-  seccomp?: 'none';
+  /** Confinement of the device process (default 'namespace', as upstream). */
+  sandbox?: SandboxMode;
+  /** Action on a forbidden system call (default 'kill', as upstream). */
+  seccomp?: SeccompAction;
+  /** User-namespace UID ranges for an unprivileged start (written with newuidmap). */
+  uidMap?: IdRange[];
+  gidMap?: IdRange[];
+  /** `+cap:-cap` list, as `--modcaps`. */
+  modcaps?: string;
   cwd?: string;
 }
 
@@ -148,12 +166,6 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
   }
 
   const tag = options.tag === undefined || options.tag === null ? null : validateTag('tag', String(options.tag));
-  if (options.sandbox !== undefined && options.sandbox !== 'none') {
-    throw new OptionError(`not supported yet: sandbox=${String(options.sandbox)}`, 'unsupported');
-  }
-  if (options.seccomp !== undefined && options.seccomp !== 'none') {
-    throw new OptionError(`not supported yet: seccomp=${String(options.seccomp)}`, 'unsupported');
-  }
   const rlimit = options.rlimitNofile;
 
   return {
@@ -179,9 +191,30 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
     rlimitNofile:
       rlimit === undefined || rlimit === null ? null : checkInteger('rlimitNofile', rlimit, 0, Number.MAX_SAFE_INTEGER),
     logLevel: parseEnum('logLevel', String(options.logLevel ?? 'info'), LOG_LEVELS),
-    sandbox: 'none',
-    seccomp: 'none',
+    sandbox: parseEnum('sandbox', String(options.sandbox ?? 'namespace'), SANDBOX_MODES),
+    seccomp: parseEnum('seccomp', String(options.seccomp ?? 'kill'), SECCOMP_ACTIONS),
+    uidMap: checkIdRanges('uidMap', options.uidMap),
+    gidMap: checkIdRanges('gidMap', options.gidMap),
+    modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', checkString('modcaps', options.modcaps)),
   };
+}
+
+function checkIdRanges(name: string, ranges: unknown): IdRange[] {
+  if (ranges === undefined) return [];
+  if (!Array.isArray(ranges)) throw new OptionError(`invalid value for '${name}': expected an array of {inside, outside, count}`);
+  return ranges.map((r: unknown) => {
+    const range = r as Partial<IdRange> | null;
+    if (typeof range !== 'object' || range === null) {
+      throw new OptionError(`invalid value for '${name}': expected an array of {inside, outside, count}`);
+    }
+    const inside = checkInteger(`${name}.inside`, range.inside, 0, U32_MAX);
+    const outside = checkInteger(`${name}.outside`, range.outside, 0, U32_MAX);
+    const count = checkInteger(`${name}.count`, range.count, 1, U32_MAX);
+    if (inside + count - 1 > U32_MAX || outside + count - 1 > U32_MAX) {
+      throw new OptionError(`invalid value for '${name}': the range exceeds the 32-bit ID space`);
+    }
+    return { inside, outside, count };
+  });
 }
 
 function checkQueueSize(size: unknown): number {
@@ -218,6 +251,11 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
     flock: !cli.noFlock,
     rlimitNofile: cli.rlimitNofile ?? null,
     logLevel: cli.logLevel,
+    sandbox: cli.sandbox,
+    seccomp: cli.seccomp,
+    uidMap: cli.uidMap,
+    gidMap: cli.gidMap,
+    modcaps: cli.modcaps,
     cwd,
   };
 }

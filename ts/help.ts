@@ -67,17 +67,17 @@ Options:
           (not supported yet)
 
       --sandbox <SANDBOX>
-          How to isolate the daemon: namespace, chroot or none. Only none works for now, and the
-          daemon warns at start that it runs unsandboxed
-          [default: none]
+          How to isolate the daemon: namespace (new mount, PID and network namespaces, plus a
+          user namespace when not root, with the shared directory as root), chroot (root only)
+          or none
+          [default: namespace]
 
       --readonly
           Refuse every guest request that would modify the shared directory
 
       --seccomp <SECCOMP>
-          What seccomp does on a forbidden system call: none, kill, log or trap. Only none works
-          for now
-          [default: none]
+          What seccomp does on a forbidden system call: none, kill, log or trap
+          [default: kill]
 
       --announce-submounts
           Report mount points inside the shared directory to the guest [default]
@@ -112,7 +112,7 @@ Options:
           Print the vhost-user.json capabilities of this backend and exit
 
       --modcaps <MODCAPS>
-          Add or drop capabilities, e.g. --modcaps=+sys_admin:-chown (not supported yet)
+          Add or drop capabilities, e.g. --modcaps=+sys_admin:-chown
 
       --log-level <LOG_LEVEL>
           Most detailed messages to print: error, warn, info, debug, trace or off
@@ -146,10 +146,12 @@ Options:
           (not supported yet)
 
       --uid-map <UID_MAP>
-          User namespace UID range :inside:outside:count:, repeatable (not supported yet)
+          User namespace UID range :inside:outside:count:, repeatable; needs newuidmap when not
+          root
 
       --gid-map <GID_MAP>
-          User namespace GID range :inside:outside:count:, repeatable (not supported yet)
+          User namespace GID range :inside:outside:count:, repeatable; needs newgidmap when not
+          root
 
       --translate-uid <TRANSLATE_UID>
           UID translation done by the daemon, <type>:<source>:<target>:<count> with type guest,

@@ -141,12 +141,10 @@ const SPECS: OptionSpec[] = [
   }),
   value('sandbox', (o, v, c) => {
     o.sandbox = parseEnum(c.name, v, SANDBOX_MODES);
-    if (o.sandbox !== 'none') c.unsupported(`--sandbox=${o.sandbox}`);
   }),
   flag('readonly', (o) => (o.readonly = true)),
   value('seccomp', (o, v, c) => {
     o.seccomp = parseEnum(c.name, v, SECCOMP_ACTIONS);
-    if (o.seccomp !== 'none') c.unsupported(`--seccomp=${o.seccomp}`);
   }),
   flag('announce-submounts', (o) => (o.announceSubmounts = true)),
   flag('no-announce-submounts', (o) => (o.announceSubmounts = false)),
@@ -168,7 +166,6 @@ const SPECS: OptionSpec[] = [
   flag('print-capabilities', (o) => (o.printCapabilities = true)),
   value('modcaps', (o, v, c) => {
     o.modcaps = validateModcaps(c.name, v);
-    c.unsupported('--modcaps');
   }),
   value('log-level', (o, v, c) => (o.logLevel = parseLogLevel(c.name, v))),
   unsupportedFlag('syslog', (o) => (o.syslog = true)),
@@ -196,11 +193,9 @@ const SPECS: OptionSpec[] = [
   unsupportedFlag('security-label', (o) => (o.securityLabel = true)),
   value('uid-map', (o, v, c) => {
     o.uidMap.push(parseIdRange(c.name, v));
-    c.unsupported('--uid-map');
   }),
   value('gid-map', (o, v, c) => {
     o.gidMap.push(parseIdRange(c.name, v));
-    c.unsupported('--gid-map');
   }),
   value('translate-uid', (o, v, c) => {
     o.translateUid.push(parseIdTranslation(c.name, v));
@@ -373,12 +368,10 @@ function applyCompat(options: CliOptions, list: string, unsupported: string[]): 
         if (arg === null) throw bad();
         if (arg !== 'namespace' && arg !== 'chroot') throw badValue();
         options.sandbox = arg;
-        unsupported.push(`-o sandbox=${arg}`);
         break;
       case 'modcaps':
         if (arg === null) throw bad();
         options.modcaps = validateModcaps('-o modcaps', arg);
-        unsupported.push('-o modcaps');
         break;
       case 'xattr':
         noValue();

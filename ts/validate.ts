@@ -152,13 +152,49 @@ export function parseIdTranslation(name: string, value: string): IdTranslation {
  * `CAP_` prefix, case-insensitive.
  */
 export function validateModcaps(name: string, value: string): string {
-  const items = value.split(':');
-  for (const item of items) {
+  parseModcaps(name, value);
+  return value;
+}
+
+/** Capability names (lower case, without `cap_`) in kernel numbering order. */
+export const CAPABILITY_NAMES = [
+  'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
+  'linux_immutable', 'net_bind_service', 'net_broadcast', 'net_admin', 'net_raw', 'ipc_lock', 'ipc_owner',
+  'sys_module', 'sys_rawio', 'sys_chroot', 'sys_ptrace', 'sys_pacct', 'sys_admin', 'sys_boot', 'sys_nice',
+  'sys_resource', 'sys_time', 'sys_tty_config', 'mknod', 'lease', 'audit_write', 'audit_control', 'setfcap',
+  'mac_override', 'mac_admin', 'syslog', 'wake_alarm', 'block_suspend', 'audit_read', 'perfmon', 'bpf',
+  'checkpoint_restore',
+] as const;
+
+export interface Modcaps {
+  add: string[];
+  drop: string[];
+}
+
+/**
+ * Parses `--modcaps=+name:-name` (names case-insensitive, `cap_` prefix optional). Later items
+ * win, so `+x:-x` drops x.
+ */
+export function parseModcaps(name: string, value: string): Modcaps {
+  const add = new Set<string>();
+  const drop = new Set<string>();
+  for (const item of value.split(':')) {
     if (!/^[+-][A-Za-z_]+$/.test(item)) {
       throw invalid(name, value, `'${item}' is not +capability or -capability`);
     }
+    const cap = item.slice(1).toLowerCase().replace(/^cap_/, '');
+    if (!(CAPABILITY_NAMES as readonly string[]).includes(cap)) {
+      throw invalid(name, value, `unknown capability '${item.slice(1)}'`);
+    }
+    if (item.startsWith('+')) {
+      drop.delete(cap);
+      add.add(cap);
+    } else {
+      add.delete(cap);
+      drop.add(cap);
+    }
   }
-  return value;
+  return { add: [...add], drop: [...drop] };
 }
 
 /**

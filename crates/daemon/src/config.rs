@@ -34,6 +34,27 @@ pub struct DaemonConfig {
     pub log_level: LogLevel,
     pub sandbox: SandboxMode,
     pub seccomp: SeccompMode,
+    pub uid_map: Vec<IdRange>,
+    pub gid_map: Vec<IdRange>,
+    pub modcaps: Modcaps,
+}
+
+/// One user-namespace ID range (`--uid-map`/`--gid-map`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// `--modcaps`: capabilities (lower-case names without `cap_`) added to or dropped from the
+/// default set of a root device process.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Modcaps {
+    pub add: Vec<String>,
+    pub drop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -89,17 +110,21 @@ impl LogLevel {
     }
 }
 
-/// Only `none` exists until the sandbox lands; the TypeScript layer refuses the others with a
-/// clear message, and so does deserialisation here.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxMode {
+    Namespace,
+    Chroot,
     None,
 }
 
+/// What the seccomp filter does on a system call outside the allow list.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SeccompMode {
+    Kill,
+    Log,
+    Trap,
     None,
 }
 
@@ -155,6 +180,19 @@ impl DaemonConfig {
             SocketConfig::Fd { fd } if *fd < 0 => return invalid("socket fd must not be negative"),
             _ => {}
         }
+        for name in self.modcaps.add.iter().chain(&self.modcaps.drop) {
+            if virtiofsd_sandbox::caps::number(name).is_err() {
+                return Err(ConfigError::Invalid(format!("unknown capability {name:?}")));
+            }
+        }
+        for range in self.uid_map.iter().chain(&self.gid_map) {
+            if range.count == 0
+                || range.inside.checked_add(range.count - 1).is_none()
+                || range.outside.checked_add(range.count - 1).is_none()
+            {
+                return invalid("ID map ranges must be non-empty and within 32 bits");
+            }
+        }
         Ok(())
     }
 }
@@ -187,7 +225,10 @@ mod tests {
             "rlimitNofile": null,
             "logLevel": "info",
             "sandbox": "none",
-            "seccomp": "none"
+            "seccomp": "none",
+            "uidMap": [],
+            "gidMap": [],
+            "modcaps": { "add": [], "drop": [] }
         })
     }
 
@@ -226,10 +267,17 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unsupported_sandbox() {
+    fn parses_sandbox_options() {
         let mut v = sample();
         v["sandbox"] = serde_json::json!("namespace");
-        assert!(DaemonConfig::from_json(&v.to_string()).is_err());
+        v["seccomp"] = serde_json::json!("kill");
+        v["uidMap"] = serde_json::json!([{ "inside": 0, "outside": 100000, "count": 65536 }]);
+        v["modcaps"] = serde_json::json!({ "add": ["sys_admin"], "drop": ["mknod"] });
+        let config = DaemonConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(config.sandbox, SandboxMode::Namespace);
+        assert_eq!(config.seccomp, SeccompMode::Kill);
+        assert_eq!(config.uid_map[0].count, 65536);
+        assert_eq!(config.modcaps.drop, vec!["mknod".to_string()]);
     }
 
     #[test]
@@ -242,6 +290,21 @@ mod tests {
             ("queueSize", serde_json::json!(1000)),
             ("cache", serde_json::json!("sometimes")),
             ("inodeFileHandles", serde_json::json!("fallback")),
+            ("sandbox", serde_json::json!("jail")),
+            ("seccomp", serde_json::json!("allow")),
+            (
+                "modcaps",
+                serde_json::json!({ "add": ["sys_everything"], "drop": [] }),
+            ),
+            ("modcaps", serde_json::json!({ "add": [] })),
+            (
+                "uidMap",
+                serde_json::json!([{ "inside": 0, "outside": 0, "count": 0 }]),
+            ),
+            (
+                "gidMap",
+                serde_json::json!([{ "inside": 4294967295u32, "outside": 0, "count": 2 }]),
+            ),
         ] {
             let mut v = sample();
             v[field] = value;

@@ -11,5 +11,7 @@ pub mod logger;
 pub mod socket;
 
 mod run;
+mod sandbox;
+mod seccomp;
 
 pub use run::run;

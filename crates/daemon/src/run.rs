@@ -8,9 +8,12 @@ use std::sync::Arc;
 use virtiofsd_device::{DeviceConfig, DeviceEvents};
 use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, FileHandleMode, PassthroughFs};
 
-use crate::config::{CacheMode, DaemonConfig, InodeFileHandles, SocketConfig};
+use crate::config::{
+    CacheMode, DaemonConfig, InodeFileHandles, SandboxMode, SeccompMode, SocketConfig,
+};
 use crate::control::{self, ControlChannel, Event, StopReason};
 use crate::logger;
+use crate::sandbox;
 use crate::socket::{self, BoundSocket};
 
 #[derive(Debug)]
@@ -19,6 +22,8 @@ enum RunError {
     SharedDir(std::path::PathBuf, io::Error),
     Device(String),
     Setup(&'static str, io::Error),
+    Sandbox(virtiofsd_sandbox::SandboxError),
+    Seccomp(String),
 }
 
 impl fmt::Display for RunError {
@@ -30,6 +35,8 @@ impl fmt::Display for RunError {
             }
             RunError::Device(e) => write!(f, "vhost-user device failed: {e}"),
             RunError::Setup(what, e) => write!(f, "{what}: {e}"),
+            RunError::Sandbox(e) => e.fmt(f),
+            RunError::Seccomp(e) => write!(f, "cannot install the seccomp filter: {e}"),
         }
     }
 }
@@ -80,21 +87,40 @@ fn serve(
     channel: &Arc<ControlChannel>,
     commands: UnixStream,
 ) -> Result<(), RunError> {
+    // Everything up to the watcher threads runs single-threaded: unshare and a per-thread capset
+    // require it, and blocking the stop signals first means one sent during start-up stays
+    // pending rather than being lost (a PID-namespace init ignores unhandled signals).
     let signals = block_stop_signals().map_err(|e| RunError::Setup("cannot block signals", e))?;
     let fd_limit = adjust_rlimit_nofile(config.rlimit_nofile)
         .map_err(|e| RunError::Setup("cannot set the open-file limit (--rlimit-nofile)", e))?;
 
-    let fs = PassthroughFs::new(fs_config(config, fd_budget(fd_limit)))
+    // The socket path lies outside the sandbox: bind before entering it.
+    let mut bound = match &config.socket {
+        SocketConfig::Path { path, group } => socket::bind_path(path, group.as_deref()),
+        SocketConfig::Fd { fd } => socket::adopt_fd(*fd),
+    }
+    .map_err(RunError::Socket)?;
+
+    let socket_path = bound.path.clone();
+    let remove_socket = move || {
+        if let Some(path) = &socket_path {
+            socket::remove_socket_file(path);
+        }
+    };
+    let sandboxed = sandbox::enter(config, &remove_socket).map_err(RunError::Sandbox)?;
+    if !sandboxed.host_paths_visible {
+        // The same path may now name a file in the share; the waiting parent removes the socket.
+        bound.path = None;
+    }
+    let bound = Arc::new(bound);
+    let mut fs_cfg = fs_config(config, fd_budget(fd_limit));
+    fs_cfg.root_dir = sandboxed.root_dir.clone();
+    let fs = PassthroughFs::with_proc_self_fd(fs_cfg, sandboxed.proc_self_fd)
         .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
     let server = Arc::new(virtiofsd_fuse::Server::new(fs));
 
-    let bound = Arc::new(
-        match &config.socket {
-            SocketConfig::Path { path, group } => socket::bind_path(path, group.as_deref()),
-            SocketConfig::Fd { fd } => socket::adopt_fd(*fd),
-        }
-        .map_err(RunError::Socket)?,
-    );
+    sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
+    crate::seccomp::install(config.seccomp).map_err(RunError::Seccomp)?;
 
     spawn_stop_watchers(channel, commands, signals, &bound)?;
 
@@ -108,7 +134,12 @@ fn serve(
         SocketConfig::Path { path, .. } => path.display().to_string(),
         SocketConfig::Fd { fd } => format!("fd:{fd}"),
     };
-    log::warn!("running without a sandbox (--sandbox=none) and without seccomp (--seccomp=none)");
+    if config.sandbox == SandboxMode::None {
+        log::warn!("running without a sandbox (--sandbox=none)");
+    }
+    if config.seccomp == SeccompMode::None {
+        log::warn!("running without seccomp (--seccomp=none)");
+    }
     log::info!("waiting for a vhost-user frontend on {listening}");
     channel.send(&Event::Listening { socket: &listening });
 

@@ -54,10 +54,15 @@ impl BoundSocket {
     /// Removes the socket file we created; a path bound by someone else is left alone.
     pub fn remove_file(&self) {
         if let Some(path) = &self.path {
-            if is_socket(path) {
-                let _ = fs::remove_file(path);
-            }
+            remove_socket_file(path);
         }
+    }
+}
+
+/// Removes `path` if it is a socket; anything else there is not ours.
+pub fn remove_socket_file(path: &Path) {
+    if is_socket(path) {
+        let _ = fs::remove_file(path);
     }
 }
 

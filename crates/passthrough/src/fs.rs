@@ -135,6 +135,11 @@ impl PassthroughFs {
     /// Like [`PassthroughFs::new`] with a `/proc/self/fd` handle opened by the caller: a sandbox
     /// opens it before the host's /proc becomes unreachable.
     pub fn with_proc_self_fd(cfg: Config, proc_self_fd: OwnedFd) -> io::Result<PassthroughFs> {
+        if cfg.xattr {
+            // The xattr calls name inodes relative to the working directory (see xattr.rs);
+            // nothing else in a device process uses relative paths.
+            oslib::fchdir(proc_self_fd.as_fd())?;
+        }
         let root = open_dir_path(&cfg.root_dir)?;
         let (st, mnt_id) = stat_with_mount(root.as_fd())?;
         let key = InodeKey {

@@ -106,6 +106,15 @@ pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Resu
     Ok(unsafe { st.assume_init() })
 }
 
+/// Makes `dir` the process's working directory.
+pub fn fchdir(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fchdir only reads the descriptor number, which `dir` keeps open for the call.
+    if unsafe { libc::fchdir(dir.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Attributes of the file `fd` refers to itself (works on `O_PATH` fds and symlinks).
 pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
     fstatat(fd, EMPTY, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)

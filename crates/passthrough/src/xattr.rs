@@ -1,8 +1,11 @@
 //! Extended attributes, served only with `Config::xattr`.
 //!
-//! Every call goes through the `/proc/self/fd/N` path of the inode's `O_PATH` descriptor, which
-//! reaches the file itself whatever its type (a symlink's own attributes, never its target's)
-//! without opening it: opening a device or FIFO could block or have side effects.
+//! Every call names the inode by the magic link of its `O_PATH` descriptor, which reaches the file
+//! itself whatever its type (a symlink's own attributes, never its target's) without opening it:
+//! opening a device or FIFO could block or have side effects. The link is named relative to the
+//! working directory, which `PassthroughFs` makes its private `/proc/self/fd` handle: inside the
+//! sandbox an absolute `/proc/...` path would resolve in the shared directory, where the guest
+//! could plant whatever it likes.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -19,11 +22,7 @@ pub const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
 
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // Decimal digits never contain NUL.
-    CString::new(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .unwrap_or_default()
+    CString::new(std::os::fd::AsRawFd::as_raw_fd(&fd).to_string()).unwrap_or_default()
 }
 
 /// Size-or-data reply for a guest buffer of `size` bytes (0 asks for the size).

@@ -1,0 +1,260 @@
+//! The namespace sandbox: new mount, PID and network namespaces (plus a user namespace when
+//! unprivileged), the shared directory as root, the old root detached.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::idmap::{self, IdRange};
+use crate::sys;
+use crate::{Options, SandboxError, Sandboxed};
+
+pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, SandboxError> {
+    let (uid, gid) = (sys::geteuid(), sys::getegid());
+    let privileged = uid == 0;
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET;
+    if !privileged {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    let ranges = !opts.uid_map.is_empty() || !opts.gid_map.is_empty();
+    if !privileged && ranges {
+        // Only a process outside the new user namespace can run the setuid map helpers on it.
+        unshare_in_child_mapped_by_parent(flags, opts.uid_map, opts.gid_map, on_exit)?;
+    } else {
+        sys::unshare(flags).map_err(|e| SandboxError::Sys("unshare", e))?;
+        if !privileged {
+            idmap::map_self(uid, gid).map_err(|e| SandboxError::IdMap(e.to_string()))?;
+        }
+    }
+    // CLONE_NEWPID applies to children only: the serving process is the next one.
+    fork_and_wait(on_exit)?;
+    sys::set_parent_death_signal(libc::SIGKILL);
+    setup_root(opts.shared_dir)
+}
+
+/// Forks; the parent waits for the child and never returns, the child returns.
+fn fork_and_wait(on_exit: &dyn Fn()) -> Result<(), SandboxError> {
+    // Blocked before the fork so a child that ends at once still leaves SIGCHLD pending.
+    let old = block(&waiter_signals()).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
+    let pid = sys::fork().map_err(|e| SandboxError::Sys("fork", e));
+    match pid {
+        Ok(0) => {
+            set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
+            Ok(())
+        }
+        Ok(child) => wait_forwarding(child, on_exit),
+        Err(e) => {
+            let _ = set_mask(&old);
+            Err(e)
+        }
+    }
+}
+
+fn unshare_in_child_mapped_by_parent(
+    flags: libc::c_int,
+    uid_map: &[IdRange],
+    gid_map: &[IdRange],
+    on_exit: &dyn Fn(),
+) -> Result<(), SandboxError> {
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let old = block(&waiter_signals()).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
+    match sys::fork().map_err(|e| SandboxError::Sys("fork", e))? {
+        0 => {
+            drop((ready_r, go_w));
+            set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
+            sys::unshare(flags).map_err(|e| SandboxError::Sys("unshare", e))?;
+            write_byte(&ready_w).map_err(|e| SandboxError::Sys("sync", e))?;
+            // End of file instead of a byte: the parent could not map us.
+            if !read_byte(&go_r) {
+                return Err(SandboxError::IdMap(
+                    "the parent did not map the namespace".into(),
+                ));
+            }
+            Ok(())
+        }
+        child => {
+            drop((ready_w, go_r));
+            let mapped = if read_byte(&ready_r) {
+                idmap::map_with_helpers(child, uid_map, gid_map)
+            } else {
+                Err("the child could not create its namespaces".into())
+            };
+            match mapped {
+                Ok(()) => {
+                    let _ = write_byte(&go_w);
+                    drop(go_w);
+                    wait_forwarding(child, on_exit)
+                }
+                Err(msg) => {
+                    drop(go_w);
+                    // The child gives up on end of file; reap it so no zombie is left.
+                    let mut status = 0;
+                    // SAFETY: waiting for our own child; `status` is valid for writes.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    let _ = set_mask(&old);
+                    Err(SandboxError::IdMap(msg))
+                }
+            }
+        }
+    }
+}
+
+/// Mounts and root change in the serving process. It takes a mount namespace of its own first,
+/// so the waiting parent keeps seeing host paths (it removes the socket file at the end).
+fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
+    sys::unshare(libc::CLONE_NEWNS).map_err(|e| SandboxError::Sys("unshare", e))?;
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE)
+        .map_err(|e| SandboxError::Sys("making mounts private", e))?;
+    // A procfs of the new PID namespace, so nothing of the host's processes is reachable from
+    // the handle we keep. Where procfs cannot be mounted (a locked-down container), the existing
+    // one still resolves /proc/self to this process.
+    let proc = Path::new("/proc");
+    if let Err(e) = sys::mount(
+        Some(Path::new("proc")),
+        proc,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    ) {
+        log::debug!("cannot mount a new procfs ({e}); using the existing one");
+    }
+    let proc_self_fd = sys::open_path(Path::new("/proc/self/fd"))
+        .map_err(|e| SandboxError::Sys("cannot open /proc/self/fd", e))?;
+    // pivot_root wants the new root to be a mount point.
+    sys::mount(
+        Some(shared_dir),
+        shared_dir,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+    )
+    .map_err(|e| SandboxError::Path("bind mount", shared_dir.to_owned(), e))?;
+    sys::chdir(shared_dir).map_err(|e| SandboxError::Path("chdir", shared_dir.to_owned(), e))?;
+    sys::pivot_root_here()
+        .map_err(|e| SandboxError::Path("pivot_root", shared_dir.to_owned(), e))?;
+    // The old root now sits on top of "."; detaching it leaves only the share.
+    sys::umount_detach(Path::new("."))
+        .map_err(|e| SandboxError::Sys("detaching the old root", e))?;
+    sys::chdir(Path::new("/")).map_err(|e| SandboxError::Sys("chdir /", e))?;
+    Ok(Sandboxed {
+        proc_self_fd,
+        root_dir: PathBuf::from("/"),
+        host_paths_visible: false,
+    })
+}
+
+fn waiter_signals() -> [libc::c_int; 4] {
+    [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn block(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
+    let set = sigset(signals);
+    // SAFETY: all-zero is a valid sigset_t to be overwritten.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid.
+    let rc = unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(old)
+}
+
+fn set_mask(mask: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `mask` is an initialised set.
+    let rc = unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The waiting parent: holds no descriptor (so the control socket's end of file is the serving
+/// process's alone), forwards stop signals, and exits as the child did.
+fn wait_forwarding(child: libc::pid_t, on_exit: &dyn Fn()) -> ! {
+    sys::close_from(3);
+    // Signalling its own child needs no capability; removing the socket file may need to get
+    // past directory permissions and a sticky bit.
+    let waiter_caps = (1 << 1) | (1 << 3);
+    if let Err(e) = crate::caps::restrict(waiter_caps) {
+        log::debug!("cannot drop the waiting process's capabilities: {e}");
+    }
+    let set = sigset(&waiter_signals());
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waiting for our own child; `status` is valid for writes.
+        let rc = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        if rc == child
+            || (rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+        {
+            on_exit();
+            exit_like(status);
+        }
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and `sig` valid for writes.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 || sig == libc::SIGCHLD {
+            continue;
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child, sig) };
+    }
+}
+
+fn exit_like(status: libc::c_int) -> ! {
+    if libc::WIFEXITED(status) {
+        sys::exit_now(libc::WEXITSTATUS(status));
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: restoring the default action and raising the same signal on ourselves.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            let set = sigset(&[sig]);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        sys::exit_now(128 + sig);
+    }
+    sys::exit_now(1)
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SandboxError::Sys("pipe", io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 just created both descriptors; each is owned once.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn write_byte(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: one byte from a valid buffer.
+    let n = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    if n != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn read_byte(fd: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: one byte into a valid buffer.
+        let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return n == 1;
+    }
+}
