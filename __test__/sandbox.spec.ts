@@ -215,3 +215,37 @@ test.serial('an ordinary user: user namespace, and a guest creates, writes, read
   t.is(fs.readFileSync(path.join(share, 'kept'), 'utf8'), 'keep\n');
   t.is(fs.statSync(path.join(share, 'kept')).uid, NOBODY, 'files belong to the user who started the daemon');
 });
+
+/** Grants nobody a subordinate ID range (what an administrator does for --uid-map/--gid-map). */
+function grantSubordinateIds(file: '/etc/subuid' | '/etc/subgid', start: number, count: number): void {
+  const entry = `nobody:${start}:${count}`;
+  const lines = fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+  if (!lines.includes(entry)) fs.writeFileSync(file, [...lines, entry, ''].join('\n'));
+}
+
+test.serial('an ordinary user with --uid-map/--gid-map ranges: mapped through newuidmap/newgidmap', async (t) => {
+  grantSubordinateIds('/etc/subuid', 300000, 65536);
+  grantSubordinateIds('/etc/subgid', 300000, 65536);
+  const maps = ['--uid-map=:0:65534:1:', '--uid-map=:1:300000:1000:', '--gid-map=:0:65534:1:', '--gid-map=:1:300000:1000:'];
+  const s = await startCli(maps, { asNobody: true });
+  try {
+    const table = (kind: 'uid_map' | 'gid_map') =>
+      fs.readFileSync(`/proc/${s.server}/${kind}`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+    t.deepEqual(table('uid_map'), [[0, NOBODY, 1], [1, 300000, 1000]]);
+    t.deepEqual(table('gid_map'), [[0, NOBODY, 1], [1, 300000, 1000]]);
+  } finally {
+    t.is(await stop(s), 0, s.stderr());
+  }
+
+  // A range the administrator did not grant is refused with the helper's reason.
+  const sockDir = tempDir('vfsd-sandbox-refused-');
+  fs.chownSync(sockDir, NOBODY, NOBODY);
+  const refused = spawn('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, cli,
+    `--shared-dir=${os.tmpdir()}`, `--socket-path=${path.join(sockDir, 'x.sock')}`,
+    '--uid-map=:0:65534:1:', '--uid-map=:1:900000:10:'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  refused.stderr!.on('data', (d) => (err += String(d)));
+  const code = await new Promise<number | null>((r) => refused.once('exit', (c) => r(c)));
+  t.is(code, 1, err);
+  t.regex(err, /cannot set up ID mappings: newuidmap failed .*not allowed/);
+});

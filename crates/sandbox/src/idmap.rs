@@ -36,11 +36,13 @@ pub fn map_with_helpers(pid: i32, uid_map: &[IdRange], gid_map: &[IdRange]) -> R
                 r.count.to_string(),
             ]);
         }
-        let status = cmd
-            .status()
+        let out = cmd
+            .output()
             .map_err(|e| format!("cannot run {tool} (install package uidmap): {e}"))?;
-        if !status.success() {
-            return Err(format!("{tool} failed ({status})"));
+        if !out.status.success() {
+            // Its message says which range /etc/subuid or /etc/subgid does not allow.
+            let why = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("{tool} failed ({}): {}", out.status, why.trim()));
         }
     }
     Ok(())

@@ -65,11 +65,12 @@ fn unshare_in_child_mapped_by_parent(
             set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
             sys::unshare(flags).map_err(|e| SandboxError::Sys("unshare", e))?;
             write_byte(&ready_w).map_err(|e| SandboxError::Sys("sync", e))?;
-            // End of file instead of a byte: the parent could not map us.
+            // End of file instead of a byte: the parent could not map us, and reports why
+            // (which helper failed and how) on the shared control channel. Leave quietly, so
+            // that report is the one the user sees.
             if !read_byte(&go_r) {
-                return Err(SandboxError::IdMap(
-                    "the parent did not map the namespace".into(),
-                ));
+                // SAFETY: ends this forked child at once; it holds nothing to flush or release.
+                unsafe { libc::_exit(1) };
             }
             Ok(())
         }
