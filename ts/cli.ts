@@ -75,8 +75,6 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo): Prom
       if (levelEnabled(level, threshold)) io.stderr(formatLogLine(level, 'virtiofsd', message));
     };
     for (const warning of parsed.warnings) log('warn', warning);
-    if (config.sandbox === 'none') log('warn', 'running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
-    if (config.seccomp === 'none') log('warn', 'running without seccomp (--seccomp=none): every system call is allowed');
   } catch (error) {
     return reportOptionError(error, io);
   }

@@ -285,6 +285,9 @@ export async function startDevice(options: DeviceOptions, start: StartOptions = 
 
 /** @internal starts a device from an already validated config (the CLI validates before warning). */
 export async function startFromConfig(config: DeviceConfig, start: StartOptions = {}): Promise<Device> {
+  const warn = (message: string): void => start.onLog?.({ level: 'warn', target: 'virtiofsd', message, time: new Date() });
+  if (config.sandbox === 'none') warn('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
+  if (config.seccomp === 'none') warn('running without seccomp (--seccomp=none): every system call is allowed');
   const native = start.native ?? nativeBackend();
   const { pid, controlFd } = native.spawnDevice(JSON.stringify(config));
   const device = new Device(native, config, pid, controlFd);

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use virtiofsd_device::{DeviceConfig, DeviceEvents};
 use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, FileHandleMode, PassthroughFs};
 
-use crate::config::{
-    CacheMode, DaemonConfig, InodeFileHandles, SandboxMode, SeccompMode, SocketConfig,
-};
+use crate::config::{CacheMode, DaemonConfig, InodeFileHandles, SocketConfig};
 use crate::control::{self, ControlChannel, Event, StopReason};
 use crate::logger;
 use crate::sandbox;
@@ -134,12 +132,7 @@ fn serve(
         SocketConfig::Path { path, .. } => path.display().to_string(),
         SocketConfig::Fd { fd } => format!("fd:{fd}"),
     };
-    if config.sandbox == SandboxMode::None {
-        log::warn!("running without a sandbox (--sandbox=none)");
-    }
-    if config.seccomp == SeccompMode::None {
-        log::warn!("running without seccomp (--seccomp=none)");
-    }
+    // The TypeScript layer warns about --sandbox=none and --seccomp=none before it spawns us.
     log::info!("waiting for a vhost-user frontend on {listening}");
     channel.send(&Event::Listening { socket: &listening });
 
