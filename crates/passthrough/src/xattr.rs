@@ -16,9 +16,8 @@ use virtiofsd_fuse::filesystem::{Context, Inode, XattrReply};
 use crate::fs::{err, PassthroughFs};
 use crate::oslib;
 
-/// `FUSE_SETXATTR_ACL_KILL_SGID`: the guest saw that the caller may not keep setgid when
-/// setting an access ACL.
-pub const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+/// The guest saw that the caller may not keep setgid when setting an access ACL.
+pub use virtiofsd_fuse::abi::FUSE_SETXATTR_ACL_KILL_SGID;
 
 fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // Decimal digits never contain NUL.
