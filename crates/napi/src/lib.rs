@@ -71,11 +71,3 @@ pub fn reap_device(pid: i32) -> Result<DeviceStatus> {
 pub fn signal_device(pid: i32, signal: i32) -> Result<()> {
     process::signal(pid, signal).map_err(to_napi)
 }
-
-/// Checks a device configuration without starting anything.
-#[napi]
-pub fn validate_config(config_json: String) -> Result<()> {
-    DaemonConfig::from_json(&config_json)
-        .map(|_| ())
-        .map_err(to_napi)
-}
