@@ -182,7 +182,9 @@ function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: s
   if (!Number.isInteger(mem) || mem < 128) throw new Error(`memoryMiB must be an integer >= 128, got ${mem}`);
   const queues = opts.numRequestQueues ? `,num-request-queues=${opts.numRequestQueues}` : '';
   return [
-    '-accel', 'tcg',
+    // One host thread for both vCPUs: with multi-threaded TCG, a vCPU sometimes runs code the
+    // other is patching (static keys, via int3) and the guest oopses while booting.
+    '-accel', 'tcg,thread=single',
     '-smp', '2',
     '-m', `${mem}M`,
     // vhost-user needs guest RAM the daemon can map: shared memfd.
@@ -196,8 +198,8 @@ function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: s
     '-device', `vhost-user-fs-pci,chardev=vfs,tag=${tag},queue-size=1024${queues}`,
     '-kernel', paths.vmlinux,
     '-initrd', initrd,
-    // tsc=reliable: no clocksource watchdog, which under TCG on a loaded host sometimes declared
-    // the TSC unstable and panicked the guest while patching kernel text.
+    // tsc=reliable: no clocksource watchdog, which under emulation on a loaded host may find the
+    // TSC unstable and switch clocksources mid-test.
     '-append', `console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable vfs_tag=${tag}`,
   ];
 }
