@@ -9,6 +9,7 @@ pub mod abi;
 pub mod filesystem;
 pub mod io;
 pub mod memory;
+pub mod ratelimit;
 pub mod server;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
