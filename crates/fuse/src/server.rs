@@ -119,6 +119,51 @@ impl From<Error> for io::Error {
 /// A reply payload, or the errno to answer with.
 type OpResult = Result<Vec<u8>, i32>;
 
+/// A reference an operation took on the guest's behalf, to give back if the reply carrying it
+/// never reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// One lookup reference on `inode`.
+    Forget { inode: u64 },
+    /// An open file handle.
+    Release { inode: u64, flags: u32, handle: u64 },
+    /// An open directory handle.
+    Releasedir { inode: u64, flags: u32, handle: u64 },
+}
+
+/// What one request took, in the order to give it back.
+#[derive(Debug, Default)]
+struct Taken(Vec<Undo>);
+
+impl Taken {
+    /// A positive entry carries one lookup reference; a negative one (inode 0) none.
+    fn entry(&mut self, e: &Entry) {
+        if e.inode != 0 {
+            self.0.push(Undo::Forget { inode: e.inode });
+        }
+    }
+
+    fn handle(&mut self, dir: bool, inode: u64, flags: u32, handle: u64) {
+        self.0.push(if dir {
+            Undo::Releasedir {
+                inode,
+                flags,
+                handle,
+            }
+        } else {
+            Undo::Release {
+                inode,
+                flags,
+                handle,
+            }
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Dispatches FUSE requests to a [`FileSystem`]. Shared by all queue threads.
 pub struct Server<F: FileSystem> {
     fs: F,
@@ -198,7 +243,7 @@ impl<F: FileSystem> Server<F> {
             // and the FUSE rules let a server ignore one: the interrupted request completes
             // normally. Answering nothing also gives a hostile guest nothing to match replies
             // against; the chain is returned with no reply bytes.
-            log::debug!("request {}: INTERRUPT ignored", h.unique);
+            crate::guest_log!(log::Level::Debug, "request {}: INTERRUPT ignored", h.unique);
             return Ok(0);
         }
         let no_reply = matches!(opcode, Ok(Opcode::Forget) | Ok(Opcode::BatchForget));
@@ -206,7 +251,8 @@ impl<F: FileSystem> Server<F> {
         let body_len = available - IN_HEADER_LEN;
         let ext_len = h.total_extlen as usize * 8;
         if h.len as usize != available || ext_len > body_len {
-            log::debug!(
+            crate::guest_log!(
+                log::Level::Debug,
                 "request {}: header says {} bytes, {} present (extensions {ext_len})",
                 h.unique,
                 h.len,
@@ -245,7 +291,7 @@ impl<F: FileSystem> Server<F> {
             }
             Ok(op) => op,
             Err(unknown) => {
-                log::debug!("request {}: {unknown}", h.unique);
+                crate::guest_log!(log::Level::Debug, "request {}: {unknown}", h.unique);
                 return reply_error(&mut w, h.unique, libc::ENOSYS);
             }
         };
@@ -266,25 +312,27 @@ impl<F: FileSystem> Server<F> {
             }
         }
         let node = h.nodeid;
+        // What the operation took that the guest learns about only through the reply.
+        let mut taken = Taken::default();
         let result = match op {
             Opcode::Read => return self.read(ctx, &h, &args, w),
             Opcode::Readdir | Opcode::Readdirplus => {
                 let room = w.available_bytes().saturating_sub(OUT_HEADER_LEN);
-                self.readdir(ctx, op, node, &args, room)
+                self.readdir(ctx, op, node, &args, room, &mut taken)
             }
             Opcode::Destroy => self.destroy(),
-            Opcode::Lookup => self.lookup(ctx, node, &args),
+            Opcode::Lookup => self.lookup(ctx, node, &args, &mut taken),
             Opcode::Getattr => self.getattr(ctx, node, &args),
             Opcode::Setattr => self.setattr(ctx, node, &args),
             Opcode::Readlink => self.fs.readlink(ctx, node).map_err(|e| os_error(op, e)),
-            Opcode::Symlink => self.symlink(ctx, node, &args),
-            Opcode::Mknod => self.mknod(ctx, node, &args),
-            Opcode::Mkdir => self.mkdir(ctx, node, &args),
+            Opcode::Symlink => self.symlink(ctx, node, &args, &mut taken),
+            Opcode::Mknod => self.mknod(ctx, node, &args, &mut taken),
+            Opcode::Mkdir => self.mkdir(ctx, node, &args, &mut taken),
             Opcode::Unlink | Opcode::Rmdir => self.remove(ctx, op, node, &args),
             Opcode::Rename | Opcode::Rename2 => self.rename(ctx, op, node, &args),
-            Opcode::Link => self.link(ctx, node, &args),
-            Opcode::Open | Opcode::Opendir => self.open(ctx, op, node, &args),
-            Opcode::Create => self.create(ctx, node, &args),
+            Opcode::Link => self.link(ctx, node, &args, &mut taken),
+            Opcode::Open | Opcode::Opendir => self.open(ctx, op, node, &args, &mut taken),
+            Opcode::Create => self.create(ctx, node, &args, &mut taken),
             Opcode::Statfs => self.statfs(ctx, node),
             Opcode::Release | Opcode::Releasedir => self.release(ctx, op, node, &args),
             Opcode::Fsync | Opcode::Fsyncdir => self.fsync(ctx, op, node, &args),
@@ -300,11 +348,50 @@ impl<F: FileSystem> Server<F> {
             Opcode::Syncfs => self.syncfs(ctx, node, &args),
             Opcode::Getlk => self.getlk(ctx, node, &args),
             Opcode::Setlk | Opcode::Setlkw => self.setlk(ctx, op, node, &args),
-            Opcode::Tmpfile => self.tmpfile(ctx, node, &args),
+            Opcode::Tmpfile => self.tmpfile(ctx, node, &args, &mut taken),
             Opcode::Statx => self.statx(ctx, node, &args),
             _ => Err(libc::ENOSYS),
         };
-        reply(&mut w, h.unique, result)
+        let replied = reply(&mut w, h.unique, result);
+        if let Err(e) = &replied {
+            if !taken.is_empty() {
+                crate::guest_log!(
+                    log::Level::Debug,
+                    "request {}: {op:?} reply not delivered ({e}); undoing it",
+                    h.unique
+                );
+                self.undo(ctx, taken);
+            }
+        }
+        replied
+    }
+
+    /// Gives back what an operation took when its reply could not be delivered: the guest never
+    /// learns of the inode or handle, so it would never FORGET or RELEASE it.
+    fn undo(&self, ctx: Context, taken: Taken) {
+        for t in taken.0 {
+            match t {
+                Undo::Forget { inode } => self.fs.forget(ctx, inode, 1),
+                Undo::Release {
+                    inode,
+                    flags,
+                    handle,
+                } => {
+                    if let Err(e) = self.fs.release(ctx, inode, flags, handle, false, None) {
+                        crate::guest_log!(log::Level::Debug, "undo RELEASE failed: {e}");
+                    }
+                }
+                Undo::Releasedir {
+                    inode,
+                    flags,
+                    handle,
+                } => {
+                    if let Err(e) = self.fs.releasedir(ctx, inode, flags, handle) {
+                        crate::guest_log!(log::Level::Debug, "undo RELEASEDIR failed: {e}");
+                    }
+                }
+            }
+        }
     }
 
     fn init<W: ReplyWriter>(&self, h: &InHeader, args: &[u8], w: &mut W) -> Result<usize, Error> {
@@ -328,7 +415,12 @@ impl<F: FileSystem> Server<F> {
             return reply(w, h.unique, Ok(out.as_bytes().to_vec()));
         }
         if init.major < KERNEL_VERSION || init.minor < MIN_KERNEL_MINOR_VERSION {
-            log::debug!("unsupported FUSE protocol {}.{}", init.major, init.minor);
+            crate::guest_log!(
+                log::Level::Debug,
+                "unsupported FUSE protocol {}.{}",
+                init.major,
+                init.minor
+            );
             return reply_error(w, h.unique, libc::EPROTO);
         }
 
@@ -408,12 +500,13 @@ impl<F: FileSystem> Server<F> {
         Ok(0)
     }
 
-    fn lookup(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn lookup(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (name, _) = parse_name(args)?;
         let entry = self
             .fs
             .lookup(ctx, parent, name)
             .map_err(|e| os_error(Opcode::Lookup, e))?;
+        taken.entry(&entry);
         Ok(entry_out(&entry).as_bytes().to_vec())
     }
 
@@ -437,33 +530,36 @@ impl<F: FileSystem> Server<F> {
         Ok(attr_out(&st, timeout).as_bytes().to_vec())
     }
 
-    fn symlink(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn symlink(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (name, rest) = parse_name(args)?;
         let (target, _) = parse_symlink_target(rest)?;
         let entry = self
             .fs
             .symlink(ctx, target, parent, name)
             .map_err(|e| os_error(Opcode::Symlink, e))?;
+        taken.entry(&entry);
         Ok(entry_out(&entry).as_bytes().to_vec())
     }
 
-    fn mknod(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn mknod(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (m, rest) = arg::<MknodIn>(args)?;
         let (name, _) = parse_name(rest)?;
         let entry = self
             .fs
             .mknod(ctx, parent, name, m.mode, m.rdev, m.umask)
             .map_err(|e| os_error(Opcode::Mknod, e))?;
+        taken.entry(&entry);
         Ok(entry_out(&entry).as_bytes().to_vec())
     }
 
-    fn mkdir(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn mkdir(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (m, rest) = arg::<MkdirIn>(args)?;
         let (name, _) = parse_name(rest)?;
         let entry = self
             .fs
             .mkdir(ctx, parent, name, m.mode, m.umask)
             .map_err(|e| os_error(Opcode::Mkdir, e))?;
+        taken.entry(&entry);
         Ok(entry_out(&entry).as_bytes().to_vec())
     }
 
@@ -494,17 +590,25 @@ impl<F: FileSystem> Server<F> {
         Ok(Vec::new())
     }
 
-    fn link(&self, ctx: Context, new_parent: u64, args: &[u8]) -> OpResult {
+    fn link(&self, ctx: Context, new_parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (l, rest) = arg::<LinkIn>(args)?;
         let (name, _) = parse_name(rest)?;
         let entry = self
             .fs
             .link(ctx, l.oldnodeid, new_parent, name)
             .map_err(|e| os_error(Opcode::Link, e))?;
+        taken.entry(&entry);
         Ok(entry_out(&entry).as_bytes().to_vec())
     }
 
-    fn open(&self, ctx: Context, op: Opcode, node: u64, args: &[u8]) -> OpResult {
+    fn open(
+        &self,
+        ctx: Context,
+        op: Opcode,
+        node: u64,
+        args: &[u8],
+        taken: &mut Taken,
+    ) -> OpResult {
         let (o, _) = arg::<OpenIn>(args)?;
         let result = if op == Opcode::Open {
             let kill_suidgid = o.open_flags & FUSE_OPEN_KILL_SUIDGID != 0;
@@ -513,10 +617,13 @@ impl<F: FileSystem> Server<F> {
             self.fs.opendir(ctx, node, o.flags)
         };
         let (handle, options) = result.map_err(|e| os_error(op, e))?;
+        if let Some(handle) = handle {
+            taken.handle(op == Opcode::Opendir, node, o.flags, handle);
+        }
         Ok(open_out(handle, options).as_bytes().to_vec())
     }
 
-    fn create(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn create(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         let (c, rest) = arg::<CreateIn>(args)?;
         let (name, _) = parse_name(rest)?;
         let (entry, handle, options) = self
@@ -531,6 +638,11 @@ impl<F: FileSystem> Server<F> {
                 c.open_flags & FUSE_OPEN_KILL_SUIDGID != 0,
             )
             .map_err(|e| os_error(Opcode::Create, e))?;
+        // The handle first: releasing it may need the inode the forget would drop.
+        if let Some(handle) = handle {
+            taken.handle(false, entry.inode, c.flags, handle);
+        }
+        taken.entry(&entry);
         let mut out = entry_out(&entry).as_bytes().to_vec();
         out.extend_from_slice(open_out(handle, options).as_bytes());
         Ok(out)
@@ -565,7 +677,8 @@ impl<F: FileSystem> Server<F> {
                 // The bytes actually in the buffers are the truth, whatever the count says.
                 let written = data.bytes_written();
                 if claimed != written {
-                    log::debug!(
+                    crate::guest_log!(
+                        log::Level::Debug,
                         "read {}: fs claimed {claimed} bytes, wrote {written}",
                         h.unique
                     );
@@ -625,7 +738,15 @@ impl<F: FileSystem> Server<F> {
         Ok(out.as_bytes().to_vec())
     }
 
-    fn readdir(&self, ctx: Context, op: Opcode, node: u64, args: &[u8], room: usize) -> OpResult {
+    fn readdir(
+        &self,
+        ctx: Context,
+        op: Opcode,
+        node: u64,
+        args: &[u8],
+        room: usize,
+        taken: &mut Taken,
+    ) -> OpResult {
         let (rd, _) = arg::<ReadIn>(args)?;
         let cap = (rd.size as usize).min(room).min(MAX_WRITE as usize);
         let mut buf: Vec<u8> = Vec::with_capacity(cap);
@@ -634,7 +755,13 @@ impl<F: FileSystem> Server<F> {
             self.fs
                 .readdir(ctx, node, rd.fh, rd.size, rd.offset, &mut add)
         } else {
-            let mut add = |d: DirEntry<'_>, e: Entry| push_dirent(&mut buf, cap, Some(&e), &d);
+            let mut add = |d: DirEntry<'_>, e: Entry| {
+                let used = push_dirent(&mut buf, cap, Some(&e), &d)?;
+                if used > 0 {
+                    taken.entry(&e);
+                }
+                Ok(used)
+            };
             self.fs
                 .readdirplus(ctx, node, rd.fh, rd.size, rd.offset, &mut add)
         };
@@ -835,7 +962,10 @@ impl<F: FileSystem> Server<F> {
             .getlk(ctx, node, request)
             .map_err(|e| os_error(Opcode::Getlk, e))?;
         if !valid_lock_type(found.lock_type) || found.start > found.end {
-            log::debug!("getlk: filesystem returned a malformed lock {found:?}");
+            crate::guest_log!(
+                log::Level::Debug,
+                "getlk: filesystem returned a malformed lock {found:?}"
+            );
             return Err(libc::EIO);
         }
         let out = LkOut {
@@ -857,13 +987,17 @@ impl<F: FileSystem> Server<F> {
         Ok(Vec::new())
     }
 
-    fn tmpfile(&self, ctx: Context, parent: u64, args: &[u8]) -> OpResult {
+    fn tmpfile(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
         // The kernel sends a placeholder name ("/") after the arguments; the file has none.
         let (c, _) = arg::<CreateIn>(args)?;
         let (entry, handle, options) = self
             .fs
             .tmpfile(ctx, parent, c.mode, c.flags, c.umask)
             .map_err(|e| os_error(Opcode::Tmpfile, e))?;
+        if let Some(handle) = handle {
+            taken.handle(false, entry.inode, c.flags, handle);
+        }
+        taken.entry(&entry);
         let mut out = entry_out(&entry).as_bytes().to_vec();
         out.extend_from_slice(open_out(handle, options).as_bytes());
         Ok(out)
@@ -933,7 +1067,11 @@ pub(crate) fn parse_xattr_name(bytes: &[u8]) -> Result<(&CStr, &[u8]), i32> {
 fn xattr_reply(value: XattrReply, size: u32, valid: impl Fn(&[u8]) -> bool) -> OpResult {
     match value {
         XattrReply::Data(data) if !valid(&data) => {
-            log::debug!("xattr reply of {} bytes is malformed", data.len());
+            crate::guest_log!(
+                log::Level::Debug,
+                "xattr reply of {} bytes is malformed",
+                data.len()
+            );
             Err(libc::EIO)
         }
         XattrReply::Data(data) if size == 0 => {
@@ -1082,7 +1220,10 @@ fn push_dirent(
 /// Turns a filesystem error into the errno for the reply, logging it.
 fn os_error(op: Opcode, e: io::Error) -> i32 {
     let errno = errno_of(&e);
-    log::debug!("{op:?} failed: {e} (replying errno {errno})");
+    crate::guest_log!(
+        log::Level::Debug,
+        "{op:?} failed: {e} (replying errno {errno})"
+    );
     errno
 }
 

@@ -2535,3 +2535,140 @@ fn supplementary_group_extension_is_decoded_once_negotiated() {
     ok(&call(&s, req, ROOM).unwrap(), 42);
     assert!(last_call(&s).ends_with("None"));
 }
+
+// ---- replies that do not fit give back what they took ----
+
+/// Sends `args` with only `room` bytes for the reply; the reply must not fit.
+fn send_cramped(s: &Server<MockFs>, op: Opcode, node: u64, args: &[&[u8]], room: usize) {
+    match call(s, request(op as u32, 42, node, args), room) {
+        Err(Error::ReplyTooLarge { .. }) => {}
+        other => panic!("{op:?}: expected ReplyTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn undelivered_lookup_is_forgotten() {
+    let s = ready();
+    send_cramped(&s, Opcode::Lookup, 1, &[b"foo\0"], 16);
+    let calls = calls(&s);
+    assert_eq!(calls.last().map(String::as_str), Some("forget 100 1"));
+    // A reply that fits takes nothing back.
+    send(&s, Opcode::Lookup, 1, &[b"foo\0"]);
+    assert!(!calls_contain(&s, "forget"));
+}
+
+fn calls_contain(s: &Server<MockFs>, what: &str) -> bool {
+    calls(s).iter().any(|c| c.starts_with(what))
+}
+
+#[test]
+fn undelivered_mkdir_mknod_symlink_and_link_are_forgotten() {
+    let s = ready();
+    let d = MkdirIn {
+        mode: 0o755,
+        umask: 0o022,
+    };
+    send_cramped(&s, Opcode::Mkdir, 1, &[d.as_bytes(), b"d\0"], 100);
+    assert!(calls(&s).iter().any(|c| c.starts_with("forget ")));
+    let m = MknodIn {
+        mode: libc::S_IFIFO | 0o644,
+        rdev: 0,
+        umask: 0,
+        padding: 0,
+    };
+    send_cramped(&s, Opcode::Mknod, 1, &[m.as_bytes(), b"f\0"], 0);
+    assert!(calls(&s).iter().any(|c| c.starts_with("forget ")));
+    send_cramped(&s, Opcode::Symlink, 1, &[b"l\0", b"target\0"], 20);
+    assert!(calls(&s).iter().any(|c| c.starts_with("forget ")));
+    let l = LinkIn { oldnodeid: 8 };
+    send_cramped(&s, Opcode::Link, 1, &[l.as_bytes(), b"h\0"], 127);
+    assert!(calls(&s).iter().any(|c| c.starts_with("forget ")));
+}
+
+#[test]
+fn undelivered_open_opendir_and_create_are_released() {
+    let s = ready();
+    let o = OpenIn {
+        flags: libc::O_RDWR as u32,
+        open_flags: 0,
+    };
+    send_cramped(&s, Opcode::Open, 8, &[o.as_bytes()], 16);
+    assert_eq!(last_call(&s), "release 8 0o2 77 false None");
+    send_cramped(&s, Opcode::Opendir, 8, &[o.as_bytes()], 31);
+    assert_eq!(last_call(&s), "releasedir 8 0o2 55");
+    let cr = CreateIn {
+        flags: (libc::O_CREAT | libc::O_WRONLY) as u32,
+        mode: 0o100644,
+        umask: 0o022,
+        open_flags: 0,
+    };
+    send_cramped(&s, Opcode::Create, 1, &[cr.as_bytes(), b"new\0"], 128);
+    let calls = calls(&s);
+    let n = calls.len();
+    assert!(n >= 2, "{calls:?}");
+    assert_eq!(
+        calls[n - 2],
+        format!(
+            "release 104 {:#o} 78 false None",
+            libc::O_CREAT | libc::O_WRONLY
+        )
+    );
+    assert_eq!(calls[n - 1], "forget 104 1");
+}
+
+#[test]
+fn undelivered_readdirplus_forgets_its_entries() {
+    let s = ready();
+    // Room for entries but not for the reply header: the entries' references are given back.
+    let rd = read_in(55, 0, 4096);
+    let req = request(Opcode::Readdirplus as u32, 42, 1, &[rd.as_bytes()]);
+    let mut r = TestReader::new(req);
+    let (w, _out) = TestWriter::new(8);
+    assert!(s.handle_message(&mut r, w).is_err());
+    // Nothing could be added with 8 bytes of room, so nothing is forgotten.
+    assert!(!calls_contain(&s, "forget"));
+
+    // A transport whose room shrinks after the entries were produced: the write fails.
+    let mut r = TestReader::new(request(Opcode::Readdirplus as u32, 43, 1, &[rd.as_bytes()]));
+    let w = FailingWriter { room: 4096 };
+    assert!(s.handle_message(&mut r, w).is_err());
+    let forgets: Vec<String> = calls(&s)
+        .into_iter()
+        .filter(|c| c.starts_with("forget "))
+        .collect();
+    let positive = DIR.len() - 2;
+    assert_eq!(forgets.len(), positive, "{forgets:?}");
+}
+
+/// Claims room but fails every write, like guest buffers that vanish mid-reply.
+struct FailingWriter {
+    room: usize,
+}
+
+impl ZeroCopyWriter for FailingWriter {
+    fn write_from_file(
+        &mut self,
+        _file: std::os::fd::BorrowedFd<'_>,
+        _count: usize,
+        _offset: u64,
+    ) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EFAULT))
+    }
+}
+
+impl ReplyWriter for FailingWriter {
+    fn write_all(&mut self, _buf: &[u8]) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EFAULT))
+    }
+    fn available_bytes(&self) -> usize {
+        self.room
+    }
+    fn bytes_written(&self) -> usize {
+        0
+    }
+    fn split_at(&mut self, offset: usize) -> io::Result<Self> {
+        let room = self.room.saturating_sub(offset);
+        self.room = offset.min(self.room);
+        Ok(FailingWriter { room })
+    }
+}
