@@ -25,6 +25,7 @@ use crate::budget::{FdBudget, FdToken};
 use crate::config::{Config, FileHandleMode};
 use crate::consts::*;
 use crate::credentials::ScopedCreds;
+use crate::gate::GuestFd;
 use crate::handle::{HandleData, HandleStore};
 use crate::inode::{InodeData, InodeFile, InodeKey, InodeStore};
 use crate::locks::LockTable;
@@ -221,32 +222,6 @@ impl PassthroughFs {
         CString::new(fd.as_raw_fd().to_string()).unwrap_or_default()
     }
 
-    /// Opens the file behind an inode for I/O. Symlinks are refused (`ELOOP`): the magic link
-    /// would be followed to the target. Special files get `O_NONBLOCK` so the daemon never
-    /// waits for a FIFO peer or a device.
-    pub(crate) fn reopen(&self, data: &InodeData, flags: i32) -> io::Result<OwnedFd> {
-        if data.is_symlink() {
-            return Err(err(libc::ELOOP));
-        }
-        let mut flags = flags
-            & !(libc::O_NOFOLLOW | libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_PATH);
-        if matches!(
-            data.file_type,
-            libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
-        ) {
-            flags |= libc::O_NONBLOCK;
-        }
-        if let InodeFile::Handle { handle, mount } = &data.file {
-            return oslib::open_by_handle(mount.as_fd(), handle, flags);
-        }
-        oslib::openat(
-            self.proc_self_fd.as_fd(),
-            &Self::proc_name(data.fd()?.as_fd()),
-            flags,
-            0,
-        )
-    }
-
     /// The guest's open flags as they go to the host.
     pub(crate) fn host_open_flags(&self, flags: u32) -> i32 {
         let mut f = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY);
@@ -289,68 +264,111 @@ impl PassthroughFs {
     }
 
     /// Looks `name` up in `parent`, taking one lookup reference.
-    fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
+    pub(crate) fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
+        // Taken before the open, so the guest never makes the daemon exceed its budget.
+        let token = self.fd_token()?;
         let fd = self.open_child_path(parent.fd()?.as_fd(), name)?;
-        self.register_inode(parent, fd)
+        self.register_inode(parent, fd, token)
     }
 
-    /// Takes one lookup reference on the file `fd` (an `O_PATH` descriptor) refers to.
-    pub(crate) fn register_inode(&self, parent: &InodeData, fd: OwnedFd) -> io::Result<Entry> {
+    /// Takes one lookup reference on the file `fd` (an `O_PATH` descriptor) refers to; `token`
+    /// is the budget share of `fd`, kept only when the new inode holds `fd`.
+    pub(crate) fn register_inode(
+        &self,
+        parent: &InodeData,
+        fd: OwnedFd,
+        token: FdToken,
+    ) -> io::Result<Entry> {
         let (st, mnt_id) = stat_with_mount(fd.as_fd())?;
         let key = InodeKey {
             dev: st.st_dev,
             ino: st.st_ino,
             mnt_id,
         };
-        let data = match self.inodes.ref_existing(&key) {
-            Some(data) => data,
-            None => {
-                let file_type = st.st_mode & libc::S_IFMT;
-                let (file, token) = self.inode_file(fd, file_type)?;
-                self.inodes.insert_or_ref(file, token, key, file_type)
+        let file_type = st.st_mode & libc::S_IFMT;
+        let data = if self.cfg.inode_file_handles == FileHandleMode::Never {
+            // A known inode's descriptor pins it, so its number cannot name another file yet.
+            match self.inodes.ref_existing(&key) {
+                Some(data) => data,
+                None => self
+                    .inodes
+                    .insert_or_ref(InodeFile::Fd(fd), Some(token), key, file_type),
             }
+        } else {
+            // A handle pins nothing: the number may have been reused, so the handle decides.
+            let (file, token) = self.inode_file(parent, fd, token, mnt_id, file_type)?;
+            self.inodes.insert_or_ref(file, token, key, file_type)
         };
         Ok(self.entry_for(parent, &data, st, mnt_id))
     }
 
-    /// How a new inode keeps its file: a file handle when configured and possible, else the
-    /// `O_PATH` descriptor with its share of the budget.
-    fn inode_file(&self, fd: OwnedFd, file_type: u32) -> io::Result<(InodeFile, Option<FdToken>)> {
-        let mode = self.cfg.inode_file_handles;
-        if mode != FileHandleMode::Never {
-            match self.file_handle(&fd, file_type) {
-                Ok(file) => return Ok((file, None)),
-                Err(e) if mode == FileHandleMode::Mandatory => return Err(e),
-                Err(e) => log::debug!("no file handle, keeping an O_PATH descriptor: {e}"),
+    /// How a new inode keeps its file: a file handle when possible, else the `O_PATH`
+    /// descriptor with its share of the budget (unless handles are mandatory).
+    fn inode_file(
+        &self,
+        parent: &InodeData,
+        fd: OwnedFd,
+        token: FdToken,
+        mnt_id: u64,
+        file_type: u32,
+    ) -> io::Result<(InodeFile, Option<FdToken>)> {
+        match self.file_handle(parent, &fd, mnt_id, file_type) {
+            Ok(file) => Ok((file, None)),
+            Err(e) if self.cfg.inode_file_handles == FileHandleMode::Mandatory => Err(e),
+            Err(e) => {
+                log::debug!("no file handle, keeping an O_PATH descriptor: {e}");
+                Ok((InodeFile::Fd(fd), Some(token)))
             }
         }
-        Ok((InodeFile::Fd(fd), Some(self.fd_token()?)))
     }
 
-    fn file_handle(&self, fd: &OwnedFd, file_type: u32) -> io::Result<InodeFile> {
-        let (handle, mnt_id) = oslib::name_to_handle(fd.as_fd())?;
-        let mount = self.mount_fd(fd, mnt_id, file_type)?;
+    fn file_handle(
+        &self,
+        parent: &InodeData,
+        fd: &OwnedFd,
+        mnt_id: u64,
+        file_type: u32,
+    ) -> io::Result<InodeFile> {
+        let (handle, handle_mnt) = oslib::name_to_handle(fd.as_fd())?;
+        if handle_mnt != mnt_id {
+            // Renamed across mounts between the stat and here; the next lookup will settle it.
+            return Err(err(libc::EAGAIN));
+        }
+        let mount = self.mount_fd(parent, fd, mnt_id, file_type)?;
         Ok(InodeFile::Handle { handle, mount })
     }
 
-    /// A real descriptor on mount `mnt_id`, opened from `fd` the first time the mount is seen
-    /// (the first inode met on a mount is normally its root directory).
-    fn mount_fd(&self, fd: &OwnedFd, mnt_id: u64, file_type: u32) -> io::Result<Arc<OwnedFd>> {
+    /// A real descriptor on mount `mnt_id`, opened the first time the mount is seen. It is
+    /// always a directory: the inode itself when it is one (a mount's root normally is the
+    /// first inode met there), else its parent on the same mount. Never a file: an open file
+    /// kept forever would pin its space after an unlink, and a device or FIFO must never be
+    /// opened. A mount whose root is not a directory (a bind-mounted file) gets no handles.
+    /// There is one descriptor per mount, so they are bounded by the host, not the guest.
+    fn mount_fd(
+        &self,
+        parent: &InodeData,
+        fd: &OwnedFd,
+        mnt_id: u64,
+        file_type: u32,
+    ) -> io::Result<Arc<OwnedFd>> {
         let mut map = self.mount_fds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = map.get(&mnt_id) {
             return Ok(m.clone());
         }
-        let flags = match file_type {
-            libc::S_IFDIR => libc::O_RDONLY | libc::O_DIRECTORY,
-            libc::S_IFREG => libc::O_RDONLY | libc::O_NONBLOCK,
-            // Opening a device or FIFO may have side effects; symlinks cannot be opened.
-            _ => return Err(err(libc::EOPNOTSUPP)),
+        let parent_fd;
+        let dir = if file_type == libc::S_IFDIR {
+            fd.as_fd()
+        } else if parent.key.mnt_id == mnt_id && parent.is_dir() {
+            parent_fd = parent.fd()?;
+            parent_fd.as_fd()
+        } else {
+            return Err(err(libc::EOPNOTSUPP));
         };
         let m = Arc::new(oslib::openat(
             self.proc_self_fd.as_fd(),
-            &Self::proc_name(fd.as_fd()),
-            flags,
+            &Self::proc_name(dir),
+            libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?);
         map.insert(mnt_id, m.clone());
@@ -618,8 +636,8 @@ impl FileSystem for PassthroughFs {
             match h {
                 Some(h) => oslib::ftruncate(h.fd(), size)?,
                 None => {
-                    let fd = self.reopen(&data, libc::O_WRONLY)?;
-                    oslib::ftruncate(fd.as_fd(), size)?;
+                    let opened = self.open_inode(&data, libc::O_WRONLY)?;
+                    oslib::ftruncate(opened.fd.as_fd(), size)?;
                 }
             }
         }
@@ -761,18 +779,7 @@ impl FileSystem for PassthroughFs {
             self.check_writable()?;
         }
         let data = self.inodes.get(inode)?;
-        // Only regular files and directories are opened for the guest, as upstream does: the
-        // Linux driver never sends OPEN for FIFOs, sockets or device nodes (it serves them
-        // itself), and opening a device node here would hand the guest the host device (a
-        // guest root may MKNOD any major:minor in the share). Symlinks get ELOOP from reopen.
-        if !matches!(
-            data.file_type,
-            libc::S_IFREG | libc::S_IFDIR | libc::S_IFLNK
-        ) {
-            return Err(err(libc::EBADF));
-        }
-        let token = self.fd_token()?;
-        let fd = self.reopen(&data, flags)?;
+        let GuestFd { fd, token } = self.open_inode(&data, flags)?;
         let truncates = flags & libc::O_TRUNC != 0;
         if truncates && must_kill_priv(&ctx, kill_suidgid, self.killpriv_negotiated()) {
             kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
@@ -794,20 +801,17 @@ impl FileSystem for PassthroughFs {
         self.check_writable()?;
         check_name(name)?;
         let parent = self.inodes.get(parent)?;
-        // O_EXCL stays as the guest asked; O_NOFOLLOW keeps an existing symlink from being
-        // followed out of the share.
         let excl = flags as i32 & libc::O_EXCL;
-        let flags = self.host_open_flags(flags) | libc::O_CREAT | excl | libc::O_NOFOLLOW;
+        let flags = self.host_open_flags(flags) | excl;
         let mode = mode & 0o7777 & !umask;
-        let token = self.fd_token()?;
-        let fd = {
-            let _creds = ScopedCreds::for_ctx(&ctx)?;
-            oslib::openat(parent.fd()?.as_fd(), name, flags, mode)?
-        };
+        let (entry, GuestFd { fd, token }) =
+            self.create_or_open(&ctx, &parent, name, flags, mode)?;
         if kill_suidgid {
-            kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
+            if let Err(e) = kill_priv_fd(fd.as_fd(), Some(ctx.gid)) {
+                self.inodes.forget(entry.inode, 1);
+                return Err(e);
+            }
         }
-        let entry = self.do_lookup(&parent, name)?;
         let h = self.handles.insert(entry.inode, fd, Some(token));
         Ok((entry, Some(h), self.cfg.cache.open_options(false)))
     }
@@ -857,6 +861,7 @@ impl FileSystem for PassthroughFs {
         self.locks.release_owner(inode, lock_owner);
         // Closing a duplicate releases this process's POSIX locks on the file, as a guest close()
         // would, while the handle itself stays open until RELEASE.
+        let _token = self.fd_token()?;
         drop(oslib::dup(h.fd())?);
         Ok(())
     }
@@ -897,8 +902,7 @@ impl FileSystem for PassthroughFs {
         if !data.is_dir() {
             return Err(err(libc::ENOTDIR));
         }
-        let token = self.fd_token()?;
-        let fd = self.reopen(&data, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let GuestFd { fd, token } = self.open_inode(&data, libc::O_RDONLY | libc::O_DIRECTORY)?;
         let h = self.handles.insert(inode, fd, Some(token));
         Ok((Some(h), self.cfg.cache.open_options(true)))
     }

@@ -1,8 +1,9 @@
 //! The inode table: guest inode ids to host files held open with `O_PATH`, or named by file
 //! handles so the daemon's descriptor count does not grow with the guest's inode cache.
 //!
-//! A host file is identified by (device, inode number, mount id), so looking up the same file
-//! twice, or through a hard link, gives the guest the same inode id. Each id carries the guest's
+//! A host file is identified by (device, inode number, mount id), and, for inodes named by file
+//! handles, by the handle too (inode numbers are reused after an unlink), so looking up the same
+//! file twice, or through a hard link, gives the guest the same inode id. Each id carries the guest's
 //! lookup count; it is freed when FORGET brings the count to zero (the root never is).
 
 use std::collections::HashMap;
@@ -26,6 +27,19 @@ pub enum InodeFile {
         handle: FileHandle,
         mount: Arc<OwnedFd>,
     },
+}
+
+impl InodeFile {
+    /// Whether `other`, found under the same key, is this inode's file. A descriptor pins its
+    /// inode, so its key cannot name another file while it is held; a handle pins nothing, and
+    /// after an unlink the inode number may be reused: only an equal handle is the same file.
+    fn same_file(&self, other: &InodeFile) -> bool {
+        match (self, other) {
+            (InodeFile::Fd(_), _) => true,
+            (InodeFile::Handle { handle: a, .. }, InodeFile::Handle { handle: b, .. }) => a == b,
+            (InodeFile::Handle { .. }, InodeFile::Fd(_)) => false,
+        }
+    }
 }
 
 /// A descriptor of an inode's file: borrowed from the table or opened for this request.
@@ -169,8 +183,12 @@ impl InodeStore {
     ) -> Arc<InodeData> {
         let mut maps = self.write();
         if let Some(existing) = maps.by_key.get(&key).and_then(|id| maps.by_id.get(id)) {
-            existing.refcount.fetch_add(1, Ordering::AcqRel);
-            return existing.clone();
+            if existing.file.same_file(&file) {
+                existing.refcount.fetch_add(1, Ordering::AcqRel);
+                return existing.clone();
+            }
+            // A reused inode number: the old id lives on until the guest forgets it, but the
+            // key now names the new file.
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = Arc::new(InodeData {

@@ -7,6 +7,7 @@ mod config;
 mod consts;
 mod credentials;
 mod fs;
+mod gate;
 mod handle;
 mod inode;
 mod locks;
@@ -18,6 +19,8 @@ mod xattr;
 mod tests;
 #[cfg(test)]
 mod tests_fh;
+#[cfg(test)]
+mod tests_gate;
 #[cfg(test)]
 mod tests_locks;
 #[cfg(test)]

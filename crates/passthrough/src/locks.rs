@@ -9,7 +9,7 @@
 //! A blocking request (SETLKW) waits with only `Arc`s in hand: no table lock of the filesystem
 //! is held while the host call sleeps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,28 +29,52 @@ pub struct LockOfd {
     pid: AtomicU32,
     /// Guest handles this owner has locked through. A guest OFD lock's owner is its open file,
     /// whose only trace in FUSE is the handle, and whose locks must go with its last close
-    /// (RELEASE), which names no lock owner.
-    handles: Mutex<Vec<u64>>,
+    /// (RELEASE), which names no lock owner. Only handles open on the inode are recorded, so
+    /// the set is bounded by the handle table (itself bounded by the fd budget).
+    handles: Mutex<HashSet<u64>>,
     _token: FdToken,
 }
 
+/// Owners' descriptions, indexed by inode so that the per-inode operations (RELEASE, GETLK's
+/// conflict search) never scan other files' owners. Every description holds an fd token, so
+/// the table is bounded by the fd budget.
 #[derive(Default)]
 pub struct LockTable {
-    map: Mutex<HashMap<(Inode, u64), Arc<LockOfd>>>,
+    map: Mutex<HashMap<Inode, HashMap<u64, Arc<LockOfd>>>>,
 }
 
+type Owners = HashMap<Inode, HashMap<u64, Arc<LockOfd>>>;
+
 impl LockTable {
-    fn map(&self) -> MutexGuard<'_, HashMap<(Inode, u64), Arc<LockOfd>>> {
+    fn map(&self) -> MutexGuard<'_, Owners> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn get(&self, inode: Inode, owner: u64) -> Option<Arc<LockOfd>> {
-        self.map().get(&(inode, owner)).cloned()
+        self.map().get(&inode)?.get(&owner).cloned()
+    }
+
+    /// `owner`'s description on `inode`: the existing one, or `new`.
+    fn get_or_insert(&self, inode: Inode, owner: u64, new: Arc<LockOfd>) -> Arc<LockOfd> {
+        self.map()
+            .entry(inode)
+            .or_default()
+            .entry(owner)
+            .or_insert(new)
+            .clone()
     }
 
     /// Drops `owner`'s description on `inode`, which releases all its locks there.
     pub fn release_owner(&self, inode: Inode, owner: u64) {
-        let removed = self.map().remove(&(inode, owner));
+        let mut map = self.map();
+        let Some(owners) = map.get_mut(&inode) else {
+            return;
+        };
+        let removed = owners.remove(&owner);
+        if owners.is_empty() {
+            map.remove(&inode);
+        }
+        drop(map);
         drop(removed);
     }
 
@@ -59,11 +83,15 @@ impl LockTable {
     /// FLUSH that released them.
     pub fn release_handle(&self, inode: Inode, handle: u64) {
         let mut map = self.map();
-        let removed: Vec<_> = map
-            .extract_if(|(i, _), ofd| {
-                *i == inode && ofd.handles.lock().is_ok_and(|h| h.contains(&handle))
-            })
+        let Some(owners) = map.get_mut(&inode) else {
+            return;
+        };
+        let removed: Vec<_> = owners
+            .extract_if(|_, ofd| ofd.handles.lock().is_ok_and(|h| h.contains(&handle)))
             .collect();
+        if owners.is_empty() {
+            map.remove(&inode);
+        }
         drop(map);
         drop(removed);
     }
@@ -71,10 +99,15 @@ impl LockTable {
     /// The descriptions of owners other than `owner` on `inode`.
     fn others(&self, inode: Inode, owner: u64) -> Vec<Arc<LockOfd>> {
         self.map()
-            .iter()
-            .filter(|((i, o), _)| *i == inode && *o != owner)
-            .map(|(_, v)| v.clone())
-            .collect()
+            .get(&inode)
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter(|(o, _)| **o != owner)
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn clear(&self) {
@@ -83,7 +116,7 @@ impl LockTable {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.map().len()
+        self.map().values().map(HashMap::len).sum()
     }
 }
 
@@ -141,27 +174,28 @@ impl PassthroughFs {
         Ok(LockOfd {
             fd,
             pid: AtomicU32::new(0),
-            handles: Mutex::new(Vec::new()),
+            handles: Mutex::new(HashSet::new()),
             _token: token,
         })
     }
 
     fn owner_ofd(&self, inode: Inode, req: &LockRequest) -> io::Result<Arc<LockOfd>> {
+        // The handle must be one the guest opened on this inode, whether or not the owner has
+        // a description already: made-up handles would otherwise pile up in it.
+        self.handles.get(req.handle, inode)?;
         let ofd = match self.locks.get(inode, req.owner) {
             Some(o) => o,
             None => {
                 // Opened outside the table lock; a concurrent request of the same owner may win
                 // the race, and then this description is simply dropped.
                 let new = Arc::new(self.lock_ofd(inode, req.handle)?);
-                let mut map = self.locks.map();
-                map.entry((inode, req.owner)).or_insert(new).clone()
+                self.locks.get_or_insert(inode, req.owner, new)
             }
         };
-        let mut handles = ofd.handles.lock().unwrap_or_else(|e| e.into_inner());
-        if !handles.contains(&req.handle) {
-            handles.push(req.handle);
-        }
-        drop(handles);
+        ofd.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.handle);
         Ok(ofd)
     }
 

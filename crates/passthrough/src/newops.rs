@@ -58,15 +58,19 @@ impl PassthroughFs {
 
     pub(crate) fn do_syncfs(&self, inode: Inode) -> io::Result<()> {
         let data = self.inodes.get(inode)?;
-        // syncfs(2) refuses O_PATH descriptors; any real descriptor on the filesystem will do.
-        let fd = match data.file_type {
-            libc::S_IFDIR => self.reopen(&data, libc::O_RDONLY | libc::O_DIRECTORY)?,
-            libc::S_IFREG => self.reopen(&data, libc::O_RDONLY | libc::O_NONBLOCK)?,
-            _ => {
-                let root = self.inodes.get(virtiofsd_fuse::filesystem::ROOT_ID)?;
-                self.reopen(&root, libc::O_RDONLY | libc::O_DIRECTORY)?
-            }
+        // syncfs(2) refuses O_PATH descriptors; any real descriptor on the filesystem will do,
+        // and only the gate opens one.
+        let target = if matches!(data.file_type, libc::S_IFDIR | libc::S_IFREG) {
+            data
+        } else {
+            self.inodes.get(virtiofsd_fuse::filesystem::ROOT_ID)?
         };
+        let flags = if target.is_dir() {
+            libc::O_RDONLY | libc::O_DIRECTORY
+        } else {
+            libc::O_RDONLY | libc::O_NONBLOCK
+        };
+        let fd = self.open_inode(&target, flags)?.fd;
         oslib::syncfs(fd.as_fd())
     }
 
@@ -114,13 +118,14 @@ impl PassthroughFs {
             oslib::openat(pfd.as_fd(), c".", flags, mode)?
         };
         // The file has no name to look up: its O_PATH descriptor comes from the magic link.
+        let path_token = self.fd_token()?;
         let path_fd = oslib::openat(
             self.proc_self_fd.as_fd(),
             &Self::proc_name(fd.as_fd()),
             libc::O_PATH,
             0,
         )?;
-        let entry = self.register_inode(&parent, path_fd)?;
+        let entry = self.register_inode(&parent, path_fd, path_token)?;
         let h = self.handles.insert(entry.inode, fd, Some(token));
         Ok((entry, Some(h), self.cfg.cache.open_options(false)))
     }
