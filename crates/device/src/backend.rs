@@ -1,8 +1,11 @@
 //! The vhost-user-fs backend: feature negotiation, config space and virtqueue processing.
 
+use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -10,11 +13,14 @@ use vhost_user_backend::{VhostUserBackend, VringMutex, VringState, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueT};
+use virtiofsd_fuse::guest_log;
+use virtiofsd_fuse::io::{ReplyWriter, RequestReader, ZeroCopyReader};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod blocking;
 
@@ -43,37 +49,155 @@ pub struct VhostUserFsBackend<H> {
     event_idx: AtomicBool,
     mem: RwLock<GuestMem>,
     pool: Option<ThreadPool>,
-    /// Requests handed to the pool and not yet completed, per queue.
-    in_flight: Arc<Vec<InFlight>>,
+    /// Per queue: pool requests in flight, stop epoch, throttling and broken state.
+    queues: Arc<Vec<QueueCtl>>,
+    /// How long `stop_vring` waits for pool requests.
+    stop_wait: Duration,
     /// Requests that may wait for a long time, run detached from the queues.
     blocking: BlockingRequests,
 }
 
-/// Counts a queue's requests running on the pool, so stopping the queue can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: Mutex<usize>,
-    idle: Condvar,
+/// How long stopping a queue (GET_VRING_BASE) waits for its requests on the pool before it
+/// abandons them: a request wedged in the filesystem must not wedge the frontend's reset too.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Epoll event id of a queue thread's "a pool slot came free" eventfd. Ids up to and including
+/// `num_queues` belong to the vhost-user library (queues and its exit event).
+fn resume_event_id(num_queues: usize) -> u16 {
+    u16::try_from(num_queues + 1).unwrap_or(u16::MAX)
 }
 
-impl InFlight {
-    fn start(&self) {
-        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+/// How a guest corrupted a virtqueue so badly that the device stops serving it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueFault {
+    /// The avail index ran more than a queue size ahead of (or behind) the device's position.
+    AvailIndex {
+        /// The guest's avail index.
+        avail: u16,
+        /// The device's next avail position.
+        next: u16,
+        /// The queue size.
+        size: u16,
+    },
+    /// An avail ring entry names a descriptor outside the table.
+    HeadIndex {
+        /// The head index the guest published.
+        head: u16,
+        /// The queue size.
+        size: u16,
+    },
+    /// The rings cannot be read or written (they lie outside guest memory).
+    Ring(String),
+}
+
+impl fmt::Display for QueueFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AvailIndex { avail, next, size } => write!(
+                f,
+                "avail index {avail} is {} entries ahead of {next}, more than the queue size {size}",
+                avail.wrapping_sub(*next)
+            ),
+            Self::HeadIndex { head, size } => {
+                write!(f, "chain head {head} is outside the {size}-entry descriptor table")
+            }
+            Self::Ring(e) => write!(f, "virtqueue rings are unusable: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for QueueFault {}
+
+/// The guest-visible configuration of a queue when it was found broken; any change to it (a
+/// reset by the frontend) makes the device try the queue again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QueueConfig {
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+    size: u16,
+    next_avail: u16,
+    ready: bool,
+}
+
+impl QueueConfig {
+    fn of(vring: &Vring) -> Self {
+        let state = vring.get_ref();
+        let q = state.get_queue();
+        Self {
+            desc_table: q.desc_table(),
+            avail_ring: q.avail_ring(),
+            used_ring: q.used_ring(),
+            size: q.size(),
+            next_avail: q.next_avail(),
+            ready: q.ready(),
+        }
+    }
+}
+
+/// Per-queue bookkeeping shared by the queue thread, pool workers and `stop_vring`.
+struct QueueCtl {
+    state: Mutex<CtlState>,
+    idle: Condvar,
+    /// Written by a pool worker that frees a slot while the queue thread waits for one.
+    resume: EventFd,
+}
+
+#[derive(Default)]
+struct CtlState {
+    /// Requests of this queue handed to the pool and not finished (of any epoch).
+    in_flight: usize,
+    /// Bumped when the queue stops; pool requests of an older epoch complete into nothing.
+    epoch: u64,
+    /// The queue thread stopped popping because `in_flight` reached the limit.
+    throttled: bool,
+    /// Set when the guest corrupted the queue: the configuration it was found broken in.
+    broken: Option<QueueConfig>,
+}
+
+impl QueueCtl {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            state: Mutex::new(CtlState::default()),
+            idle: Condvar::new(),
+            resume: EventFd::new(EFD_NONBLOCK)?,
+        })
     }
 
-    fn finish(&self) {
-        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        *count = count.saturating_sub(1);
-        if *count == 0 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends one pool request; wakes the queue thread if it waits for a slot.
+    fn finish(&self, state: &mut CtlState) {
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.throttled {
+            state.throttled = false;
+            if let Err(e) = self.resume.write(1) {
+                log::warn!("cannot wake a throttled queue: {e}");
+            }
+        }
+        if state.in_flight == 0 {
             self.idle.notify_all();
         }
     }
 
-    fn wait_idle(&self) {
-        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
-        while *count > 0 {
-            count = self.idle.wait(count).unwrap_or_else(|p| p.into_inner());
+    /// Waits until no pool request is in flight, at most `limit`; returns whether it is idle.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut state = self.lock();
+        while state.in_flight > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .idle
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+        true
     }
 }
 
@@ -88,6 +212,9 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             0 => None,
             n => Some(ThreadPool::new(n)?),
         };
+        let queues = (0..num_queues)
+            .map(|_| QueueCtl::new())
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
             handler,
             num_queues,
@@ -100,7 +227,8 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             event_idx: AtomicBool::new(false),
             mem: RwLock::new(mem),
             pool,
-            in_flight: Arc::new((0..num_queues).map(|_| InFlight::default()).collect()),
+            queues: Arc::new(queues),
+            stop_wait: STOP_WAIT,
             blocking: BlockingRequests::new(num_queues),
         })
     }
@@ -123,6 +251,32 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         self.blocking.running()
     }
 
+    /// Requests of queue `queue_index` handed to the thread pool and not finished yet.
+    pub fn pool_requests(&self, queue_index: usize) -> usize {
+        self.queues
+            .get(queue_index)
+            .map_or(0, |c| c.lock().in_flight)
+    }
+
+    /// Whether the guest corrupted queue `queue_index` and the device stopped serving it.
+    pub fn queue_broken(&self, queue_index: usize) -> bool {
+        self.queues
+            .get(queue_index)
+            .is_some_and(|c| c.lock().broken.is_some())
+    }
+
+    /// The eventfd a queue thread must watch (as event [`Self::resume_event`]) so that it resumes
+    /// a queue it stopped popping while the pool was full; `None` without a pool.
+    pub fn resume_fd(&self, queue_index: usize) -> Option<RawFd> {
+        self.pool.as_ref()?;
+        self.queues.get(queue_index).map(|c| c.resume.as_raw_fd())
+    }
+
+    /// The epoll event id to register [`Self::resume_fd`] under.
+    pub fn resume_event(&self) -> u16 {
+        resume_event_id(self.num_queues)
+    }
+
     /// Whether the frontend negotiated VIRTIO_RING_F_EVENT_IDX.
     pub fn event_idx(&self) -> bool {
         self.event_idx.load(Ordering::Acquire)
@@ -133,89 +287,371 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         mem.memory().into_inner()
     }
 
+    /// Whether the queue is (still) broken. A queue found broken stays so until its
+    /// configuration changes or it is stopped, so a corrupted queue costs one check per kick.
+    fn still_broken(&self, ctl: &QueueCtl, vring: &Vring) -> bool {
+        let Some(at) = ctl.lock().broken else {
+            return false;
+        };
+        let now = QueueConfig::of(vring);
+        if now == at {
+            return true;
+        }
+        let mut state = ctl.lock();
+        if state.broken == Some(at) {
+            state.broken = None;
+        }
+        guest_log!(
+            log::Level::Info,
+            "virtqueue reconfigured by the frontend; serving it again"
+        );
+        false
+    }
+
+    fn mark_broken(&self, ctl: &QueueCtl, vring: &Vring, queue_index: usize, fault: &QueueFault) {
+        let config = QueueConfig::of(vring);
+        let mut state = ctl.lock();
+        if state.broken.is_none() {
+            state.broken = Some(config);
+            drop(state);
+            guest_log!(
+                log::Level::Warn,
+                "queue {queue_index}: {fault}; not serving it until the frontend resets it"
+            );
+        }
+    }
+
+    /// The most requests of this queue that may be on the pool at once: its size.
+    fn pool_limit(&self, vring: &Vring) -> usize {
+        let size = vring.get_ref().get_queue().size();
+        usize::from(size.clamp(1, self.queue_size.max(1)))
+    }
+
     /// Serves every available chain of `vring`, then re-enables notifications and looks again,
     /// so a chain made available while notifications were off is not missed.
+    ///
+    /// Errors the guest can cause never surface here (an error would end the queue thread):
+    /// a corrupted queue is marked broken instead and served again after the frontend resets
+    /// it. With a thread pool, at most a queue size of requests is in flight; beyond that the
+    /// queue is left alone until a worker frees a slot and signals [`Self::resume_fd`].
     pub fn process_queue(&self, vring: &Vring, queue_index: usize) -> io::Result<()> {
+        let Some(ctl) = self.queues.get(queue_index) else {
+            return Err(io::Error::other(format!("unknown queue {queue_index}")));
+        };
+        if self.still_broken(ctl, vring) {
+            return Ok(());
+        }
         let mem = self.memory();
+        let limit = self.pool_limit(vring);
         loop {
-            vring.disable_notification().map_err(queue_error)?;
-            while let Some(chain) = pop_chain(vring, &mem) {
-                debug!(
-                    "queue {queue_index}: request in descriptor {}",
-                    chain.head_index()
-                );
-                let mut start = [0u8; REQUEST_PEEK_LEN];
-                let n = blocking::peek(&mem, &chain, &mut start);
-                if self.handler.may_block(&start[..n]) {
-                    self.blocking
-                        .submit(&self.handler, &mem, vring, queue_index, chain)?;
-                    continue;
+            if let Err(e) = vring.disable_notification() {
+                self.mark_broken(ctl, vring, queue_index, &QueueFault::Ring(e.to_string()));
+                return Ok(());
+            }
+            loop {
+                if self.pool.is_some() {
+                    let mut state = ctl.lock();
+                    if state.in_flight >= limit {
+                        // Notifications stay off: the worker that frees a slot wakes us.
+                        state.throttled = true;
+                        return Ok(());
+                    }
                 }
-                match &self.pool {
-                    None => {
-                        let (head, len) = run_chain(&*self.handler, &mem, chain);
-                        complete(vring, head, len, queue_index)?;
+                let chain = match pop_chain(vring, &mem) {
+                    Ok(Some(chain)) => chain,
+                    Ok(None) => break,
+                    Err(fault) => {
+                        self.mark_broken(ctl, vring, queue_index, &fault);
+                        return Ok(());
                     }
-                    Some(pool) => {
-                        let handler = Arc::clone(&self.handler);
-                        let vring = vring.clone();
-                        let mem = Arc::clone(&mem);
-                        let in_flight = Arc::clone(&self.in_flight);
-                        if let Some(counter) = in_flight.get(queue_index) {
-                            counter.start();
-                        }
-                        let submitted = pool.submit(move || {
-                            let (head, len) = run_chain(&*handler, &mem, chain);
-                            if let Err(e) = complete(&vring, head, len, queue_index) {
-                                warn!("queue {queue_index}: cannot complete request: {e}");
-                            }
-                            if let Some(counter) = in_flight.get(queue_index) {
-                                counter.finish();
-                            }
-                        });
-                        if let Err(e) = submitted {
-                            if let Some(counter) = self.in_flight.get(queue_index) {
-                                counter.finish();
-                            }
-                            return Err(e);
-                        }
-                    }
+                };
+                if let Err(fault) = self.serve_chain(vring, &mem, queue_index, ctl, chain) {
+                    self.mark_broken(ctl, vring, queue_index, &fault);
+                    return Ok(());
                 }
             }
-            if !vring.enable_notification().map_err(queue_error)? {
-                return Ok(());
+            match vring.enable_notification() {
+                Ok(false) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => {
+                    self.mark_broken(ctl, vring, queue_index, &QueueFault::Ring(e.to_string()));
+                    return Ok(());
+                }
             }
         }
     }
+
+    /// Routes one chain: to a detached thread if it may block, else to the pool or inline.
+    /// The routing is decided on the header bytes copied here, and those same bytes are what
+    /// the handler executes, so a guest rewriting its buffers cannot change the route.
+    fn serve_chain(
+        &self,
+        vring: &Vring,
+        mem: &Arc<GuestMemoryMmap>,
+        queue_index: usize,
+        ctl: &QueueCtl,
+        chain: Chain,
+    ) -> Result<(), QueueFault> {
+        let head = chain.head_index();
+        guest_log!(
+            log::Level::Debug,
+            "queue {queue_index}: request in descriptor {head}"
+        );
+        let (mut reader, writer) = match split_chain(&**mem, chain.clone()) {
+            Ok(parts) => parts,
+            Err(e) => {
+                guest_log!(log::Level::Debug, "descriptor {head}: rejected chain: {e}");
+                return complete(vring, head, 0, queue_index).map_err(ring_fault);
+            }
+        };
+        let header = Header::take(&mut reader);
+        if self.handler.may_block(header.bytes()) {
+            let request = blocking::copy_request(&header, &mut reader);
+            let room = ReplyWriter::available_bytes(&writer);
+            drop((reader, writer));
+            return self
+                .blocking
+                .submit(&self.handler, mem, vring, queue_index, chain, request, room)
+                .map_err(ring_fault);
+        }
+        let Some(pool) = &self.pool else {
+            let len = run_parts(&*self.handler, head, &header, reader, writer);
+            return complete(vring, head, len, queue_index).map_err(ring_fault);
+        };
+        drop((reader, writer));
+        let epoch = {
+            let mut state = ctl.lock();
+            state.in_flight += 1;
+            state.epoch
+        };
+        let job = PoolJob {
+            handler: Arc::clone(&self.handler),
+            vring: vring.clone(),
+            mem: Arc::clone(mem),
+            queues: Arc::clone(&self.queues),
+            queue_index,
+            epoch,
+            header,
+            chain,
+        };
+        if let Err(e) = pool.submit(move || job.run()) {
+            // Only while shutting down; the chain is answered with nothing.
+            log::warn!("queue {queue_index}: cannot hand a request to the pool: {e}");
+            ctl.finish(&mut ctl.lock());
+            return complete(vring, head, 0, queue_index).map_err(ring_fault);
+        }
+        Ok(())
+    }
 }
 
-fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Option<Chain> {
+/// A request handed to the thread pool.
+struct PoolJob<H> {
+    handler: Arc<H>,
+    vring: Vring,
+    mem: Arc<GuestMemoryMmap>,
+    queues: Arc<Vec<QueueCtl>>,
+    queue_index: usize,
+    epoch: u64,
+    header: Header,
+    chain: Chain,
+}
+
+impl<H: RequestHandler> PoolJob<H> {
+    fn run(self) {
+        let q = self.queue_index;
+        let Some(ctl) = self.queues.get(q) else {
+            return;
+        };
+        let head = self.chain.head_index();
+        // A request whose queue stopped before it started is not run at all.
+        let current = ctl.lock().epoch == self.epoch;
+        let len = if current {
+            run_chain(&*self.handler, &self.mem, &self.header, self.chain)
+        } else {
+            0
+        };
+        let mut state = ctl.lock();
+        // Under the lock, so a queue stop cannot slip in between the check and the write.
+        if state.epoch == self.epoch {
+            if let Err(e) = complete(&self.vring, head, len, q) {
+                guest_log!(log::Level::Warn, "queue {q}: cannot complete request: {e}");
+            }
+        } else {
+            guest_log!(
+                log::Level::Debug,
+                "queue {q}: dropping the completion of a request that outlived its queue"
+            );
+        }
+        ctl.finish(&mut state);
+    }
+}
+
+/// The first [`REQUEST_PEEK_LEN`] bytes of a request (fewer if it is shorter), copied out of
+/// guest memory exactly once.
+pub(crate) struct Header {
+    buf: [u8; REQUEST_PEEK_LEN],
+    len: usize,
+}
+
+impl Header {
+    fn take<R: RequestReader>(reader: &mut R) -> Self {
+        let mut buf = [0u8; REQUEST_PEEK_LEN];
+        let len = reader.available_bytes().min(REQUEST_PEEK_LEN);
+        if reader.read_exact(&mut buf[..len]).is_err() {
+            return Self { buf, len: 0 };
+        }
+        Self { buf, len }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// A request reader that yields a copied header first, then the rest of the chain.
+pub(crate) struct PrefixReader<'p, R> {
+    prefix: &'p [u8],
+    rest: R,
+}
+
+impl<'p, R: RequestReader> PrefixReader<'p, R> {
+    pub(crate) fn new(prefix: &'p [u8], rest: R) -> Self {
+        Self { prefix, rest }
+    }
+}
+
+impl<R: RequestReader> RequestReader for PrefixReader<'_, R> {
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if buf.len() > self.available_bytes() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "request shorter than expected",
+            ));
+        }
+        let n = self.prefix.len().min(buf.len());
+        let (from_prefix, from_rest) = buf.split_at_mut(n);
+        self.rest.read_exact(from_rest)?;
+        from_prefix.copy_from_slice(&self.prefix[..n]);
+        self.prefix = &self.prefix[n..];
+        Ok(())
+    }
+
+    fn available_bytes(&self) -> usize {
+        self.prefix.len() + self.rest.available_bytes()
+    }
+}
+
+impl<R: RequestReader> ZeroCopyReader for PrefixReader<'_, R> {
+    fn read_to_file(
+        &mut self,
+        file: BorrowedFd<'_>,
+        count: usize,
+        offset: u64,
+    ) -> io::Result<usize> {
+        if !self.prefix.is_empty() {
+            // The dispatcher always reads the header before any payload.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "payload read before the request header",
+            ));
+        }
+        self.rest.read_to_file(file, count, offset)
+    }
+}
+
+/// Pops the next chain. `Ok(None)` means the ring is empty (or the queue not ready); an error
+/// means the guest corrupted the queue, which would otherwise make the device spin: the ring
+/// claims work that cannot be popped.
+fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>, QueueFault> {
     let mut state = vring.get_mut();
     let state: &mut VringState<GuestMem> = &mut state;
-    state.get_queue_mut().pop_descriptor_chain(Arc::clone(mem))
+    let queue = state.get_queue_mut();
+    if !queue.ready() {
+        return Ok(None);
+    }
+    let size = queue.size();
+    let next = queue.next_avail();
+    let avail = queue
+        .avail_idx(&**mem, AtomicOrdering::Acquire)
+        .map_err(|e| QueueFault::Ring(e.to_string()))?
+        .0;
+    let pending = avail.wrapping_sub(next);
+    if pending == 0 {
+        return Ok(None);
+    }
+    if pending > size {
+        return Err(QueueFault::AvailIndex { avail, next, size });
+    }
+    let chain = match queue.iter(Arc::clone(mem)) {
+        Ok(mut iter) => iter.next(),
+        Err(virtio_queue::Error::InvalidAvailRingIndex) => {
+            // The guest moved the index between the two reads.
+            return Err(QueueFault::AvailIndex { avail, next, size });
+        }
+        Err(e) => return Err(QueueFault::Ring(e.to_string())),
+    };
+    match chain {
+        Some(chain) if chain.head_index() < size => Ok(Some(chain)),
+        Some(chain) => Err(QueueFault::HeadIndex {
+            head: chain.head_index(),
+            size,
+        }),
+        // Work was announced but the ring entry could not be read.
+        None => Err(QueueFault::Ring("avail ring entry unreadable".to_owned())),
+    }
 }
 
-/// Runs one request; returns its head index and used length. A chain that cannot be parsed or
-/// that the handler rejects is still returned (with length 0), or the guest would wait forever.
-fn run_chain<H: RequestHandler>(handler: &H, mem: &GuestMemoryMmap, chain: Chain) -> (u16, u32) {
+/// Runs one request from a fresh split of `chain`, executing `header` in place of the chain's
+/// first bytes; returns the used length.
+fn run_chain<H: RequestHandler>(
+    handler: &H,
+    mem: &GuestMemoryMmap,
+    header: &Header,
+    chain: Chain,
+) -> u32 {
     let head = chain.head_index();
     let (mut reader, writer) = match split_chain(mem, chain) {
         Ok(parts) => parts,
         Err(e) => {
-            debug!("descriptor {head}: rejected chain: {e}");
-            return (head, 0);
+            guest_log!(log::Level::Debug, "descriptor {head}: rejected chain: {e}");
+            return 0;
         }
     };
-    let capacity = virtiofsd_fuse::io::ReplyWriter::available_bytes(&writer);
+    // Skip the bytes the header copy stands for; the guest may have changed them since.
+    let mut skip = [0u8; REQUEST_PEEK_LEN];
+    if reader.read_exact(&mut skip[..header.len]).is_err() {
+        guest_log!(
+            log::Level::Debug,
+            "descriptor {head}: chain shrank under the request"
+        );
+        return 0;
+    }
+    run_parts(handler, head, header, reader, writer)
+}
+
+/// Runs one request whose first bytes are `header` and the rest `reader`. A request the
+/// handler rejects is still returned (with length 0), or the guest would wait forever.
+fn run_parts<H: RequestHandler, R: RequestReader, W: ReplyWriter>(
+    handler: &H,
+    head: u16,
+    header: &Header,
+    reader: R,
+    writer: W,
+) -> u32 {
+    let mut reader = PrefixReader::new(header.bytes(), reader);
+    let capacity = writer.available_bytes();
     match handler.handle(&mut reader, writer) {
-        Ok(n) if n <= capacity => (head, u32::try_from(n).unwrap_or(u32::MAX)),
+        Ok(n) if n <= capacity => u32::try_from(n).unwrap_or(u32::MAX),
         Ok(n) => {
-            warn!("descriptor {head}: handler reported {n} bytes for {capacity} bytes of room");
-            (head, u32::try_from(capacity).unwrap_or(u32::MAX))
+            guest_log!(
+                log::Level::Warn,
+                "descriptor {head}: handler reported {n} bytes for {capacity} bytes of room"
+            );
+            u32::try_from(capacity).unwrap_or(u32::MAX)
         }
         Err(e) => {
-            debug!("descriptor {head}: request failed: {e}");
-            (head, 0)
+            guest_log!(log::Level::Debug, "descriptor {head}: request failed: {e}");
+            0
         }
     }
 }
@@ -226,7 +662,7 @@ fn complete(vring: &Vring, head: u16, len: u32, queue_index: usize) -> io::Resul
     let mut state = vring.get_mut();
     state.add_used(head, len).map_err(queue_error)?;
     if state.needs_notification().map_err(queue_error)? {
-        debug!("queue {queue_index}: signalling guest");
+        guest_log!(log::Level::Debug, "queue {queue_index}: signalling guest");
         state.signal_used_queue()?;
     }
     Ok(())
@@ -234,6 +670,10 @@ fn complete(vring: &Vring, head: u16, len: u32, queue_index: usize) -> io::Resul
 
 fn queue_error(e: virtio_queue::Error) -> io::Error {
     io::Error::other(format!("virtqueue error: {e}"))
+}
+
+fn ring_fault(e: io::Error) -> QueueFault {
+    QueueFault::Ring(e.to_string())
 }
 
 impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
@@ -297,8 +737,19 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
 
     fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
         // GET_VRING_BASE must not be answered while pool threads may still write the used ring.
-        if let Some(counter) = self.in_flight.get(queue_index as usize) {
-            counter.wait_idle();
+        // Requests still running after a while are abandoned: the epoch bump below makes their
+        // completions go nowhere, so a wedged filesystem call cannot wedge the frontend.
+        if let Some(ctl) = self.queues.get(queue_index as usize) {
+            if !ctl.wait_idle(self.stop_wait) {
+                log::warn!(
+                    "queue {queue_index}: {} requests still running; abandoning them",
+                    ctl.lock().in_flight
+                );
+            }
+            let mut state = ctl.lock();
+            state.epoch += 1;
+            state.throttled = false;
+            state.broken = None;
         }
         // Waiting requests may never end; they are abandoned instead of awaited.
         self.blocking.stop_queue(queue_index as usize);
@@ -319,16 +770,25 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
         }
         // Each worker owns exactly one queue (see `queues_per_thread`), so the worker index is
         // the queue index and the vring is the thread's only one.
+        let queue_index = thread_id;
+        let device_event = if device_event == self.resume_event() {
+            // A pool slot came free; the counter only says "look again".
+            if let Some(ctl) = self.queues.get(queue_index) {
+                let _ = ctl.resume.read();
+            }
+            0
+        } else {
+            device_event
+        };
         let vring = vrings
             .get(usize::from(device_event))
             .ok_or_else(|| io::Error::other(format!("event for unknown vring {device_event}")))?;
-        let queue_index = thread_id;
         let kind = if queue_index == HIPRIO_QUEUE {
             "hiprio"
         } else {
             "request"
         };
-        debug!("{kind} queue {queue_index} kicked");
+        guest_log!(log::Level::Debug, "{kind} queue {queue_index} kicked");
         self.process_queue(vring, queue_index)
     }
 }

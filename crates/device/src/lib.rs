@@ -18,6 +18,7 @@ use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
 pub use backend::VhostUserFsBackend;
 pub use descriptor::{split_chain, ChainError, ChainReader, ChainWriter};
@@ -223,6 +224,16 @@ pub fn serve<H: RequestHandler + 'static>(
         Arc::new(VhostUserFsBackend::new(handler, config, mem.clone()).map_err(Error::Setup)?);
     let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)
         .map_err(|e| Error::Daemon(e.to_string()))?;
+
+    // A queue thread that stopped popping because the pool holds a queue size of its requests
+    // resumes when a worker signals this eventfd.
+    for (queue_index, epoll) in daemon.get_epoll_handlers().iter().enumerate() {
+        if let Some(fd) = backend.resume_fd(queue_index) {
+            epoll
+                .register_listener(fd, EventSet::IN, u64::from(backend.resume_event()))
+                .map_err(Error::Setup)?;
+        }
+    }
 
     let mut listener = Listener::from(listener);
     daemon

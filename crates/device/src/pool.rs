@@ -5,14 +5,22 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use log::error;
+use std::time::{Duration, Instant};
+
+use log::{error, warn};
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// Runs submitted jobs on `size` threads; dropping the pool lets queued jobs finish, then joins.
+/// How long dropping the pool waits for its workers before leaving them behind.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs submitted jobs on `size` threads; dropping the pool lets queued jobs finish and joins
+/// the workers, but waits at most [`DRAIN_WAIT`]: a worker wedged in a filesystem call that
+/// never returns is left behind (it ends with the process) instead of hanging the caller.
 pub struct ThreadPool {
     tx: Mutex<Option<Sender<Job>>>,
     threads: Vec<JoinHandle<()>>,
+    drain_wait: Duration,
 }
 
 impl ThreadPool {
@@ -31,6 +39,7 @@ impl ThreadPool {
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             threads,
+            drain_wait: DRAIN_WAIT,
         })
     }
 
@@ -66,7 +75,15 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
 impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let deadline = Instant::now() + self.drain_wait;
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         for t in self.threads.drain(..) {
+            if !t.is_finished() {
+                warn!("a thread-pool worker is still busy; leaving it behind");
+                continue;
+            }
             if t.join().is_err() {
                 error!("a thread-pool worker panicked");
             }
@@ -114,5 +131,19 @@ mod tests {
             rx.recv_timeout(std::time::Duration::from_secs(10))
                 .expect("jobs did not run concurrently");
         }
+    }
+
+    #[test]
+    fn drop_does_not_wait_forever_for_a_wedged_worker() {
+        let mut pool = ThreadPool::new(1).unwrap();
+        pool.drain_wait = Duration::from_millis(100);
+        let (_keep, wedge) = mpsc::channel::<()>();
+        pool.submit(move || {
+            let _ = wedge.recv();
+        })
+        .unwrap();
+        let start = Instant::now();
+        drop(pool);
+        assert!(start.elapsed() < Duration::from_secs(5));
     }
 }

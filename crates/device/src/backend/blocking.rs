@@ -16,41 +16,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use log::{debug, warn};
+use log::warn;
+use virtiofsd_fuse::guest_log;
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
-use super::{complete, Chain, Vring};
+use super::{complete, Chain, Header, Vring};
 use crate::descriptor::split_chain;
-use crate::{RequestHandler, MAX_BLOCKING_REQUESTS, REQUEST_PEEK_LEN};
+use crate::{RequestHandler, MAX_BLOCKING_REQUESTS};
 use virtiofsd_fuse::memory::{MemoryReader, MemoryWriter};
 
 /// The largest request or reply copied for a detached request. Lock requests are under 100
 /// bytes; anything larger is not one and is refused rather than copied.
 const MAX_BOUNCE: usize = 64 * 1024;
-
-/// Reads the first bytes of the request in `chain` without consuming the chain.
-pub(super) fn peek(
-    mem: &GuestMemoryMmap,
-    chain: &Chain,
-    buf: &mut [u8; REQUEST_PEEK_LEN],
-) -> usize {
-    let mut done = 0;
-    for desc in chain.clone() {
-        if desc.is_write_only() || done == buf.len() {
-            break;
-        }
-        let take = (desc.len() as usize).min(buf.len() - done);
-        if mem
-            .read_slice(&mut buf[done..done + take], desc.addr())
-            .is_err()
-        {
-            break;
-        }
-        done += take;
-    }
-    done
-}
 
 /// Runs detached requests and tracks the queues they belong to.
 pub(super) struct BlockingRequests {
@@ -110,8 +88,11 @@ impl BlockingRequests {
         }
     }
 
-    /// Starts `chain` on a thread of its own, or refuses it when that is not possible; either
-    /// way the chain is completed (now or later).
+    /// Starts `chain`, whose request bytes were copied into `request` (`None`: too large or
+    /// unreadable to be a waiting request) and whose reply room is `room`, on a thread of its
+    /// own, or refuses it when that is not possible; either way the chain is completed (now or
+    /// later).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn submit<H: RequestHandler + 'static>(
         &self,
         handler: &Arc<H>,
@@ -119,21 +100,24 @@ impl BlockingRequests {
         vring: &Vring,
         queue_index: usize,
         chain: Chain,
+        request: Option<Vec<u8>>,
+        room: usize,
     ) -> io::Result<()> {
         let head = chain.head_index();
+        let Some(request) = request else {
+            return refuse_now(&**handler, mem, vring, queue_index, chain, &[]);
+        };
         let Some(slot) = self.take_slot() else {
-            debug!(
+            guest_log!(
+                log::Level::Debug,
                 "queue {queue_index}: {} requests already waiting",
                 self.limit
             );
-            return refuse_now(&**handler, mem, vring, queue_index, chain);
-        };
-        let Some((request, room)) = copy_request(mem, &chain) else {
-            return refuse_now(&**handler, mem, vring, queue_index, chain);
+            return refuse_now(&**handler, mem, vring, queue_index, chain, &request);
         };
         let epoch = match self.epochs.get(queue_index) {
             Some(e) => *e.lock().unwrap_or_else(|p| p.into_inner()),
-            None => return refuse_now(&**handler, mem, vring, queue_index, chain),
+            None => return refuse_now(&**handler, mem, vring, queue_index, chain, &request),
         };
         let job = Job {
             handler: Arc::clone(handler),
@@ -144,60 +128,69 @@ impl BlockingRequests {
             epoch,
             chain: chain.clone(),
         };
+        let room = room.min(MAX_BOUNCE);
+        let (request_tx, request_rx) = (request.clone(), request);
         let spawned = thread::Builder::new()
             .name(format!("fs-blocking-{queue_index}"))
             .spawn(move || {
                 let _slot = slot;
-                job.run(request, room);
+                job.run(request_rx, room);
             });
         match spawned {
             Ok(_) => {
-                debug!("queue {queue_index}: descriptor {head} runs detached");
+                guest_log!(
+                    log::Level::Debug,
+                    "queue {queue_index}: descriptor {head} runs detached"
+                );
                 Ok(())
             }
             Err(e) => {
                 warn!("queue {queue_index}: cannot start a thread for a waiting request: {e}");
-                refuse_now(&**handler, mem, vring, queue_index, chain)
+                refuse_now(&**handler, mem, vring, queue_index, chain, &request_tx)
             }
         }
     }
 }
 
-/// Copies the request out of the chain; returns it with the chain's reply room, or `None` for a
-/// chain that cannot be parsed or is too large to be a waiting request.
-fn copy_request(mem: &GuestMemoryMmap, chain: &Chain) -> Option<(Vec<u8>, usize)> {
-    let (mut reader, writer) = split_chain(mem, chain.clone()).ok()?;
-    let len = reader.available_bytes();
+/// Copies the rest of a request whose first bytes are `header` out of `reader`; `None` for a
+/// request too large to be a waiting request or one that cannot be read.
+pub(super) fn copy_request<R: RequestReader>(header: &Header, reader: &mut R) -> Option<Vec<u8>> {
+    let first = header.bytes();
+    let len = first.len().checked_add(reader.available_bytes())?;
     if len > MAX_BOUNCE {
         return None;
     }
     let mut request = vec![0u8; len];
-    reader.read_exact(&mut request).ok()?;
-    Some((request, writer.available_bytes().min(MAX_BOUNCE)))
+    request[..first.len()].copy_from_slice(first);
+    reader.read_exact(&mut request[first.len()..]).ok()?;
+    Some(request)
 }
 
-/// Answers the request at once with the handler's refusal, on the calling thread.
+/// Answers the request (its bytes `request`, as copied once) at once with the handler's
+/// refusal, on the calling thread.
 fn refuse_now<H: RequestHandler>(
     handler: &H,
     mem: &GuestMemoryMmap,
     vring: &Vring,
     queue_index: usize,
     chain: Chain,
+    request: &[u8],
 ) -> io::Result<()> {
     let head = chain.head_index();
     let len = match split_chain(mem, chain) {
-        Ok((mut reader, writer)) => {
+        Ok((_, writer)) => {
             let room = writer.available_bytes();
+            let mut reader = MemoryReader::new(request.to_vec());
             match handler.refuse(&mut reader, writer) {
                 Ok(n) => n.min(room),
                 Err(e) => {
-                    debug!("descriptor {head}: refusal failed: {e}");
+                    guest_log!(log::Level::Debug, "descriptor {head}: refusal failed: {e}");
                     0
                 }
             }
         }
         Err(e) => {
-            debug!("descriptor {head}: rejected chain: {e}");
+            guest_log!(log::Level::Debug, "descriptor {head}: rejected chain: {e}");
             0
         }
     };
@@ -226,7 +219,11 @@ impl<H: RequestHandler> Job<H> {
         let reply_len = match self.handler.handle(&mut reader, writer) {
             Ok(n) => n.min(room),
             Err(e) => {
-                debug!("queue {}: waiting request failed: {e}", self.queue_index);
+                guest_log!(
+                    log::Level::Debug,
+                    "queue {}: waiting request failed: {e}",
+                    self.queue_index
+                );
                 0
             }
         };
@@ -241,7 +238,10 @@ impl<H: RequestHandler> Job<H> {
         // Held across the ring update so a queue stop cannot slip in between check and write.
         let epoch = epoch.lock().unwrap_or_else(|p| p.into_inner());
         if *epoch != self.epoch {
-            debug!("queue {q}: dropping the reply of a request that outlived its queue");
+            guest_log!(
+                log::Level::Debug,
+                "queue {q}: dropping the reply of a request that outlived its queue"
+            );
             return;
         }
         let head = self.chain.head_index();
@@ -249,18 +249,24 @@ impl<H: RequestHandler> Job<H> {
             Ok((_, mut writer)) => match writer.write_all(reply) {
                 Ok(()) => reply.len(),
                 Err(e) => {
-                    debug!("descriptor {head}: cannot write the reply: {e}");
+                    guest_log!(
+                        log::Level::Debug,
+                        "descriptor {head}: cannot write the reply: {e}"
+                    );
                     0
                 }
             },
             Err(e) => {
-                debug!("descriptor {head}: rejected chain: {e}");
+                guest_log!(log::Level::Debug, "descriptor {head}: rejected chain: {e}");
                 0
             }
         };
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         if let Err(e) = complete(&self.vring, head, len, q) {
-            warn!("queue {q}: cannot complete a waiting request: {e}");
+            guest_log!(
+                log::Level::Warn,
+                "queue {q}: cannot complete a waiting request: {e}"
+            );
         }
     }
 }
