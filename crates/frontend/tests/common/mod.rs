@@ -88,6 +88,11 @@ impl Daemon {
 
     /// Serves `share` (kept when the daemon is dropped) instead of a fresh directory.
     pub fn start_on(kind: Kind, share: Option<&Path>) -> Daemon {
+        Self::start_with(kind, share, &[])
+    }
+
+    /// Like [`Daemon::start_on`], with extra command-line options (both daemons take the same).
+    pub fn start_with(kind: Kind, share: Option<&Path>, extra: &[&str]) -> Daemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("vfsd-fe-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -118,6 +123,7 @@ impl Daemon {
             // RUST_BACKTRACE inherited from a developer's shell, a worker panic would end the
             // process by SIGSYS instead of the outcome these tests describe.
             .env_remove("RUST_BACKTRACE")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
