@@ -12,6 +12,9 @@ pub enum Args {
     Any,
     /// Calls whose argument `index` (its low 32 bits) is one of `values`.
     In { index: u8, values: &'static [u32] },
+    /// No call is allowed, but instead of meeting the filter's action every call fails with
+    /// `errno`: for calls the C library probes and falls back from (`clone3` -> `clone`).
+    Fail { errno: u16 },
 }
 
 /// One allowed system call.
@@ -131,8 +134,6 @@ const COMMON: &[Allowed] = allow![
     lseek,
     ppoll,
     // Threads: queue workers, the thread pool, blocking-request threads, stop watchers.
-    clone,
-    clone3,
     set_robust_list,
     rseq,
     sched_yield,
@@ -201,7 +202,6 @@ const COMMON: &[Allowed] = allow![
     lremovexattr,
     fremovexattr,
     name_to_handle_at,
-    open_by_handle_at,
     setfsuid,
     setfsgid,
     setgroups,
@@ -231,7 +231,41 @@ const IOCTL_REQUESTS: &[u32] = &[
     libc::FIONCLEX as u32,
 ];
 
+/// The only `clone` flags allowed: exactly what glibc's `pthread_create` (and so Rust's
+/// `std::thread`) passes, exit signal 0. Anything else, such as `CLONE_NEWUSER`, `CLONE_NEWNS`
+/// or a plain fork, meets the filter's action. The kernel reads `clone`'s flags as 32 bits
+/// (flags above bit 31 exist only for `clone3`), so comparing the low half is exact.
+pub const THREAD_CLONE_FLAGS: u32 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID) as u32;
+
+/// `clone`'s flags are its first argument on every supported architecture.
+const CLONE_FLAGS_ARG: u8 = 0;
+
 const FILTERED: &[Allowed] = &[
+    Allowed {
+        name: "clone",
+        nr: nr::clone,
+        args: Args::In {
+            index: CLONE_FLAGS_ARG,
+            values: &[THREAD_CLONE_FLAGS],
+        },
+    },
+    // `clone3` takes its flags in memory, out of a filter's reach: it answers ENOSYS, as on a
+    // kernel without it, and glibc (2.34 and later) then creates the thread with `clone`.
+    Allowed {
+        name: "clone3",
+        nr: nr::clone3,
+        args: Args::Fail {
+            errno: libc::ENOSYS as u16,
+        },
+    },
     Allowed {
         name: "prctl",
         nr: nr::prctl,
@@ -250,7 +284,18 @@ const FILTERED: &[Allowed] = &[
     },
 ];
 
-/// The whole allow list for this architecture.
-pub fn allowed() -> Vec<Allowed> {
-    COMMON.iter().chain(ARCH).chain(FILTERED).copied().collect()
+/// Only with `--inode-file-handles=prefer|mandatory`: with a handle a process holding
+/// `CAP_DAC_READ_SEARCH` may open any file of the file system, shared or not.
+const FILE_HANDLES: &[Allowed] = allow![open_by_handle_at];
+
+/// The whole allow list for this architecture; `file_handles` adds `open_by_handle_at`.
+pub fn allowed(file_handles: bool) -> Vec<Allowed> {
+    let handles: &[Allowed] = if file_handles { FILE_HANDLES } else { &[] };
+    COMMON
+        .iter()
+        .chain(ARCH)
+        .chain(handles)
+        .chain(FILTERED)
+        .copied()
+        .collect()
 }

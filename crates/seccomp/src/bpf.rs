@@ -12,6 +12,8 @@ pub const RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub const RET_TRAP: u32 = 0x0003_0000;
 pub const RET_LOG: u32 = 0x7ffc_0000;
 pub const RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_ERRNO`; the low 16 bits are the errno the call returns.
+pub const RET_ERRNO: u32 = 0x0005_0000;
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -75,14 +77,21 @@ pub fn compile(allowed: &[Allowed], default: u32) -> Result<Vec<libc::sock_filte
         stmt(BPF_RET_K, default),
         stmt(BPF_LD_W_ABS, OFFSET_NR),
     ];
-    // Unconditional entries first: they are the hot path (read, write, epoll, futex...).
+    // Unconditional entries first: they are the hot path (read, write, epoll, futex...). Then
+    // calls that always fail with an errno, then calls allowed with some arguments only.
     for entry in allowed.iter().filter(|a| matches!(a.args, Args::Any)) {
         prog.push(jeq(nr_u32(entry)?, 0, 1));
         prog.push(stmt(BPF_RET_K, RET_ALLOW));
     }
     for entry in allowed {
+        if let Args::Fail { errno } = entry.args {
+            prog.push(jeq(nr_u32(entry)?, 0, 1));
+            prog.push(stmt(BPF_RET_K, RET_ERRNO | u32::from(errno)));
+        }
+    }
+    for entry in allowed {
         let (index, values) = match entry.args {
-            Args::Any => continue,
+            Args::Any | Args::Fail { .. } => continue,
             Args::In { index, values } => (index, values),
         };
         // nr matched: load the argument, allow listed values, otherwise the default action.

@@ -62,11 +62,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Compiles the allow list with `action` for everything else.
-    pub fn new(action: SeccompAction) -> Result<Self, Error> {
+    /// Compiles the allow list with `action` for everything else. `file_handles` (the device
+    /// runs with `--inode-file-handles=prefer|mandatory`) allows `open_by_handle_at`.
+    pub fn new(action: SeccompAction, file_handles: bool) -> Result<Self, Error> {
         let program = match action.ret_value() {
             None => None,
-            Some(ret) => Some(bpf::compile(&allowlist::allowed(), ret)?),
+            Some(ret) => Some(bpf::compile(&allowlist::allowed(file_handles), ret)?),
         };
         Ok(Filter { program })
     }
@@ -91,9 +92,10 @@ impl Filter {
     }
 }
 
-/// Compiles and installs the filter for `action` on the whole process (see [`Filter::apply`]).
-pub fn install(action: SeccompAction) -> Result<(), Error> {
-    Filter::new(action)?.apply()
+/// Compiles and installs the filter for `action` on the whole process (see [`Filter::new`] and
+/// [`Filter::apply`]).
+pub fn install(action: SeccompAction, file_handles: bool) -> Result<(), Error> {
+    Filter::new(action, file_handles)?.apply()
 }
 
 #[cfg(test)]

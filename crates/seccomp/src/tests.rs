@@ -1,9 +1,10 @@
 use super::*;
+use crate::allowlist::THREAD_CLONE_FLAGS;
 use crate::allowlist::{allowed, Args};
-use crate::bpf::{evaluate, AUDIT_ARCH, RET_ALLOW, RET_KILL_PROCESS, RET_LOG, RET_TRAP};
+use crate::bpf::{evaluate, AUDIT_ARCH, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS, RET_LOG, RET_TRAP};
 
 fn program(action: SeccompAction) -> Vec<libc::sock_filter> {
-    bpf::compile(&allowed(), action.ret_value().unwrap()).unwrap()
+    bpf::compile(&allowed(false), action.ret_value().unwrap()).unwrap()
 }
 
 fn decide(prog: &[libc::sock_filter], nr: libc::c_long, args: [u64; 6]) -> u32 {
@@ -46,7 +47,7 @@ fn allowed_calls_are_allowed_and_others_get_the_action() {
         (SeccompAction::Trap, RET_TRAP),
     ] {
         let prog = program(action);
-        for entry in allowed() {
+        for entry in allowed(false) {
             if let Args::Any = entry.args {
                 assert_eq!(decide(&prog, entry.nr, [0; 6]), RET_ALLOW, "{}", entry.name);
             }
@@ -62,7 +63,7 @@ fn allowed_calls_are_allowed_and_others_get_the_action() {
 
 #[test]
 fn forbidden_calls_are_not_in_the_list() {
-    let list = allowed();
+    let list = allowed(false);
     for (name, nr) in FORBIDDEN {
         assert!(!list.iter().any(|a| a.nr == *nr), "{name} is allowed");
     }
@@ -70,7 +71,7 @@ fn forbidden_calls_are_not_in_the_list() {
 
 #[test]
 fn the_list_has_no_duplicates() {
-    let list = allowed();
+    let list = allowed(false);
     for (i, a) in list.iter().enumerate() {
         assert!(
             !list[i + 1..].iter().any(|b| b.nr == a.nr),
@@ -145,10 +146,10 @@ fn ioctl_is_limited_to_descriptor_flags() {
 
 #[test]
 fn none_builds_no_program() {
-    let filter = Filter::new(SeccompAction::None).unwrap();
+    let filter = Filter::new(SeccompAction::None, false).unwrap();
     assert!(filter.is_empty());
     assert_eq!(filter.len(), 0);
-    assert!(Filter::new(SeccompAction::Kill).unwrap().len() > 100);
+    assert!(Filter::new(SeccompAction::Kill, false).unwrap().len() > 100);
 }
 
 #[test]
@@ -288,7 +289,7 @@ fn forbidden_socket() -> libc::c_long {
 
 #[test]
 fn kill_ends_the_process_with_sigsys() {
-    let filter = Filter::new(SeccompAction::Kill).unwrap();
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
     let end = in_child(|| {
         if filter.apply().is_err() {
             return EXIT_APPLY_FAILED;
@@ -304,7 +305,7 @@ fn kill_ends_the_process_with_sigsys() {
 
 #[test]
 fn kill_leaves_allowed_calls_working() {
-    let filter = Filter::new(SeccompAction::Kill).unwrap();
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
     let end = in_child(|| {
         if filter.apply().is_err() {
             return EXIT_APPLY_FAILED;
@@ -342,7 +343,7 @@ extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
 
 #[test]
 fn trap_raises_sigsys_that_a_handler_sees() {
-    let filter = Filter::new(SeccompAction::Trap).unwrap();
+    let filter = Filter::new(SeccompAction::Trap, false).unwrap();
     let end = in_child(|| {
         // SAFETY: installs a handler that only stores to an atomic.
         unsafe {
@@ -371,7 +372,7 @@ fn trap_raises_sigsys_that_a_handler_sees() {
 
 #[test]
 fn trap_without_handler_ends_the_process_with_sigsys() {
-    let filter = Filter::new(SeccompAction::Trap).unwrap();
+    let filter = Filter::new(SeccompAction::Trap, false).unwrap();
     let end = in_child(|| {
         if filter.apply().is_err() {
             return EXIT_APPLY_FAILED;
@@ -384,7 +385,7 @@ fn trap_without_handler_ends_the_process_with_sigsys() {
 
 #[test]
 fn log_lets_forbidden_calls_proceed() {
-    let filter = Filter::new(SeccompAction::Log).unwrap();
+    let filter = Filter::new(SeccompAction::Log, false).unwrap();
     let end = in_child(|| {
         if filter.apply().is_err() {
             return EXIT_APPLY_FAILED;
@@ -402,7 +403,7 @@ fn log_lets_forbidden_calls_proceed() {
 
 #[test]
 fn none_installs_nothing() {
-    let filter = Filter::new(SeccompAction::None).unwrap();
+    let filter = Filter::new(SeccompAction::None, false).unwrap();
     let end = in_child(|| {
         if filter.apply().is_err() {
             return EXIT_APPLY_FAILED;
@@ -416,4 +417,214 @@ fn none_installs_nothing() {
         EXIT_OK
     });
     assert_eq!(end, End::Exit(EXIT_OK));
+}
+
+/// Flags of a `clone` that creates a thread, as glibc passes them.
+const THREAD: u64 = THREAD_CLONE_FLAGS as u64;
+
+#[test]
+fn clone_only_creates_threads() {
+    for (action, ret) in [
+        (SeccompAction::Kill, RET_KILL_PROCESS),
+        (SeccompAction::Trap, RET_TRAP),
+    ] {
+        let prog = program(action);
+        assert_eq!(
+            decide(&prog, libc::SYS_clone, [THREAD, 0, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        for flags in [
+            THREAD | libc::CLONE_NEWUSER as u64,
+            THREAD | libc::CLONE_NEWNS as u64,
+            libc::CLONE_NEWUSER as u64 | libc::SIGCHLD as u64,
+            libc::CLONE_NEWNS as u64,
+            libc::CLONE_NEWNET as u64 | libc::CLONE_NEWPID as u64,
+            // A plain fork, and a thread without CLONE_THREAD (a new process sharing memory).
+            libc::SIGCHLD as u64,
+            THREAD & !(libc::CLONE_THREAD as u64),
+            0,
+        ] {
+            assert_eq!(
+                decide(&prog, libc::SYS_clone, [flags, 0, 0, 0, 0, 0]),
+                ret,
+                "clone flags {flags:#x} under {action:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn clone3_answers_enosys_under_every_action() {
+    for action in [SeccompAction::Kill, SeccompAction::Log, SeccompAction::Trap] {
+        let prog = program(action);
+        for flags in [0, THREAD, libc::CLONE_NEWUSER as u64] {
+            assert_eq!(
+                decide(&prog, libc::SYS_clone3, [flags, 88, 0, 0, 0, 0]),
+                RET_ERRNO | libc::ENOSYS as u32,
+                "{action:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn open_by_handle_at_needs_file_handles() {
+    let without = program(SeccompAction::Kill);
+    assert_eq!(
+        decide(&without, libc::SYS_open_by_handle_at, [3, 0, 0, 0, 0, 0]),
+        RET_KILL_PROCESS
+    );
+    assert!(!allowed(false)
+        .iter()
+        .any(|a| a.nr == libc::SYS_open_by_handle_at));
+    let with = bpf::compile(&allowed(true), RET_KILL_PROCESS).unwrap();
+    assert_eq!(
+        decide(&with, libc::SYS_open_by_handle_at, [3, 0, 0, 0, 0, 0]),
+        RET_ALLOW
+    );
+    // name_to_handle_at only makes handles; it stays allowed either way.
+    assert_eq!(
+        decide(&without, libc::SYS_name_to_handle_at, [3, 0, 0, 0, 0, 0]),
+        RET_ALLOW
+    );
+}
+
+const EXIT_THREAD_FAILED: i32 = 40;
+const EXIT_CLONE3_NOT_ENOSYS: i32 = 41;
+const EXIT_CLONE_RETURNED: i32 = 42;
+const EXIT_HANDLE_CALL_RETURNED: i32 = 43;
+
+#[test]
+fn threads_still_start_under_the_filter() {
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
+    let end = in_child(|| {
+        if filter.apply().is_err() {
+            return EXIT_APPLY_FAILED;
+        }
+        // std::thread goes through pthread_create: clone3 first (ENOSYS here), then clone with
+        // exactly the thread flags.
+        let spawned = std::thread::Builder::new()
+            .name("under-filter".into())
+            .spawn(|| seccomp_mode() == Some(2));
+        match spawned.map(|t| t.join()) {
+            Ok(Ok(true)) => EXIT_OK,
+            _ => EXIT_THREAD_FAILED,
+        }
+    });
+    assert_eq!(end, End::Exit(EXIT_OK));
+}
+
+#[test]
+fn clone3_fails_with_enosys() {
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
+    let end = in_child(|| {
+        if filter.apply().is_err() {
+            return EXIT_APPLY_FAILED;
+        }
+        // struct clone_args asking for a new user namespace; the flags are never looked at.
+        let mut args = [0u64; 11];
+        args[0] = libc::CLONE_NEWUSER as u64;
+        args[4] = libc::SIGCHLD as u64;
+        // SAFETY: `args` is a valid clone_args of the size passed; the call fails under the
+        // filter, and if it did not, the child (a fork) exits at once.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args.as_mut_ptr(),
+                std::mem::size_of_val(&args),
+            )
+        };
+        if rc == 0 {
+            // SAFETY: ends a child that should never have been created.
+            unsafe { libc::_exit(EXIT_CLONE_RETURNED) };
+        }
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        if rc == -1 && errno == Some(libc::ENOSYS) {
+            EXIT_OK
+        } else {
+            EXIT_CLONE3_NOT_ENOSYS
+        }
+    });
+    assert_eq!(end, End::Exit(EXIT_OK));
+}
+
+/// A raw `clone` with `flags` (a fork: no new stack) under the Kill filter.
+fn clone_in_filtered_child(flags: libc::c_int) -> End {
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
+    in_child(|| {
+        if filter.apply().is_err() {
+            return EXIT_APPLY_FAILED;
+        }
+        // SAFETY: clone without CLONE_VM behaves as fork; a child that gets created exits at once.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if rc == 0 {
+            // SAFETY: ends the (unexpected) grandchild.
+            unsafe { libc::_exit(EXIT_CLONE_RETURNED) };
+        }
+        EXIT_CLONE_RETURNED
+    })
+}
+
+#[test]
+fn clone_into_new_namespaces_is_killed() {
+    for flags in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, 0] {
+        assert_eq!(
+            clone_in_filtered_child(flags),
+            End::Signal(libc::SIGSYS),
+            "clone flags {flags:#x}"
+        );
+    }
+}
+
+/// `open_by_handle_at` on a bogus handle; returns EXIT_OK once the call came back.
+fn try_open_by_handle() -> i32 {
+    // A file_handle header with an impossible size: the kernel refuses it (EINVAL, or EPERM
+    // without CAP_DAC_READ_SEARCH), which is fine; only being killed is not.
+    let mut handle = [0u32; 4];
+    handle[0] = u32::MAX;
+    // SAFETY: the buffer outlives the call; the kernel reads its header only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            libc::AT_FDCWD,
+            handle.as_mut_ptr(),
+            libc::O_RDONLY,
+        )
+    };
+    if rc >= 0 {
+        // SAFETY: closes the descriptor the call returned.
+        unsafe { libc::close(rc as libc::c_int) };
+    }
+    EXIT_OK
+}
+
+#[test]
+fn open_by_handle_at_is_refused_without_file_handles() {
+    let filter = Filter::new(SeccompAction::Kill, false).unwrap();
+    let end = in_child(|| {
+        if filter.apply().is_err() {
+            return EXIT_APPLY_FAILED;
+        }
+        try_open_by_handle();
+        EXIT_HANDLE_CALL_RETURNED
+    });
+    assert_eq!(end, End::Signal(libc::SIGSYS));
+
+    let filter = Filter::new(SeccompAction::Kill, true).unwrap();
+    let end = in_child(|| {
+        if filter.apply().is_err() {
+            return EXIT_APPLY_FAILED;
+        }
+        try_open_by_handle()
+    });
+    assert_eq!(end, End::Exit(EXIT_OK), "allowed with file handles");
 }

@@ -88,7 +88,8 @@ fn child(dir: &Path) {
     let pair = UnixStream::pair().unwrap();
 
     step("install");
-    virtiofsd_seccomp::install(virtiofsd_seccomp::SeccompAction::Kill).expect("install");
+    // With file handles (--inode-file-handles=prefer|mandatory): one step opens by handle.
+    virtiofsd_seccomp::install(virtiofsd_seccomp::SeccompAction::Kill, true).expect("install");
     assert_eq!(seccomp_mode("/proc/self/status"), "2");
     assert_eq!(
         seccomp_mode(&format!("/proc/self/task/{early_tid}/status")),
