@@ -66,6 +66,7 @@ struct Fixture {
     vring: Vring,
     call: File,
     used: GuestAddress,
+    avail: GuestAddress,
 }
 
 /// A vring on a mock driver queue with one chain per request: `requests[i]` goes in a readable
@@ -117,12 +118,14 @@ fn fixture(requests: &[Option<&[u8]>], event_idx: bool) -> Fixture {
     let call = eventfd();
     vring.set_call(Some(call.try_clone().unwrap()));
     let used = queue.used_addr();
+    let avail = queue.avail_addr();
     drop(m);
     Fixture {
         mem,
         vring,
         call,
         used,
+        avail,
     }
 }
 
@@ -139,6 +142,26 @@ impl Fixture {
                 (id, len)
             })
             .collect()
+    }
+
+    /// Publishes `heads` after the current avail index, as a guest would (or a hostile one).
+    fn publish(&self, heads: &[u16]) {
+        let m = self.mem.memory();
+        let mut idx: u16 = m.read_obj(self.avail.unchecked_add(2)).unwrap();
+        for &h in heads {
+            let slot = u64::from(idx % QUEUE_SIZE);
+            m.write_obj(h, self.avail.unchecked_add(4 + 2 * slot))
+                .unwrap();
+            idx = idx.wrapping_add(1);
+        }
+        m.write_obj(idx, self.avail.unchecked_add(2)).unwrap();
+    }
+
+    fn set_avail_idx(&self, idx: u16) {
+        self.mem
+            .memory()
+            .write_obj(idx, self.avail.unchecked_add(2))
+            .unwrap();
     }
 
     fn reply(&self, i: u64, len: usize) -> Vec<u8> {
@@ -473,4 +496,195 @@ fn a_dropped_backend_does_not_wait_for_waiting_requests() {
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("dropping the backend waited for a blocked request");
     drop(release);
+}
+
+// ---- a hostile guest's queue ----
+
+#[test]
+fn avail_index_beyond_the_queue_size_breaks_the_queue_without_spinning() {
+    let fx = fixture(&[Some(b"one")], false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 3)]);
+    // 1 + QUEUE_SIZE + 1 entries "available": more than the ring holds.
+    fx.set_avail_idx(QUEUE_SIZE + 2);
+    let start = std::time::Instant::now();
+    for _ in 0..1000 {
+        be.process_queue(&fx.vring, 1).unwrap();
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    assert!(be.queue_broken(1));
+    assert_eq!(fx.used_entries(), vec![(0, 3)], "a broken queue was served");
+    // The event path (a kick) keeps the thread alive too.
+    assert!(be
+        .handle_event(0, EventSet::IN, std::slice::from_ref(&fx.vring), 1)
+        .is_ok());
+
+    // The frontend resets the ring: GET_VRING_BASE, then SET_VRING_BASE.
+    be.stop_vring(1).unwrap();
+    assert!(!be.queue_broken(1));
+    fx.set_avail_idx(1);
+    fx.vring.set_queue_next_avail(1);
+    fx.publish(&[2]);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert!(!be.queue_broken(1));
+    assert_eq!(
+        fx.used_entries().len(),
+        2,
+        "the reset queue was not served again"
+    );
+}
+
+#[test]
+fn a_reconfigured_queue_is_served_again() {
+    let fx = fixture(&[Some(b"one"), Some(b"two")], false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    fx.set_avail_idx(2 + QUEUE_SIZE + 1);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert!(be.queue_broken(1));
+    // SET_VRING_BASE alone (a new position) counts as a reset.
+    fx.set_avail_idx(2);
+    fx.vring.set_queue_next_avail(1);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert!(!be.queue_broken(1));
+    assert_eq!(fx.used_entries().len(), 3);
+}
+
+#[test]
+fn head_index_beyond_the_queue_size_breaks_the_queue_not_the_thread() {
+    for pool in [0, 2] {
+        let fx = fixture(&[Some(b"one")], false);
+        let be = backend(UpperEcho, &fx.mem, pool);
+        be.process_queue(&fx.vring, 1).unwrap();
+        wait_until("the first request", || fx.used_entries().len() == 1);
+        fx.publish(&[QUEUE_SIZE + 5]);
+        assert!(be
+            .handle_event(0, EventSet::IN, std::slice::from_ref(&fx.vring), 1)
+            .is_ok());
+        assert!(be.queue_broken(1), "pool size {pool}");
+        assert_eq!(fx.used_entries().len(), 1);
+        be.stop_vring(1).unwrap();
+        assert!(!be.queue_broken(1));
+    }
+}
+
+#[test]
+fn the_pool_holds_at_most_a_queue_size_of_requests() {
+    use std::sync::mpsc;
+    let fx = fixture(&[Some(b"getattr")], false);
+    let (release, gate) = mpsc::channel();
+    let be = backend(Gated(std::sync::Mutex::new(gate)), &fx.mem, 2);
+    // The guest republishes the same head as often as the ring lets it, twice over.
+    fx.publish(&[0; (QUEUE_SIZE as usize) - 1]);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(be.pool_requests(1), usize::from(QUEUE_SIZE));
+    fx.publish(&[0; QUEUE_SIZE as usize]);
+    for _ in 0..8 {
+        be.process_queue(&fx.vring, 1).unwrap();
+        assert_eq!(be.pool_requests(1), usize::from(QUEUE_SIZE));
+    }
+    assert!(!be.queue_broken(1));
+    // Without a free slot nothing is popped, and nothing is signalled to resume.
+    let resume = be.resume_fd(1).expect("a pool has a resume eventfd");
+    assert!(!readable(resume));
+    release.send(()).unwrap();
+    wait_until("a slot to free", || {
+        be.pool_requests(1) < usize::from(QUEUE_SIZE)
+    });
+    wait_until("the resume signal", || readable(resume));
+    // The resume event makes the queue thread pop again, up to the limit.
+    be.handle_event(
+        be.resume_event(),
+        EventSet::IN,
+        std::slice::from_ref(&fx.vring),
+        1,
+    )
+    .unwrap();
+    assert_eq!(be.pool_requests(1), usize::from(QUEUE_SIZE));
+    assert!(!readable(resume), "the resume event was not consumed");
+    for _ in 0..200 {
+        let _ = release.send(());
+    }
+    drop(release);
+}
+
+fn readable(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd and the timeout is zero.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn stopping_a_queue_does_not_wait_forever_for_wedged_pool_requests() {
+    use std::sync::mpsc;
+    let fx = fixture(&[Some(b"wedged")], false);
+    let (release, gate) = mpsc::channel();
+    let mut be = backend(Gated(std::sync::Mutex::new(gate)), &fx.mem, 1);
+    be.stop_wait = std::time::Duration::from_millis(100);
+    be.process_queue(&fx.vring, 1).unwrap();
+    let start = std::time::Instant::now();
+    be.stop_vring(1).unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    // When the wedged request finally ends, its completion goes nowhere.
+    release.send(()).unwrap();
+    wait_until("the request to end", || be.pool_requests(1) == 0);
+    assert!(fx.used_entries().is_empty());
+}
+
+/// Records the request bytes it executed.
+struct Recorder(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl RequestHandler for Recorder {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        let mut buf = vec![0u8; r.available_bytes()];
+        r.read_exact(&mut buf)?;
+        self.0.lock().unwrap().push(buf);
+        drop(w);
+        Ok(0)
+    }
+}
+
+#[test]
+fn the_executed_header_is_the_one_routing_saw() {
+    let fx = fixture(&[Some(b"wait! and the rest of the request")], false);
+    let m = fx.mem.memory().into_inner();
+    let chain = pop_chain(&fx.vring, &m).unwrap().unwrap();
+    let header = {
+        let (mut reader, _) = split_chain(&*m, chain.clone()).unwrap();
+        Header::take(&mut reader)
+    };
+    assert_eq!(header.bytes(), b"wait! and the rest of the request");
+    // The guest rewrites its request after the routing decision.
+    m.write_slice(b"fast!", GuestAddress(0x1000)).unwrap();
+    let h = Recorder(std::sync::Mutex::new(Vec::new()));
+    run_chain(&h, &m, &header, chain);
+    assert_eq!(
+        h.0.lock().unwrap().as_slice(),
+        &[b"wait! and the rest of the request".to_vec()]
+    );
+}
+
+#[test]
+fn prefix_reader_serves_the_copy_then_the_rest() {
+    let rest = virtiofsd_fuse::memory::MemoryReader::new(b"world".to_vec());
+    let mut r = PrefixReader::new(b"hello ", rest);
+    assert_eq!(r.available_bytes(), 11);
+    let mut a = [0u8; 4];
+    r.read_exact(&mut a).unwrap();
+    assert_eq!(&a, b"hell");
+    let mut too_big = [0u8; 8];
+    assert_eq!(
+        r.read_exact(&mut too_big).unwrap_err().kind(),
+        io::ErrorKind::UnexpectedEof
+    );
+    let mut b = [0u8; 7];
+    r.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"o world");
+    assert_eq!(r.available_bytes(), 0);
 }
