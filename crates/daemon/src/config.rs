@@ -145,6 +145,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Why `uidMap`/`gidMap` are refused outside an unprivileged namespace sandbox.
+pub const UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE: &str =
+    "--uid-map/--gid-map can only be used by an unprivileged user with --sandbox=namespace";
+
 impl DaemonConfig {
     /// Parses and checks a configuration; the checks repeat the TypeScript layer's on purpose,
     /// because the library API can be driven by any caller.
@@ -155,6 +159,12 @@ impl DaemonConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        // SAFETY: geteuid has no preconditions.
+        self.validate_as(unsafe { libc::geteuid() })
+    }
+
+    /// The checks, for a process running with effective UID `euid`.
+    fn validate_as(&self, euid: u32) -> Result<(), ConfigError> {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
         if !self.shared_dir.is_absolute() {
             return invalid("sharedDir must be an absolute path");
@@ -192,6 +202,13 @@ impl DaemonConfig {
             {
                 return invalid("ID map ranges must be non-empty and within 32 bits");
             }
+        }
+        // Ranges are set up only for the user namespace an unprivileged namespace sandbox
+        // creates: anywhere else they would be silently ignored (root's device runs in the
+        // initial user namespace, all IDs mapped).
+        let ranges = !self.uid_map.is_empty() || !self.gid_map.is_empty();
+        if ranges && (euid == 0 || self.sandbox != SandboxMode::Namespace) {
+            return invalid(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE);
         }
         Ok(())
     }
@@ -267,13 +284,47 @@ mod tests {
     }
 
     #[test]
+    fn id_maps_need_an_unprivileged_namespace_sandbox() {
+        let range = serde_json::json!([{ "inside": 0, "outside": 300000, "count": 65536 }]);
+        for field in ["uidMap", "gidMap"] {
+            let mut v = sample();
+            v["sandbox"] = serde_json::json!("namespace");
+            v[field] = range.clone();
+            let config: DaemonConfig = serde_json::from_value(v.clone()).unwrap();
+            assert!(config.validate_as(1000).is_ok(), "{field} as a user");
+            let err = config.validate_as(0).unwrap_err().to_string();
+            assert!(
+                err.contains(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE),
+                "{field} as root: {err}"
+            );
+            for sandbox in ["chroot", "none"] {
+                v["sandbox"] = serde_json::json!(sandbox);
+                let config: DaemonConfig = serde_json::from_value(v.clone()).unwrap();
+                for euid in [0, 1000] {
+                    let err = config.validate_as(euid).unwrap_err().to_string();
+                    assert!(
+                        err.contains(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE),
+                        "{field} with --sandbox={sandbox} as {euid}: {err}"
+                    );
+                }
+            }
+        }
+        // Through the public entry point, with this process's real identity.
+        let mut v = sample();
+        v["uidMap"] = range;
+        assert!(DaemonConfig::from_json(&v.to_string()).is_err());
+    }
+
+    #[test]
     fn parses_sandbox_options() {
         let mut v = sample();
         v["sandbox"] = serde_json::json!("namespace");
         v["seccomp"] = serde_json::json!("kill");
         v["uidMap"] = serde_json::json!([{ "inside": 0, "outside": 100000, "count": 65536 }]);
         v["modcaps"] = serde_json::json!({ "add": ["sys_admin"], "drop": ["mknod"] });
-        let config = DaemonConfig::from_json(&v.to_string()).unwrap();
+        // ID ranges are for an unprivileged device only, whoever runs the tests.
+        let config: DaemonConfig = serde_json::from_value(v).unwrap();
+        config.validate_as(1000).unwrap();
         assert_eq!(config.sandbox, SandboxMode::Namespace);
         assert_eq!(config.seccomp, SeccompMode::Kill);
         assert_eq!(config.uid_map[0].count, 65536);

@@ -3,6 +3,7 @@
 //! [`Command`]s. End of file from the parent means it is gone, which the device treats as `stop`.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
@@ -52,6 +53,14 @@ impl ControlChannel {
             },
             reader,
         ))
+    }
+
+    /// The descriptor events are written to (kept open by the sandbox).
+    pub fn raw_fd(&self) -> RawFd {
+        match self.writer.lock() {
+            Ok(writer) => writer.as_raw_fd(),
+            Err(poisoned) => poisoned.into_inner().as_raw_fd(),
+        }
     }
 
     /// Sends one event. A parent that stopped listening is not an error worth dying for: the

@@ -46,3 +46,13 @@ pub fn install(channel: Arc<ControlChannel>, filter: log::LevelFilter) {
         log::set_max_level(filter);
     }
 }
+
+/// Reports panics through the log (and so the control channel) before the panic hook already
+/// installed runs: stderr points at /dev/null inside the sandbox.
+pub fn log_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        log::error!("device process panicked: {info}");
+        previous(info);
+    }));
+}

@@ -1,7 +1,7 @@
 //! The life of a device process, from configuration to exit.
 
-use std::fmt;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -14,29 +14,32 @@ use crate::logger;
 use crate::sandbox;
 use crate::socket::{self, BoundSocket};
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum RunError {
+    #[error(transparent)]
     Socket(socket::SocketError),
-    SharedDir(std::path::PathBuf, io::Error),
+    #[error("cannot open shared directory {path}", path = .0.display())]
+    SharedDir(std::path::PathBuf, #[source] io::Error),
+    #[error("vhost-user device failed: {0}")]
     Device(String),
-    Setup(&'static str, io::Error),
+    #[error("{0}")]
+    Setup(&'static str, #[source] io::Error),
+    #[error(transparent)]
     Sandbox(virtiofsd_sandbox::SandboxError),
-    Seccomp(String),
+    #[error("cannot install the seccomp filter")]
+    Seccomp(#[source] virtiofsd_seccomp::Error),
 }
 
-impl fmt::Display for RunError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RunError::Socket(e) => e.fmt(f),
-            RunError::SharedDir(p, e) => {
-                write!(f, "cannot open shared directory {}: {e}", p.display())
-            }
-            RunError::Device(e) => write!(f, "vhost-user device failed: {e}"),
-            RunError::Setup(what, e) => write!(f, "{what}: {e}"),
-            RunError::Sandbox(e) => e.fmt(f),
-            RunError::Seccomp(e) => write!(f, "cannot install the seccomp filter: {e}"),
-        }
+/// An error and its chain of causes, `outer: inner: ...`.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
     }
+    message
 }
 
 /// Ends the process without running exit handlers: a device process is a fork of an embedding
@@ -69,10 +72,11 @@ pub fn run(config: DaemonConfig, control: UnixStream) -> i32 {
     };
     let channel = Arc::new(channel);
     logger::install(channel.clone(), config.log_level.to_filter());
+    logger::log_panics();
     match serve(&config, &channel, commands) {
         Ok(()) => 0,
         Err(e) => {
-            let message = e.to_string();
+            let message = describe(&e);
             log::error!("{message}");
             channel.send(&Event::Error { message: &message });
             1
@@ -105,7 +109,13 @@ fn serve(
             socket::remove_socket_file(path);
         }
     };
-    let sandboxed = sandbox::enter(config, &remove_socket).map_err(RunError::Sandbox)?;
+    // Everything else (the embedder's stdio and any descriptor it leaked) is closed.
+    let keep = [
+        channel.raw_fd(),
+        commands.as_raw_fd(),
+        bound.listener.as_raw_fd(),
+    ];
+    let sandboxed = sandbox::enter(config, &keep, &remove_socket).map_err(RunError::Sandbox)?;
     if !sandboxed.host_paths_visible {
         // The same path may now name a file in the share; the waiting parent removes the socket.
         bound.path = None;
@@ -118,7 +128,7 @@ fn serve(
     let server = Arc::new(virtiofsd_fuse::Server::new(fs));
 
     sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
-    crate::seccomp::install(config.seccomp).map_err(RunError::Seccomp)?;
+    crate::seccomp::install(config).map_err(RunError::Seccomp)?;
 
     spawn_stop_watchers(channel, commands, signals, &bound)?;
 

@@ -1,5 +1,7 @@
 //! Maps the configuration onto `virtiofsd-sandbox`.
 
+use std::os::fd::RawFd;
+
 use virtiofsd_sandbox::{caps, IdRange, Mode, Options, SandboxError, Sandboxed};
 
 use crate::config::{DaemonConfig, InodeFileHandles, SandboxMode};
@@ -15,7 +17,13 @@ fn ranges(list: &[crate::config::IdRange]) -> Vec<IdRange> {
 }
 
 /// Enters the configured sandbox; see [`virtiofsd_sandbox::enter`] (this may fork).
-pub fn enter(config: &DaemonConfig, on_exit: &dyn Fn()) -> Result<Sandboxed, SandboxError> {
+/// `keep_fds` are the descriptors the device opened itself (control channel, listening socket);
+/// every other one is closed.
+pub fn enter(
+    config: &DaemonConfig,
+    keep_fds: &[RawFd],
+    on_exit: &dyn Fn(),
+) -> Result<Sandboxed, SandboxError> {
     let (uid_map, gid_map) = (ranges(&config.uid_map), ranges(&config.gid_map));
     let opts = Options {
         mode: match config.sandbox {
@@ -26,6 +34,7 @@ pub fn enter(config: &DaemonConfig, on_exit: &dyn Fn()) -> Result<Sandboxed, San
         shared_dir: &config.shared_dir,
         uid_map: &uid_map,
         gid_map: &gid_map,
+        keep_fds,
     };
     virtiofsd_sandbox::enter(&opts, on_exit)
 }

@@ -1,31 +1,23 @@
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// A system call failed.
-    Sys(&'static str, io::Error),
+    #[error("sandbox: {0}")]
+    Sys(&'static str, #[source] io::Error),
     /// A system call on a path failed.
-    Path(&'static str, PathBuf, io::Error),
+    #[error("sandbox: {what} {path}", what = .0, path = .1.display())]
+    Path(&'static str, PathBuf, #[source] io::Error),
+    /// A fresh procfs could not be mounted, or its `self/fd` not bound for the device's handle.
+    /// Start-up fails rather than keep a handle on the host's whole procfs.
+    #[error("sandbox: cannot give the device a private /proc/self/fd: {0}")]
+    ProcSelfFd(&'static str, #[source] io::Error),
+    #[error("sandbox: --sandbox=chroot requires running as root")]
     ChrootNeedsRoot,
     /// UID/GID ranges need newuidmap/newgidmap, which failed or is missing.
+    #[error("sandbox: cannot set up ID mappings: {0}")]
     IdMap(String),
+    #[error("unknown capability {0:?}")]
     UnknownCapability(String),
 }
-
-impl fmt::Display for SandboxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SandboxError::Sys(what, e) => write!(f, "sandbox: {what}: {e}"),
-            SandboxError::Path(what, p, e) => write!(f, "sandbox: {what} {}: {e}", p.display()),
-            SandboxError::ChrootNeedsRoot => {
-                write!(f, "sandbox: --sandbox=chroot requires running as root")
-            }
-            SandboxError::IdMap(msg) => write!(f, "sandbox: cannot set up ID mappings: {msg}"),
-            SandboxError::UnknownCapability(name) => write!(f, "unknown capability {name:?}"),
-        }
-    }
-}
-
-impl std::error::Error for SandboxError {}

@@ -2,6 +2,8 @@
 //!
 //! [`enter`] puts the calling (single-threaded) process in the requested sandbox and hands back a
 //! private handle on `/proc/self/fd` plus the path under which the shared directory is now seen.
+//! Every descriptor but those the caller keeps is closed first, and stdin, stdout and stderr
+//! point at `/dev/null` (a device logs over its control channel).
 //! [`caps::restrict`] then trims the capability sets to what serving files needs.
 
 pub mod caps;
@@ -10,7 +12,7 @@ mod idmap;
 mod namespace;
 mod sys;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 pub use error::SandboxError;
@@ -33,6 +35,9 @@ pub struct Options<'a> {
     pub shared_dir: &'a Path,
     pub uid_map: &'a [IdRange],
     pub gid_map: &'a [IdRange],
+    /// Descriptors the device opened itself and keeps (control channel, listening socket).
+    /// Every other descriptor is closed on entry and 0, 1 and 2 point at `/dev/null`.
+    pub keep_fds: &'a [RawFd],
 }
 
 /// What the serving process needs after entering the sandbox.
@@ -52,6 +57,10 @@ pub struct Sandboxed {
 /// it ends (it still sees host paths) and exits with its status; only the serving process
 /// returns from here. Must be called before any thread is started.
 pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, SandboxError> {
+    // Before anything else (and before any root change, while /dev/null is reachable), so no
+    // process of the sandbox, waiting parents included, holds the embedder's descriptors.
+    sys::release_inherited(opts.keep_fds)
+        .map_err(|e| SandboxError::Sys("closing inherited descriptors", e))?;
     match opts.mode {
         Mode::None => Ok(Sandboxed {
             proc_self_fd: sys::open_path(Path::new("/proc/self/fd"))

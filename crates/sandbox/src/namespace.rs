@@ -107,20 +107,7 @@ fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| SandboxError::Sys("unshare", e))?;
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE)
         .map_err(|e| SandboxError::Sys("making mounts private", e))?;
-    // A procfs of the new PID namespace, so nothing of the host's processes is reachable from
-    // the handle we keep. Where procfs cannot be mounted (a locked-down container), the existing
-    // one still resolves /proc/self to this process.
-    let proc = Path::new("/proc");
-    if let Err(e) = sys::mount(
-        Some(Path::new("proc")),
-        proc,
-        Some("proc"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-    ) {
-        log::debug!("cannot mount a new procfs ({e}); using the existing one");
-    }
-    let proc_self_fd = sys::open_path(Path::new("/proc/self/fd"))
-        .map_err(|e| SandboxError::Sys("cannot open /proc/self/fd", e))?;
+    let proc_self_fd = private_proc_self_fd()?;
     // pivot_root wants the new root to be a mount point.
     sys::mount(
         Some(shared_dir),
@@ -129,6 +116,13 @@ fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
         libc::MS_BIND | libc::MS_REC,
     )
     .map_err(|e| SandboxError::Path("bind mount", shared_dir.to_owned(), e))?;
+    // A bind mount takes no other flags: add them afterwards, to the share and every mount in
+    // it. nodev makes device nodes in the share inert for the device (the guest may still make
+    // them with CAP_MKNOD, as upstream allows, but opening one fails here). nosuid changes
+    // nothing the device does (it executes nothing: execve is outside the seccomp allow list)
+    // and is kept as defence in depth; neither flag changes what the guest sees of a file.
+    sys::make_nodev_nosuid(shared_dir)
+        .map_err(|e| SandboxError::Path("nodev,nosuid on", shared_dir.to_owned(), e))?;
     sys::chdir(shared_dir).map_err(|e| SandboxError::Path("chdir", shared_dir.to_owned(), e))?;
     sys::pivot_root_here()
         .map_err(|e| SandboxError::Path("pivot_root", shared_dir.to_owned(), e))?;
@@ -141,6 +135,38 @@ fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
         root_dir: PathBuf::from("/"),
         host_paths_visible: false,
     })
+}
+
+/// The device's handle on its own `/proc/self/fd`, and nothing else of procfs.
+///
+/// A fresh procfs of the new PID namespace is mounted on `/proc` (in this process's private
+/// mount namespace, so the host's is untouched), its `self/fd` (this process's, resolved now) is
+/// bind-mounted on top, and the handle is the root of that bind mount. Both mounts are then
+/// detached: the bind mount stays alive through the handle alone, with no parent mount, so `..`
+/// from the handle stays in the descriptor directory instead of climbing to the rest of procfs
+/// (`../../sys/kernel/core_pattern`). Upstream virtiofsd binds `/proc/self/fd` the same way.
+/// Any failure ends start-up: the host's full procfs is never used instead.
+fn private_proc_self_fd() -> Result<OwnedFd, SandboxError> {
+    let proc = Path::new("/proc");
+    sys::mount(
+        Some(Path::new("proc")),
+        proc,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    )
+    .map_err(|e| SandboxError::ProcSelfFd("mounting a procfs on /proc", e))?;
+    sys::mount(Some(Path::new("/proc/self/fd")), proc, None, libc::MS_BIND)
+        .map_err(|e| SandboxError::ProcSelfFd("bind-mounting /proc/self/fd on /proc", e))?;
+    let handle = sys::open_path(proc)
+        .map_err(|e| SandboxError::ProcSelfFd("opening the bound /proc/self/fd", e))?;
+    // First the bind mount (kept alive by `handle`), then the procfs under it.
+    for what in [
+        "detaching the /proc/self/fd bind mount",
+        "unmounting the procfs",
+    ] {
+        sys::umount_detach(proc).map_err(|e| SandboxError::ProcSelfFd(what, e))?;
+    }
+    Ok(handle)
 }
 
 fn waiter_signals() -> [libc::c_int; 4] {

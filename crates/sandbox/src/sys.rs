@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -128,22 +128,140 @@ pub fn set_parent_death_signal(sig: libc::c_int) {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
 }
 
-/// Closes every descriptor from `first` up.
+/// Closes every descriptor from `first` up; the caller owns nothing it still uses among them.
 pub fn close_from(first: u32) {
-    // SAFETY: the caller owns nothing it still uses among these descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) };
-    if rc != 0 {
-        // SAFETY: sysconf has no preconditions.
-        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.max(1024) as libc::c_int;
-        for fd in first as libc::c_int..max {
-            // SAFETY: as above; EBADF for unused numbers is harmless.
-            unsafe { libc::close(fd) };
-        }
-    }
+    close_range(first, u32::MAX);
 }
 
 /// Ends the process without running exit handlers (they belong to the embedding runtime).
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns.
     unsafe { libc::_exit(code) }
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// Adds `nodev` and `nosuid` to the mount at `path` and every mount below it, leaving their
+/// other flags as they are. Uses `mount_setattr` (Linux 5.12); on older kernels remounts the top
+/// mount only, keeping the flags it already has (a user namespace may not clear locked ones).
+pub fn make_nodev_nosuid(path: &Path) -> io::Result<()> {
+    let c = cstr(path)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `c` is a valid C string and `attr` a mount_attr of the size passed; both outlive
+    // the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    // SAFETY: statvfs is plain data, filled in by the call before it is read.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and a valid out pointer.
+    check(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    let mut keep: libc::c_ulong = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            keep |= ms_flag;
+        }
+    }
+    mount(
+        None,
+        path,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID | keep,
+    )
+}
+
+/// Opens `/dev/null` read-write (close-on-exec).
+pub fn open_dev_null() -> io::Result<OwnedFd> {
+    // SAFETY: a valid C string; the result is checked before being owned.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Points descriptors 0, 1 and 2 (unless listed in `keep`) at `/dev/null` and closes every other
+/// descriptor not in `keep`: nothing the embedder's process held (its stderr, pipes, files)
+/// stays reachable from the device.
+pub fn release_inherited(keep: &[RawFd]) -> io::Result<()> {
+    let null = open_dev_null()?;
+    for fd in 0..=2 {
+        if keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: both descriptors are valid; dup2 replaces `fd` atomically, never closing a
+        // descriptor anything in this process still uses (stdio is not the device's channel).
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    drop(null);
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .chain(0..=2)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut next = 0u32;
+    for fd in keep {
+        if fd > next {
+            close_range(next, fd - 1);
+        }
+        next = fd.saturating_add(1);
+    }
+    close_range(next, u32::MAX);
+    Ok(())
+}
+
+/// Closes descriptors `first..=last`.
+fn close_range(first: u32, last: u32) {
+    // SAFETY: the caller owns nothing it still uses among these descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+    if rc != 0 {
+        // Kernels before 5.9 lack close_range: close one by one, bounded by the fd limit.
+        // SAFETY: sysconf has no preconditions.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.max(1024) as u32;
+        for fd in first..=last.min(max) {
+            // SAFETY: as above; EBADF for unused numbers is harmless.
+            unsafe { libc::close(fd as libc::c_int) };
+        }
+    }
 }
