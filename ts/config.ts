@@ -17,6 +17,7 @@ import {
   LOG_LEVELS,
   LogLevel,
   U32_MAX,
+  checkIdMapsAllowed,
   parseEnum,
   validateNonEmpty,
   validateTag,
@@ -168,7 +169,7 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
   const tag = options.tag === undefined || options.tag === null ? null : validateTag('tag', String(options.tag));
   const rlimit = options.rlimitNofile;
 
-  return {
+  const config: DeviceConfig = {
     sharedDir,
     socket,
     tag,
@@ -197,6 +198,9 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
     gidMap: checkIdRanges('gidMap', options.gidMap),
     modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', checkString('modcaps', options.modcaps)),
   };
+  const idMapOption = config.uidMap.length > 0 ? 'uidMap' : config.gidMap.length > 0 ? 'gidMap' : null;
+  checkIdMapsAllowed(idMapOption, config.sandbox, process.geteuid?.());
+  return config;
 }
 
 function checkIdRanges(name: string, ranges: unknown): IdRange[] {

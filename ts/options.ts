@@ -28,6 +28,7 @@ import {
   validateNonEmpty,
   validateTag,
   validateXattrmap,
+  checkIdMapsAllowed,
 } from './validate';
 
 /** Everything the command line can say, after value validation. Absent = not given. */
@@ -457,4 +458,6 @@ export function checkRunnable(parsed: ParsedArgs): void {
   if (options.socketGroup !== undefined && options.fd !== undefined) {
     throw new OptionError("'--socket-group' only applies to a socket created with '--socket-path'");
   }
+  const idMapOption = options.uidMap.length > 0 ? '--uid-map' : options.gidMap.length > 0 ? '--gid-map' : null;
+  checkIdMapsAllowed(idMapOption, options.sandbox ?? 'namespace', process.geteuid?.());
 }

@@ -230,3 +230,22 @@ export function validateXattrmap(name: string, value: string): string {
   }
   return value;
 }
+
+export const ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE =
+  '--uid-map/--gid-map can only be used by an unprivileged user with --sandbox=namespace';
+
+/**
+ * ID ranges are set up only for the user namespace of an unprivileged namespace sandbox: as root,
+ * or with `--sandbox=chroot|none`, they would be silently ignored (root's device keeps every ID).
+ * `option` names the option that carries ranges; `euid` is the effective UID the device will run
+ * with (undefined where the platform has none).
+ */
+export function checkIdMapsAllowed(option: string | null, sandbox: SandboxMode, euid: number | undefined): void {
+  if (option === null) return;
+  if (sandbox !== 'namespace') {
+    throw new OptionError(`'${option}' cannot be used with '--sandbox=${sandbox}': ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`);
+  }
+  if (euid === 0) {
+    throw new OptionError(`'${option}' cannot be used when running as root: ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`);
+  }
+}
