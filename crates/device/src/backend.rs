@@ -174,7 +174,7 @@ impl QueueCtl {
         if state.throttled {
             state.throttled = false;
             if let Err(e) = self.resume.write(1) {
-                log::warn!("cannot wake a throttled queue: {e}");
+                guest_log!(log::Level::Warn, "cannot wake a throttled queue: {e}");
             }
         }
         if state.in_flight == 0 {
@@ -436,7 +436,10 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         };
         if let Err(e) = pool.submit(move || job.run()) {
             // Only while shutting down; the chain is answered with nothing.
-            log::warn!("queue {queue_index}: cannot hand a request to the pool: {e}");
+            guest_log!(
+                log::Level::Warn,
+                "queue {queue_index}: cannot hand a request to the pool: {e}"
+            );
             ctl.finish(&mut ctl.lock());
             return complete(vring, head, 0, queue_index).map_err(ring_fault);
         }
@@ -741,7 +744,9 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
         // completions go nowhere, so a wedged filesystem call cannot wedge the frontend.
         if let Some(ctl) = self.queues.get(queue_index as usize) {
             if !ctl.wait_idle(self.stop_wait) {
-                log::warn!(
+                // A guest can make its VMM reset the device in a loop.
+                guest_log!(
+                    log::Level::Warn,
                     "queue {queue_index}: {} requests still running; abandoning them",
                     ctl.lock().in_flight
                 );

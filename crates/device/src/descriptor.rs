@@ -8,7 +8,6 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use log::debug;
 use virtio_queue::desc::split::Descriptor;
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader, ZeroCopyReader, ZeroCopyWriter};
 use vm_memory::bitmap::{BitmapSlice, MS};
@@ -269,7 +268,10 @@ impl<B: BitmapSlice> Cursor<'_, B> {
                     continue;
                 }
                 if done > 0 {
-                    debug!("{what} failed after {done} bytes: {err}");
+                    virtiofsd_fuse::guest_log!(
+                        log::Level::Debug,
+                        "{what} failed after {done} bytes: {err}"
+                    );
                     return Ok(done);
                 }
                 return Err(err);

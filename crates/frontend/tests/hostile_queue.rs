@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::{Daemon, Kind};
 use vhost::{VhostBackend, VringConfigData};
 use virtiofsd_frontend::fuse::{op, InHeader, ROOT_ID};
+use virtiofsd_frontend::virtq::VirtQueue;
 use virtiofsd_frontend::{Buf, Request, Session};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -92,12 +93,15 @@ fn keep_kicking(s: &Session, d: Duration) {
     }
 }
 
-/// Resets the request queue as a frontend does after a guest reset: GET_VRING_BASE, then the
-/// ring set up again from position `base`, with fresh kick and call eventfds (returned).
-fn reset_queue(s: &mut Session, base: u16) -> (EventFd, EventFd) {
+/// Resets the request queue as a frontend does after a guest reset (GET_VRING_BASE already
+/// sent): the rings zeroed and set up again from position 0, with fresh kick and call eventfds.
+/// Returns the guest's new view of the queue and the kick eventfd.
+fn reset_queue(s: &mut Session) -> (VirtQueue, EventFd, EventFd) {
     let layout = s.queue(Q).unwrap().layout;
     let host = s.mem().host_base();
-    set_avail_idx(s, base);
+    let n = u64::from(layout.size);
+    s.mem().fill(layout.avail, (6 + 2 * n) as usize, 0).unwrap();
+    s.mem().fill(layout.used, (6 + 8 * n) as usize, 0).unwrap();
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
     let call = EventFd::new(EFD_NONBLOCK).unwrap();
     let cfg = VringConfigData {
@@ -112,11 +116,11 @@ fn reset_queue(s: &mut Session, base: u16) -> (EventFd, EventFd) {
     let fe = s.frontend();
     fe.set_vring_num(Q, layout.size).unwrap();
     fe.set_vring_addr(Q, &cfg).unwrap();
-    fe.set_vring_base(Q, base).unwrap();
+    fe.set_vring_base(Q, 0).unwrap();
     fe.set_vring_call(Q, &call).unwrap();
     fe.set_vring_kick(Q, &kick).unwrap();
     vhost::vhost_user::VhostUserFrontend::set_vring_enable(fe, Q, true).unwrap();
-    (kick, call)
+    (VirtQueue::new(layout, false), kick, call)
 }
 
 fn getattr_request(s: &mut Session) -> Vec<u8> {
@@ -137,31 +141,22 @@ fn getattr_request(s: &mut Session) -> Vec<u8> {
     req
 }
 
-/// Sends GETATTR on the (reset) request queue through `kick` and polls the used ring for it;
-/// returns the reply's error field.
-fn getattr_after_reset(s: &mut Session, kick: &EventFd) -> Option<i32> {
+/// Sends GETATTR on the reset request queue `q` through `kick` and polls its used ring;
+/// returns the reply's error field, or `None` if no reply came.
+fn getattr_after_reset(s: &mut Session, q: &mut VirtQueue, kick: &EventFd) -> Option<i32> {
     let req = getattr_request(s);
     let r = s.mem_mut().alloc(req.len() as u64, 64).unwrap();
     s.mem().write(r, &req).unwrap();
     let reply = s.mem_mut().alloc(4096, 64).unwrap();
     let bufs = [Buf::readable(r, 56), Buf::writable(reply, 4096)];
-    let (mem, q) = {
-        // The queue and memory live in the session; take the memory view by address.
-        let mem: *const _ = s.mem();
-        (mem, s.queue(Q).unwrap())
-    };
-    // SAFETY: `mem` points into the session, which outlives this block and is not moved;
-    // the queue and the memory are distinct fields, so the shared and the unique borrow do
-    // not overlap.
-    let mem = unsafe { &*mem };
-    let head = q.add_chain(mem, &bufs).unwrap();
+    let head = q.add_chain(s.mem(), &bufs).unwrap();
     kick.write(1).unwrap();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
-        if let Some(used) = q.pop_used(mem).unwrap() {
+        if let Some(used) = q.pop_used(s.mem()).unwrap() {
             assert_eq!(used.id, head);
             let mut h = [0u8; 16];
-            mem.read(reply, &mut h).unwrap();
+            s.mem().read(reply, &mut h).unwrap();
             return Some(i32::from_le_bytes(h[4..8].try_into().unwrap()));
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -209,10 +204,15 @@ fn avail_index_ahead(kind: Kind) {
         assert!(cost.cpu < 0.5, "the device spun: {:.2} s CPU", cost.cpu);
         assert!(cost.log < 16 * 1024, "the device logged {} bytes", cost.log);
         assert_eq!(base.unwrap(), u32::from(idx), "the broken queue moved");
+        let warned = d
+            .log()
+            .matches("not serving it until the frontend resets it")
+            .count();
+        assert_eq!(warned, 1, "the broken queue was reported {warned} times");
         assert!(hiprio_getattr(&mut s), "the hiprio queue stopped answering");
-        let (kick, _call) = reset_queue(&mut s, idx);
+        let (mut q, kick, _call) = reset_queue(&mut s);
         assert_eq!(
-            getattr_after_reset(&mut s, &kick),
+            getattr_after_reset(&mut s, &mut q, &kick),
             Some(0),
             "the queue was not served again after the reset; log:\n{}",
             d.log()
@@ -226,8 +226,9 @@ fn avail_index_ahead_ours() {
     avail_index_ahead(Kind::Ours);
 }
 
-/// Reference: upstream virtiofsd stops processing too (virtio-queue refuses to iterate); its
-/// numbers are printed, and it must exit cleanly on disconnect.
+/// Reference (virtiofsd 1.13): observed to stay idle too (no CPU, no log) and to answer
+/// GET_VRING_BASE; only its clean exit is asserted. Our daemon additionally logs the broken
+/// queue once and serves it again after a reset, which is checked above.
 #[test]
 fn avail_index_ahead_reference() {
     avail_index_ahead(Kind::Reference);
@@ -238,7 +239,6 @@ fn head_beyond_table(kind: Kind) {
     let d = Daemon::start(kind);
     let mut s = d.session();
     let size = s.queue(Q).unwrap().size();
-    let idx = avail_idx(&mut s);
     let cost = measure(&d, || {
         publish_raw(&mut s, size + 3);
         keep_kicking(&s, Duration::from_secs(1));
@@ -251,14 +251,15 @@ fn head_beyond_table(kind: Kind) {
     );
     let base = s.frontend().get_vring_base(Q);
     eprintln!("{kind:?}: GET_VRING_BASE -> {base:?}");
+    eprintln!("{kind:?}: log:\n{}", d.log());
     if kind == Kind::Ours {
         assert!(cost.cpu < 0.5, "{:.2} s CPU", cost.cpu);
         assert!(cost.log < 16 * 1024, "{} bytes of log", cost.log);
         assert!(base.is_ok());
         // The queue thread survived: after a reset it serves the queue again.
-        let (kick, _call) = reset_queue(&mut s, idx);
+        let (mut q, kick, _call) = reset_queue(&mut s);
         assert_eq!(
-            getattr_after_reset(&mut s, &kick),
+            getattr_after_reset(&mut s, &mut q, &kick),
             Some(0),
             "the queue thread did not survive; log:\n{}",
             d.log()
@@ -272,6 +273,10 @@ fn head_beyond_table_ours() {
     head_beyond_table(Kind::Ours);
 }
 
+/// Reference (virtiofsd 1.13): observed to panic in its queue thread ("failed to fill whole
+/// buffer"), then in its backend thread (poisoned lock), so GET_VRING_BASE fails with a broken
+/// connection; the process still exits with status 0. Ours marks the queue broken instead and
+/// keeps serving after a reset.
 #[test]
 fn head_beyond_table_reference() {
     head_beyond_table(Kind::Reference);
@@ -339,6 +344,7 @@ fn republish_with_pool_ours() {
     republish_with_pool(Kind::Ours);
 }
 
+/// Reference (virtiofsd 1.13): observed to stay flat (RSS, CPU and log) under this load.
 #[test]
 fn republish_with_pool_reference() {
     republish_with_pool(Kind::Reference);

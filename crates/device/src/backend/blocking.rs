@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use log::warn;
 use virtiofsd_fuse::guest_log;
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
 use vm_memory::GuestMemoryMmap;
@@ -145,7 +144,10 @@ impl BlockingRequests {
                 Ok(())
             }
             Err(e) => {
-                warn!("queue {queue_index}: cannot start a thread for a waiting request: {e}");
+                guest_log!(
+                    log::Level::Warn,
+                    "queue {queue_index}: cannot start a thread for a waiting request: {e}"
+                );
                 refuse_now(&**handler, mem, vring, queue_index, chain, &request_tx)
             }
         }
