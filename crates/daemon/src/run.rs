@@ -308,3 +308,32 @@ fn current_rlimit_nofile() -> io::Result<u64> {
     }
     Ok(current.rlim_cur)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports_name_every_cause() {
+        let e = RunError::Seccomp(virtiofsd_seccomp::Error::Install(
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+        let message = describe(&e);
+        assert!(
+            message.starts_with("cannot install the seccomp filter: seccomp("),
+            "{message}"
+        );
+        assert!(message.contains("Invalid argument"), "{message}");
+        let e = RunError::Sandbox(virtiofsd_sandbox::SandboxError::ProcSelfFd(
+            "mounting a procfs on /proc",
+            io::Error::from_raw_os_error(libc::EPERM),
+        ));
+        let message = describe(&e);
+        assert!(
+            message.contains(
+                "private /proc/self/fd: mounting a procfs on /proc: Operation not permitted"
+            ),
+            "{message}"
+        );
+    }
+}

@@ -265,3 +265,51 @@ fn close_range(first: u32, last: u32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    fn rdev(fd: RawFd) -> Option<u64> {
+        // SAFETY: stat is plain data, filled by fstat before it is read.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a valid out pointer; a closed `fd` gives EBADF.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return None;
+        }
+        Some(st.st_rdev)
+    }
+
+    #[test]
+    fn release_inherited_keeps_only_what_it_is_told() {
+        // In a forked child: the test process's own descriptors must stay open.
+        // SAFETY: the child only makes system calls and ends with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = (|| {
+                let kept = open_path(Path::new("/")).ok()?.into_raw_fd();
+                let other = open_path(Path::new("/")).ok()?.into_raw_fd();
+                release_inherited(&[kept]).ok()?;
+                let null = rdev(open_dev_null().ok()?.as_raw_fd())?;
+                let stdio_null = (0..=2).all(|fd| rdev(fd) == Some(null));
+                Some(
+                    if rdev(kept).is_some() && rdev(other).is_none() && stdio_null {
+                        0
+                    } else {
+                        1
+                    },
+                )
+            })()
+            .unwrap_or(2);
+            // SAFETY: ends the child.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
+}
