@@ -411,7 +411,16 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             drop((reader, writer));
             return self
                 .blocking
-                .submit(&self.handler, mem, vring, queue_index, chain, request, room)
+                .submit(
+                    &self.handler,
+                    mem,
+                    vring,
+                    queue_index,
+                    chain,
+                    header.bytes(),
+                    request,
+                    room,
+                )
                 .map_err(ring_fault);
         }
         let Some(pool) = &self.pool else {

@@ -88,9 +88,9 @@ impl BlockingRequests {
     }
 
     /// Starts `chain`, whose request bytes were copied into `request` (`None`: too large or
-    /// unreadable to be a waiting request) and whose reply room is `room`, on a thread of its
-    /// own, or refuses it when that is not possible; either way the chain is completed (now or
-    /// later).
+    /// unreadable to be a waiting request; it is then refused on its `header` alone) and whose
+    /// reply room is `room`, on a thread of its own, or refuses it when that is not possible;
+    /// either way the chain is completed (now or later).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn submit<H: RequestHandler + 'static>(
         &self,
@@ -99,12 +99,13 @@ impl BlockingRequests {
         vring: &Vring,
         queue_index: usize,
         chain: Chain,
+        header: &[u8],
         request: Option<Vec<u8>>,
         room: usize,
     ) -> io::Result<()> {
         let head = chain.head_index();
         let Some(request) = request else {
-            return refuse_now(&**handler, mem, vring, queue_index, chain, &[]);
+            return refuse_now(&**handler, mem, vring, queue_index, chain, header);
         };
         let Some(slot) = self.take_slot() else {
             guest_log!(
