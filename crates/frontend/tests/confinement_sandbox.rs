@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{repo_root, test_options};
+use common::{children, repo_root, test_options};
 use virtiofsd_frontend::fuse::ROOT_ID;
 use virtiofsd_frontend::Session;
 
@@ -62,18 +62,6 @@ impl Started {
             .unwrap_or_else(|| panic!("no serving process; log:\n{}", self.log()));
         (device, server)
     }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
-            }
-        }
-    }
-    out
 }
 
 fn comm(pid: u32) -> String {

@@ -261,7 +261,8 @@ impl Drop for Daemon {
     }
 }
 
-fn children(pid: u32) -> Vec<u32> {
+/// Child processes of `pid`, from every thread's children list.
+pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
