@@ -5,7 +5,8 @@ import os from 'node:os';
 import { DeviceConfig, DeviceOptions, buildDeviceConfig } from './config';
 import { DeviceError } from './errors';
 import { NativeBackend, ReapResult, nativeBackend } from './native';
-import { DeviceMessage, LineSplitter, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
+import { escapeLogText } from './log';
+import { DeviceMessage, LineSplitter, LineTooLongError, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
 import { LogLevel } from './validate';
 
 export interface ExitStatus {
@@ -71,6 +72,7 @@ export class Device extends EventEmitter<DeviceEvents> {
   private listeningOn: string | null = null;
   private isConnected = false;
   private fatal: string | null = null;
+  private controlBroken = false;
   private reapTimer: NodeJS.Timeout | null = null;
   private referenced = true;
   private readyWaiter: { resolve: () => void; reject: (error: DeviceError) => void } | null = null;
@@ -85,8 +87,8 @@ export class Device extends EventEmitter<DeviceEvents> {
       this.resolveExit = resolve;
     });
     this.control = new net.Socket({ fd: controlFd, readable: true, writable: true });
-    this.control.setEncoding('utf8');
-    this.control.on('data', (chunk: string) => this.onData(chunk));
+    // Bytes, not strings: the splitter bounds lines in bytes and decodes each complete line once.
+    this.control.on('data', (chunk: Buffer) => this.onData(chunk));
     // EOF or a broken control socket both mean the process is gone or going.
     this.control.on('end', () => this.onControlClosed());
     this.control.on('close', () => this.onControlClosed());
@@ -181,8 +183,17 @@ export class Device extends EventEmitter<DeviceEvents> {
     return this;
   }
 
-  private onData(chunk: string): void {
-    for (const line of this.lines.push(chunk)) {
+  private onData(chunk: Buffer): void {
+    if (this.controlBroken) return;
+    let lines: string[];
+    try {
+      lines = this.lines.push(chunk);
+    } catch (error) {
+      if (!(error instanceof LineTooLongError)) throw error;
+      this.onProtocolViolation(error.message);
+      return;
+    }
+    for (const line of lines) {
       let message: DeviceMessage;
       try {
         message = parseDeviceMessage(line);
@@ -211,22 +222,39 @@ export class Device extends EventEmitter<DeviceEvents> {
         this.emit('disconnected');
         break;
       case 'log':
-        this.emit('log', { level: message.level, target: message.target, message: message.message, time: new Date() });
+        this.emitRecord(message.level, message.target, message.message);
         break;
-      case 'error':
-        this.fatal = message.message;
+      case 'error': {
+        const text = escapeLogText(message.message);
+        this.fatal = text;
         if (this.readyWaiter !== null) {
-          this.readyWaiter.reject(new DeviceError(message.message, 'failed'));
+          this.readyWaiter.reject(new DeviceError(text, 'failed'));
           this.readyWaiter = null;
         } else {
-          this.emitLog('error', message.message);
+          this.emitLog('error', text);
         }
         break;
+      }
     }
   }
 
+  /** A device that breaks the control protocol this way is killed; others are not affected. */
+  private onProtocolViolation(why: string): void {
+    this.controlBroken = true;
+    this.control.pause();
+    const message = `device ${this.pid} killed: ${why}`;
+    this.fatal ??= message;
+    this.emitLog('error', message);
+    this.kill('SIGKILL');
+  }
+
   private emitLog(level: LogRecord['level'], message: string): void {
-    this.emit('log', { level, target: 'virtiofsd', message, time: new Date() });
+    this.emitRecord(level, 'virtiofsd', message);
+  }
+
+  /** Every log record leaves through here; device-supplied text is escaped on the way out. */
+  private emitRecord(level: LogRecord['level'], target: string, message: string): void {
+    this.emit('log', { level, target: escapeLogText(target), message: escapeLogText(message), time: new Date() });
   }
 
   private onControlClosed(): void {

@@ -57,14 +57,60 @@ export function parseDeviceMessage(line: string): DeviceMessage {
 
 export const STOP_COMMAND = `${JSON.stringify({ cmd: 'stop' })}\n`;
 
-/** Splits a byte stream into lines, keeping a partial tail between chunks. */
-export class LineSplitter {
-  private pending = '';
+/** Longest control line (bytes, newline excluded) a device may send; longer kills the device. */
+export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
 
-  push(chunk: string): string[] {
-    this.pending += chunk;
-    const lines = this.pending.split('\n');
-    this.pending = lines.pop() ?? '';
-    return lines.filter((line) => line.trim().length > 0);
+export class LineTooLongError extends ProtocolError {
+  constructor(limit: number) {
+    super(`control line longer than ${limit} bytes`);
+    this.name = 'LineTooLongError';
+  }
+}
+
+const NEWLINE = 0x0a;
+
+/**
+ * Splits a byte stream into lines, keeping the partial tail between chunks as a list of chunks.
+ * Only new bytes are scanned for newlines and a line is concatenated once, so the cost is linear.
+ * Throws LineTooLongError as soon as the unfinished line exceeds the limit (and on every push after).
+ */
+export class LineSplitter {
+  private readonly limit: number;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private failed = false;
+
+  constructor(limit: number = MAX_CONTROL_LINE_BYTES) {
+    this.limit = limit;
+  }
+
+  push(chunk: Buffer | string): string[] {
+    if (this.failed) throw new LineTooLongError(this.limit);
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk;
+    const lines: string[] = [];
+    let start = 0;
+    for (;;) {
+      const end = bytes.indexOf(NEWLINE, start);
+      const piece = end === -1 ? bytes.subarray(start) : bytes.subarray(start, end);
+      if (this.pendingBytes + piece.length > this.limit) {
+        this.failed = true;
+        this.pending = [];
+        this.pendingBytes = 0;
+        throw new LineTooLongError(this.limit);
+      }
+      if (end === -1) {
+        if (piece.length > 0) {
+          this.pending.push(piece);
+          this.pendingBytes += piece.length;
+        }
+        return lines;
+      }
+      this.pending.push(piece);
+      const line = Buffer.concat(this.pending, this.pendingBytes + piece.length).toString('utf8');
+      this.pending = [];
+      this.pendingBytes = 0;
+      if (line.trim().length > 0) lines.push(line);
+      start = end + 1;
+    }
   }
 }

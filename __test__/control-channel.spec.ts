@@ -1,0 +1,196 @@
+// The device control channel seen from Node: bounded line splitting, escaping of device text, and
+// a real child process that sends an over-long line being killed without affecting its neighbour.
+import test from 'ava';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Device, ExitStatus, LogRecord } from '../ts/device.ts';
+import { escapeLogText, formatLogLine } from '../ts/log.ts';
+import { NativeBackend } from '../ts/native.ts';
+import { LineSplitter, LineTooLongError, MAX_CONTROL_LINE_BYTES } from '../ts/protocol.ts';
+
+test('the control line limit is 64 KiB', (t) => {
+  t.is(MAX_CONTROL_LINE_BYTES, 65536);
+});
+
+test('a line of exactly the limit passes, one byte more split across chunks is refused', (t) => {
+  const ok = new LineSplitter();
+  const exact = 'a'.repeat(MAX_CONTROL_LINE_BYTES);
+  let out: string[] = [];
+  for (let i = 0; i < exact.length; i += 1000) out = out.concat(ok.push(exact.slice(i, i + 1000)));
+  t.deepEqual(out.concat(ok.push('\n')), [exact]);
+
+  const splitter = new LineSplitter();
+  const line = 'b'.repeat(MAX_CONTROL_LINE_BYTES + 1);
+  let pushed = 0;
+  const error = t.throws(
+    () => {
+      for (let i = 0; i < line.length; i += 997) {
+        splitter.push(line.slice(i, i + 997));
+        pushed += 1;
+      }
+    },
+    { instanceOf: LineTooLongError },
+  );
+  t.regex(error!.message, /65536 bytes/);
+  t.is(pushed, Math.floor(MAX_CONTROL_LINE_BYTES / 997), 'refused by the chunk that crosses the limit');
+  t.throws(() => splitter.push('\n'), { instanceOf: LineTooLongError }, 'stays refused');
+});
+
+test('the limit counts bytes, not UTF-16 units', (t) => {
+  const splitter = new LineSplitter();
+  // 'é' is two bytes: half the limit in characters is exactly the limit in bytes.
+  t.deepEqual(splitter.push(`${'é'.repeat(MAX_CONTROL_LINE_BYTES / 2)}\n`), ['é'.repeat(MAX_CONTROL_LINE_BYTES / 2)]);
+  t.throws(() => splitter.push(`${'é'.repeat(MAX_CONTROL_LINE_BYTES / 2)}x\n`), { instanceOf: LineTooLongError });
+});
+
+test('many lines across chunk boundaries come out exactly', (t) => {
+  const lines = Array.from({ length: 2000 }, (_, i) => JSON.stringify({ event: 'log', n: i, text: 'ü€😀'.repeat(i % 7), pad: 'x'.repeat(i % 300) }));
+  const stream = Buffer.from(lines.map((line) => `${line}\n`).join(''), 'utf8');
+  for (const size of [1, 3, 7, 64, 4096]) {
+    const splitter = new LineSplitter();
+    const out: string[] = [];
+    // Byte-sized chunks also cut multi-byte characters in half.
+    for (let i = 0; i < stream.length; i += size) out.push(...splitter.push(stream.subarray(i, i + size)));
+    t.deepEqual(out, lines, `chunk size ${size}`);
+  }
+});
+
+test('a 32 MiB stream without newline fails at the limit, not at the end, and fast', (t) => {
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  const total = (32 * 1024 * 1024) / chunk.length;
+  const splitter = new LineSplitter();
+  let consumed = 0;
+  const started = process.hrtime.bigint();
+  let error: unknown = null;
+  for (let i = 0; i < total; i++) {
+    consumed += 1;
+    try {
+      splitter.push(chunk);
+    } catch (caught) {
+      error = caught;
+      break;
+    }
+  }
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  t.true(error instanceof LineTooLongError);
+  t.is(consumed, 2, 'the first chunk fills the limit exactly, the second exceeds it');
+  t.true(ms < 1000, `took ${ms} ms`);
+});
+
+test('splitting a long stream of short lines is linear', (t) => {
+  // 16 MiB of 100-byte lines in 1-KiB chunks; quadratic re-scanning would take minutes.
+  const line = `${'y'.repeat(99)}\n`;
+  const chunk = Buffer.from(line.repeat(1024).slice(0, 1024 * 100), 'utf8');
+  const piece = 1000;
+  const splitter = new LineSplitter();
+  let count = 0;
+  const started = Date.now();
+  for (let round = 0; round < 160; round++) {
+    for (let i = 0; i < chunk.length; i += piece) count += splitter.push(chunk.subarray(i, i + piece)).length;
+  }
+  t.is(count, 160 * 1024);
+  t.true(Date.now() - started < 5000);
+});
+
+test('escaping device text', (t) => {
+  t.is(escapeLogText('a\nb\r\tc'), 'a\\nb\\r\\tc');
+  t.is(escapeLogText('\x1b[2J\x1b]0;title\x07'), '\\x1b[2J\\x1b]0;title\\x07');
+  t.is(escapeLogText('\x00\x1f\x7f'), '\\x00\\x1f\\x7f');
+  t.is(escapeLogText('\u0080\u009b31m\u009f'), '\\x80\\x9b31m\\x9f');
+  t.is(escapeLogText('grüße 日本 😀 \u00a0\u00ff'), 'grüße 日本 😀 \u00a0\u00ff');
+  t.is(escapeLogText('plain \\n text'), 'plain \\n text');
+  const once = escapeLogText('x\ny\x1b');
+  t.is(escapeLogText(once), once, 'idempotent');
+});
+
+test('a forged log line stays on one line of output', (t) => {
+  const line = formatLogLine('info', 'dev\x1b[31m', 'hi\n[2026-11-27T19:00:00Z ERROR virtiofsd] forged', new Date('2026-11-27T19:00:00Z'));
+  t.is(line, '[2026-11-27T19:00:00Z INFO  dev\\x1b[31m] hi\\n[2026-11-27T19:00:00Z ERROR virtiofsd] forged\n');
+  t.is(line.split('\n').length, 2);
+});
+
+/**
+ * A backend whose "devices" are real child processes writing to a FIFO that the Device reads as
+ * its control fd. Signals are real; reaping reports what the child process module saw.
+ */
+function fifoBackend(dir: string, scripts: string[]): { backend: NativeBackend; children: ChildProcess[] } {
+  const children: ChildProcess[] = [];
+  const exits = new Map<number, { code: number | null; signal: number | null }>();
+  const backend: NativeBackend = {
+    spawnDevice() {
+      const index = children.length;
+      const fifo = path.join(dir, `control-${index}`);
+      execFileSync('mkfifo', [fifo]);
+      // Read-write so opening never blocks and the reader sees no EOF while the writer starts.
+      const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
+      const script = `const fs = require('node:fs'); const out = fs.openSync(${JSON.stringify(fifo)}, 'w'); ${scripts[index]}; setInterval(() => {}, 1000);`;
+      const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
+      children.push(child);
+      child.on('exit', (code, signal) => exits.set(child.pid!, { code, signal: signal === null ? null : os.constants.signals[signal] }));
+      return { pid: child.pid!, controlFd: fd };
+    },
+    reapDevice(pid) {
+      const exit = exits.get(pid);
+      return exit === undefined ? { exited: false, code: null, signal: null } : { exited: true, ...exit };
+    },
+    signalDevice(pid, signal) {
+      process.kill(pid, signal);
+    },
+  };
+  return { backend, children };
+}
+
+function startFake(backend: NativeBackend): { device: Device; logs: LogRecord[] } {
+  const { pid, controlFd } = backend.spawnDevice('{}');
+  const device = new Device(backend, {} as never, pid, controlFd);
+  const logs: LogRecord[] = [];
+  device.on('log', (record) => logs.push(record));
+  return { device, logs };
+}
+
+test('a device sending an over-long control line is killed; its neighbour keeps working', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-ctl-'));
+  const listening = JSON.stringify({ event: 'listening', socket: '/nowhere' });
+  const { backend, children } = fifoBackend(dir, [
+    // Floods: 1 MiB without newline, in 8 KiB writes.
+    `fs.writeSync(out, ${JSON.stringify(`${listening}\n`)}); for (let i = 0; i < 128; i++) fs.writeSync(out, 'z'.repeat(8192));`,
+    // Behaves: listens, then logs (with a forged line inside) every 20 ms.
+    `fs.writeSync(out, ${JSON.stringify(`${listening}\n`)}); let n = 0; setInterval(() => fs.writeSync(out, JSON.stringify({ event: 'log', level: 'info', target: 'dev', message: 'tick ' + (n++) + '\\n[fake] \\u001b[2J' }) + '\\n'), 20);`,
+  ]);
+  try {
+    const bad = startFake(backend);
+    const good = startFake(backend);
+    await Promise.all([bad.device.waitListening(10_000), good.device.waitListening(10_000)]);
+
+    const status: ExitStatus = await Promise.race([
+      bad.device.exited,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('over-long line did not kill the device')), 10_000)),
+    ]);
+    t.deepEqual(status, { code: null, signal: 'SIGKILL' });
+    t.is(bad.device.exitStatus?.signal, 'SIGKILL');
+    t.regex(bad.device.failure ?? '', /killed: control line longer than 65536 bytes/);
+    t.true(bad.logs.some((record) => record.level === 'error' && /longer than 65536 bytes/.test(record.message)));
+    t.is(children[0]!.signalCode, 'SIGKILL');
+
+    // The neighbour still delivers messages after the other device died, escaped.
+    const before = good.logs.length;
+    await new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (good.logs.length >= before + 3) resolve();
+        else setTimeout(check, 10);
+      };
+      check();
+    });
+    t.is(good.device.exitStatus, null);
+    const tick = good.logs.find((record) => record.message.startsWith('tick'))!;
+    t.regex(tick.message, /^tick \d+\\n\[fake\] \\x1b\[2J$/);
+    t.false(/[\n\x1b]/.test(tick.message));
+    good.device.kill('SIGKILL');
+    t.is((await good.device.exited).signal, 'SIGKILL');
+  } finally {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
