@@ -98,6 +98,12 @@ fn wait(c: &mut Ctx<'_>, t: &Ticket) -> Outcome {
         if !matches!(o, Outcome::Timeout) || start.elapsed() >= WAIT {
             return o;
         }
+        // Each 200 ms slice is too short for `outcome`'s own re-kick: kick here, in case the
+        // first kick raced with the backend starting the queue (a spurious kick only makes the
+        // device look at the ring again, so a daemon that really hangs still shows).
+        if start.elapsed() >= Duration::from_millis(500) {
+            let _ = c.s.kick(t.queue);
+        }
         if fs::read_to_string(&c.log)
             .unwrap_or_default()
             .contains("panicked")
