@@ -93,6 +93,12 @@ impl Daemon {
 
     /// Like [`Daemon::start_on`], with extra command-line options (both daemons take the same).
     pub fn start_with(kind: Kind, share: Option<&Path>, extra: &[&str]) -> Daemon {
+        Self::start_as(kind, share, extra, None)
+    }
+
+    /// Like [`Daemon::start_with`], run as the ordinary user `uid` (its group too) when given;
+    /// the test directory and a fresh share are then owned by that user.
+    pub fn start_as(kind: Kind, share: Option<&Path>, extra: &[&str], user: Option<u32>) -> Daemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("vfsd-fe-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -103,7 +109,7 @@ impl Daemon {
         fs::write(outside.join("secret"), b"do not touch").unwrap();
         let socket = dir.join("vfs.sock");
         let log = fs::File::create(dir.join("daemon.log")).unwrap();
-        let mut cmd = match kind {
+        let program = match kind {
             Kind::Ours => {
                 let cli = repo_root().join("dist/cli.js");
                 assert!(
@@ -111,11 +117,27 @@ impl Daemon {
                     "{} is missing: run `npm run build` first",
                     cli.display()
                 );
-                let mut c = Command::new("node");
-                c.arg(cli);
+                vec![PathBuf::from("node"), cli]
+            }
+            Kind::Reference => vec![reference_path()],
+        };
+        let mut cmd = match user {
+            Some(uid) => {
+                for p in [&dir, &share] {
+                    std::os::unix::fs::chown(p, Some(uid), Some(uid)).unwrap();
+                }
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups");
+                c.args(&program);
                 c
             }
-            Kind::Reference => Command::new(reference_path()),
+            None => {
+                let mut c = Command::new(&program[0]);
+                c.args(&program[1..]);
+                c
+            }
         };
         cmd.arg(format!("--socket-path={}", socket.display()))
             .arg(format!("--shared-dir={}", share.display()))
