@@ -1,10 +1,10 @@
 //! Every opcode that opens, truncates or syncs a file, against every special file type (block
 //! and character devices, FIFOs, sockets, symlinks), made by the guest (MKNOD, SYMLINK as guest
 //! root) and by the host, against both daemons, with the default sandbox and with
-//! `--sandbox=none`, and ours also as an ordinary user. The block device is a loop device over a file beside the share: after
-//! every attempt that file must be byte for byte what it was. No request may succeed, block
-//! (each has a 5 s deadline), or leave the daemon unable to answer; after the frontend goes,
-//! the daemon exits.
+//! `--sandbox=none`, and ours also as an ordinary user. The block device is a loop device over a
+//! file beside the share: after every attempt that file must be byte for byte what it was. No
+//! request may succeed, block (each has a 5 s deadline), or leave the daemon unable to answer;
+//! after the frontend goes, the daemon exits.
 
 mod common;
 
