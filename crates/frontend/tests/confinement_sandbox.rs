@@ -35,6 +35,8 @@ struct Started {
     socket: PathBuf,
     /// The CLI's stderr and the leaked file: (dev, ino) of each.
     inherited: Vec<(u64, u64, PathBuf)>,
+    /// Started with `--sandbox=chroot`.
+    chroot: bool,
 }
 
 impl Drop for Started {
@@ -57,9 +59,12 @@ impl Started {
             .into_iter()
             .find(|p| comm(*p) == "virtiofsd")
             .unwrap_or_else(|| panic!("no device process; log:\n{}", self.log()));
-        let server = *children(device)
-            .first()
-            .unwrap_or_else(|| panic!("no serving process; log:\n{}", self.log()));
+        // The namespace sandbox forks once more; chroot serves from the device process itself.
+        let server = match (self.chroot, children(device).first()) {
+            (true, _) => device,
+            (false, Some(server)) => *server,
+            (false, None) => panic!("no serving process; log:\n{}", self.log()),
+        };
         (device, server)
     }
 }
@@ -80,7 +85,7 @@ fn dev_ino(p: &Path) -> (u64, u64) {
     (m.dev(), m.ino())
 }
 
-fn start(as_nobody: bool) -> Started {
+fn start(as_nobody: bool, chroot: bool) -> Started {
     let cli = repo_root().join("dist/cli.js");
     assert!(
         cli.exists(),
@@ -88,9 +93,10 @@ fn start(as_nobody: bool) -> Started {
         cli.display()
     );
     let dir = std::env::temp_dir().join(format!(
-        "vfsd-sbx-{}-{}",
+        "vfsd-sbx-{}-{}-{}",
         std::process::id(),
-        u8::from(as_nobody)
+        u8::from(as_nobody),
+        u8::from(chroot)
     ));
     let _ = fs::remove_dir_all(&dir);
     let share = dir.join("share");
@@ -122,6 +128,7 @@ fn start(as_nobody: bool) -> Started {
     cmd.arg(cli)
         .arg(format!("--socket-path={}", socket.display()))
         .arg(format!("--shared-dir={}", share.display()))
+        .args(chroot.then_some("--sandbox=chroot"))
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -153,6 +160,7 @@ fn start(as_nobody: bool) -> Started {
             },
         ],
         dir,
+        chroot,
     };
     let begin = Instant::now();
     // The socket is bound before the sandbox is entered: wait for the serving process's report.
@@ -376,9 +384,13 @@ fn check_nodev(s: &Started, pid: u32, what: &str) {
     assert_eq!(e.attr.mode & libc::S_IFMT, libc::S_IFCHR);
 }
 
-fn run_checks(as_nobody: bool) {
-    let what = if as_nobody { "ordinary user" } else { "root" };
-    let s = start(as_nobody);
+fn run_checks(as_nobody: bool, chroot: bool) {
+    let what = match (as_nobody, chroot) {
+        (_, true) => "root, --sandbox=chroot",
+        (true, false) => "ordinary user",
+        (false, false) => "root",
+    };
+    let s = start(as_nobody, chroot);
     let (device, server) = s.processes();
     let status = fs::read_to_string(format!("/proc/{server}/status")).unwrap();
     assert!(
@@ -406,7 +418,7 @@ fn default_sandbox_as_root() {
         is_root(),
         "run the tests as root: they inspect the device's /proc entries"
     );
-    run_checks(false);
+    run_checks(false, false);
 }
 
 #[test]
@@ -415,5 +427,14 @@ fn default_sandbox_as_an_ordinary_user() {
         is_root(),
         "run the tests as root: they switch to nobody with setpriv"
     );
-    run_checks(true);
+    run_checks(true, false);
+}
+
+#[test]
+fn chroot_sandbox_as_root() {
+    assert!(
+        is_root(),
+        "run the tests as root: --sandbox=chroot needs it"
+    );
+    run_checks(false, true);
 }

@@ -77,9 +77,11 @@ fn enter_chroot(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
     if sys::geteuid() != 0 {
         return Err(SandboxError::ChrootNeedsRoot);
     }
-    // Opened before chroot: /proc is not reachable afterwards.
-    let proc_self_fd = sys::open_path(Path::new("/proc/self/fd"))
-        .map_err(|e| SandboxError::Sys("cannot open /proc/self/fd", e))?;
+    // A mount namespace of its own, as in the namespace mode, so that the device gets the same
+    // private /proc/self/fd handle (not the host's whole procfs) and a nodev,nosuid share.
+    namespace::private_mounts()?;
+    let proc_self_fd = namespace::private_proc_self_fd()?;
+    namespace::bind_share(shared_dir)?;
     sys::chroot(shared_dir).map_err(|e| SandboxError::Path("chroot", shared_dir.to_owned(), e))?;
     sys::chdir(Path::new("/")).map_err(|e| SandboxError::Sys("chdir /", e))?;
     Ok(Sandboxed {

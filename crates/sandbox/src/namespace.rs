@@ -104,10 +104,32 @@ fn unshare_in_child_mapped_by_parent(
 /// Mounts and root change in the serving process. It takes a mount namespace of its own first,
 /// so the waiting parent keeps seeing host paths (it removes the socket file at the end).
 fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
+    private_mounts()?;
+    let proc_self_fd = private_proc_self_fd()?;
+    bind_share(shared_dir)?;
+    sys::chdir(shared_dir).map_err(|e| SandboxError::Path("chdir", shared_dir.to_owned(), e))?;
+    sys::pivot_root_here()
+        .map_err(|e| SandboxError::Path("pivot_root", shared_dir.to_owned(), e))?;
+    // The old root now sits on top of "."; detaching it leaves only the share.
+    sys::umount_detach(Path::new("."))
+        .map_err(|e| SandboxError::Sys("detaching the old root", e))?;
+    sys::chdir(Path::new("/")).map_err(|e| SandboxError::Sys("chdir /", e))?;
+    Ok(Sandboxed {
+        proc_self_fd,
+        root_dir: PathBuf::from("/"),
+        host_paths_visible: false,
+    })
+}
+
+/// A mount namespace of this process's own, with every mount private to it.
+pub(crate) fn private_mounts() -> Result<(), SandboxError> {
     sys::unshare(libc::CLONE_NEWNS).map_err(|e| SandboxError::Sys("unshare", e))?;
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE)
-        .map_err(|e| SandboxError::Sys("making mounts private", e))?;
-    let proc_self_fd = private_proc_self_fd()?;
+        .map_err(|e| SandboxError::Sys("making mounts private", e))
+}
+
+/// Bind-mounts the share onto itself, `nodev,nosuid`: the new root of `pivot_root` or `chroot`.
+pub(crate) fn bind_share(shared_dir: &Path) -> Result<(), SandboxError> {
     // pivot_root wants the new root to be a mount point.
     sys::mount(
         Some(shared_dir),
@@ -123,30 +145,19 @@ fn setup_root(shared_dir: &Path) -> Result<Sandboxed, SandboxError> {
     // and is kept as defence in depth; neither flag changes what the guest sees of a file.
     sys::make_nodev_nosuid(shared_dir)
         .map_err(|e| SandboxError::Path("nodev,nosuid on", shared_dir.to_owned(), e))?;
-    sys::chdir(shared_dir).map_err(|e| SandboxError::Path("chdir", shared_dir.to_owned(), e))?;
-    sys::pivot_root_here()
-        .map_err(|e| SandboxError::Path("pivot_root", shared_dir.to_owned(), e))?;
-    // The old root now sits on top of "."; detaching it leaves only the share.
-    sys::umount_detach(Path::new("."))
-        .map_err(|e| SandboxError::Sys("detaching the old root", e))?;
-    sys::chdir(Path::new("/")).map_err(|e| SandboxError::Sys("chdir /", e))?;
-    Ok(Sandboxed {
-        proc_self_fd,
-        root_dir: PathBuf::from("/"),
-        host_paths_visible: false,
-    })
+    Ok(())
 }
 
 /// The device's handle on its own `/proc/self/fd`, and nothing else of procfs.
 ///
-/// A fresh procfs of the new PID namespace is mounted on `/proc` (in this process's private
+/// A fresh procfs of the process's PID namespace is mounted on `/proc` (in this process's private
 /// mount namespace, so the host's is untouched), its `self/fd` (this process's, resolved now) is
 /// bind-mounted on top, and the handle is the root of that bind mount. Both mounts are then
 /// detached: the bind mount stays alive through the handle alone, with no parent mount, so `..`
 /// from the handle stays in the descriptor directory instead of climbing to the rest of procfs
 /// (`../../sys/kernel/core_pattern`). Upstream virtiofsd binds `/proc/self/fd` the same way.
 /// Any failure ends start-up: the host's full procfs is never used instead.
-fn private_proc_self_fd() -> Result<OwnedFd, SandboxError> {
+pub(crate) fn private_proc_self_fd() -> Result<OwnedFd, SandboxError> {
     let proc = Path::new("/proc");
     sys::mount(
         Some(Path::new("proc")),
