@@ -131,20 +131,32 @@ enum Undo {
     Releasedir { inode: u64, flags: u32, handle: u64 },
 }
 
-/// What one request took, in the order to give it back.
+/// What one request took, in the order to give it back. Every opcode but READDIRPLUS takes at
+/// most a handle and an entry, which stay inline: the request path allocates nothing for them.
 #[derive(Debug, Default)]
-struct Taken(Vec<Undo>);
+struct Taken {
+    inline: [Option<Undo>; 2],
+    /// READDIRPLUS entries past the first two.
+    spilled: Vec<Undo>,
+}
 
 impl Taken {
+    fn push(&mut self, undo: Undo) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(undo),
+            None => self.spilled.push(undo),
+        }
+    }
+
     /// A positive entry carries one lookup reference; a negative one (inode 0) none.
     fn entry(&mut self, e: &Entry) {
         if e.inode != 0 {
-            self.0.push(Undo::Forget { inode: e.inode });
+            self.push(Undo::Forget { inode: e.inode });
         }
     }
 
     fn handle(&mut self, dir: bool, inode: u64, flags: u32, handle: u64) {
-        self.0.push(if dir {
+        self.push(if dir {
             Undo::Releasedir {
                 inode,
                 flags,
@@ -159,8 +171,12 @@ impl Taken {
         });
     }
 
+    fn into_iter(self) -> impl Iterator<Item = Undo> {
+        self.inline.into_iter().flatten().chain(self.spilled)
+    }
+
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.inline[0].is_none()
     }
 }
 
@@ -369,7 +385,7 @@ impl<F: FileSystem> Server<F> {
     /// Gives back what an operation took when its reply could not be delivered: the guest never
     /// learns of the inode or handle, so it would never FORGET or RELEASE it.
     fn undo(&self, ctx: Context, taken: Taken) {
-        for t in taken.0 {
+        for t in taken.into_iter() {
             match t {
                 Undo::Forget { inode } => self.fs.forget(ctx, inode, 1),
                 Undo::Release {

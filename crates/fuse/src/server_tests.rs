@@ -2672,3 +2672,28 @@ impl ReplyWriter for FailingWriter {
         Ok(FailingWriter { room })
     }
 }
+
+#[test]
+fn taken_keeps_push_order_inline_and_spilled() {
+    let mut taken = Taken::default();
+    assert!(taken.is_empty());
+    taken.handle(false, 7, 0, 70);
+    for inode in [7, 8, 9, 10] {
+        taken.push(Undo::Forget { inode });
+    }
+    assert!(!taken.is_empty());
+    assert_eq!(
+        taken.into_iter().collect::<Vec<_>>(),
+        vec![
+            Undo::Release {
+                inode: 7,
+                flags: 0,
+                handle: 70
+            },
+            Undo::Forget { inode: 7 },
+            Undo::Forget { inode: 8 },
+            Undo::Forget { inode: 9 },
+            Undo::Forget { inode: 10 },
+        ]
+    );
+}
