@@ -3,8 +3,11 @@
 // against this daemon and the reference (upstream virtiofsd) alternately, a fresh daemon per run,
 // while the device process's CPU time, memory and descriptors are sampled from /proc.
 // Progress goes to stderr; medians per workload (and ratio ours/reference) go to stdout.
+// The section named "scale" (scripts/bench-scale.mts) measures idle devices instead: memory per
+// device and time to a listening socket, both daemons with their default sandbox and seccomp.
 //
 //   npm run bench [-- --filter REGEX] [--rounds N] [--seconds S] [--json] [--no-build] [--load-tool PATH]
+//                 [--scale-devices N,M] [--scale-starts K]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -12,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { oursArgv, provision, repoRoot } from '../__test__/guest/harness.ts';
+import { parseScaleOptions, runScale, scaleTable, type ScaleOptions, type ScaleReport } from './bench-scale.mts';
 
 type Kind = 'ours' | 'reference';
 const KINDS: readonly Kind[] = ['ours', 'reference'];
@@ -53,6 +57,7 @@ interface Options {
   json: boolean;
   build: boolean;
   loadTool?: string;
+  scale: ScaleOptions;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -65,6 +70,8 @@ function parseOptions(argv: string[]): Options {
       json: { type: 'boolean', default: false },
       'no-build': { type: 'boolean', default: false },
       'load-tool': { type: 'string' },
+      'scale-devices': { type: 'string' },
+      'scale-starts': { type: 'string' },
     },
     strict: true,
   });
@@ -78,6 +85,12 @@ function parseOptions(argv: string[]): Options {
   if (!Number.isSafeInteger(rounds) || rounds < 1) throw new UsageError(`--rounds must be a positive integer, got ${values.rounds}`);
   const seconds = Number(values.seconds ?? '3');
   if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--seconds must be a number in (0, 3600], got ${values.seconds}`);
+  let scale: ScaleOptions;
+  try {
+    scale = parseScaleOptions(values['scale-devices'], values['scale-starts']);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   return {
     filter,
     rounds,
@@ -85,6 +98,7 @@ function parseOptions(argv: string[]): Options {
     json: values.json ?? false,
     build: !(values['no-build'] ?? false),
     ...(values['load-tool'] !== undefined ? { loadTool: path.resolve(values['load-tool']) } : {}),
+    scale,
   };
 }
 
@@ -474,17 +488,22 @@ function table(reports: WorkloadReport[], failures: WorkloadFailure[], opts: Opt
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const selected = WORKLOADS.filter((w) => opts.filter.test(w.name));
-  if (selected.length === 0) throw new UsageError(`--filter ${opts.filter.source} matches no workload (${WORKLOADS.map((w) => w.name).join(', ')})`);
+  const scaleSelected = opts.filter.test('scale');
+  if (selected.length === 0 && !scaleSelected) {
+    throw new UsageError(`--filter ${opts.filter.source} matches no workload (${WORKLOADS.map((w) => w.name).join(', ')}) nor the section "scale"`);
+  }
   // The load tool first: it is the likelier one to be missing, and the cheaper check.
-  const tool = await ensureLoadTool(opts);
+  const tool = selected.length > 0 ? await ensureLoadTool(opts) : '';
   await ensureDaemonBuilt(opts.build);
   log('provisioning the reference daemon');
   const { reference } = await provision();
 
   const share = await fs.mkdtemp(path.join(os.tmpdir(), 'virtiofsd-bench-share-'));
   try {
-    log(`creating fixtures in ${share}`);
-    await makeFixtures(share);
+    if (selected.length > 0) {
+      log(`creating fixtures in ${share}`);
+      await makeFixtures(share);
+    }
     const reports: WorkloadReport[] = [];
     const failures: WorkloadFailure[] = [];
     for (const workload of selected) {
@@ -512,10 +531,21 @@ async function main(): Promise<void> {
       for (const m of METRICS) ratio[m] = ref[m] === 0 ? NaN : ours[m] / ref[m];
       reports.push({ workload: workload.name, metric: workload.metric, ours, reference: ref, ratio, samples });
     }
+    let scale: ScaleReport | undefined;
+    if (scaleSelected) {
+      try {
+        scale = await runScale(opts.scale, reference, log);
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        log(`scale FAILED: ${error}`);
+        failures.push({ workload: 'scale', error });
+      }
+    }
     if (opts.json) {
-      process.stdout.write(JSON.stringify({ rounds: opts.rounds, seconds: opts.seconds, daemonArgs: DAEMON_ARGS, workloads: reports, failures }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ rounds: opts.rounds, seconds: opts.seconds, daemonArgs: DAEMON_ARGS, workloads: reports, failures, ...(scale ? { scale } : {}) }, null, 2) + '\n');
     } else {
-      process.stdout.write(table(reports, failures, opts));
+      if (selected.length > 0 || !scale) process.stdout.write(table(reports, failures, opts));
+      if (scale) process.stdout.write((selected.length > 0 ? '\n' : '') + scaleTable(scale));
     }
     if (failures.length > 0) process.exitCode = 1;
   } finally {
