@@ -110,11 +110,8 @@ fn serve(
         }
     };
     // Everything else (the embedder's stdio and any descriptor it leaked) is closed.
-    let keep = [
-        channel.raw_fd(),
-        commands.as_raw_fd(),
-        bound.listener.as_raw_fd(),
-    ];
+    let mut keep = vec![channel.raw_fd(), commands.as_raw_fd()];
+    keep.extend(bound.raw_fds());
     let sandboxed = sandbox::enter(config, &keep, &remove_socket).map_err(RunError::Sandbox)?;
     if !sandboxed.host_paths_visible {
         // The same path may now name a file in the share; the waiting parent removes the socket.

@@ -25,7 +25,7 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
-fn reference_path() -> PathBuf {
+pub fn reference_path() -> PathBuf {
     static REF: OnceLock<PathBuf> = OnceLock::new();
     REF.get_or_init(|| {
         if let Some(p) = std::env::var_os("VIRTIOFSD_REFERENCE").filter(|p| !p.is_empty()) {
