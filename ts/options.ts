@@ -86,13 +86,29 @@ export interface ParsedArgs {
 
 type Mutable = CliOptions;
 
-interface OptionSpec {
+/** What `--help` and the man page say about an option; both are generated from this table. */
+export interface OptionHelp {
+  /** The value's placeholder; the long name in capitals by default (`--log-level <LOG_LEVEL>`). */
+  valueName?: string;
+  /** One paragraph, wrapped by the renderer. */
+  text: string;
+  /** Printed as `[default: …]` on a line of its own. */
+  default?: string;
+  /** A flag that states the default behaviour: ` [default]` after the text. */
+  isDefault?: boolean;
+  deprecated?: boolean;
+}
+
+export interface OptionSpec {
   long?: string;
   short?: string;
   /** `true` when the option takes a value. */
   takesValue: boolean;
   /** Upstream declares some options `require_equals`: `--opt=value` only. */
   requireEquals?: boolean;
+  /** Valid upstream but not implemented here: its syntax is checked, then `checkRunnable` refuses it. */
+  notSupported?: boolean;
+  help: OptionHelp;
   apply(opts: Mutable, value: string, ctx: ApplyContext): void;
 }
 
@@ -100,81 +116,136 @@ interface ApplyContext {
   /** The option name as shown in messages, e.g. `--cache`. */
   name: string;
   warn(message: string): void;
-  unsupported(option: string): void;
   compat: string[];
 }
 
-const flag = (long: string, apply: (opts: Mutable, ctx: ApplyContext) => void): OptionSpec => ({
+const flag = (long: string, help: OptionHelp, apply: (opts: Mutable, ctx: ApplyContext) => void): OptionSpec => ({
   long,
   takesValue: false,
+  help,
   apply: (opts, _value, ctx) => apply(opts, ctx),
 });
 
-const value = (long: string, apply: (opts: Mutable, value: string, ctx: ApplyContext) => void): OptionSpec => ({
+const value = (long: string, help: OptionHelp, apply: (opts: Mutable, value: string, ctx: ApplyContext) => void): OptionSpec => ({
   long,
   takesValue: true,
+  help,
   apply,
 });
 
-/** Flags whose only effect is to be refused until they are implemented. */
-const unsupportedFlag = (long: string, set: (opts: Mutable) => void): OptionSpec =>
-  flag(long, (opts, ctx) => {
-    set(opts);
-    ctx.unsupported(`--${long}`);
-  });
+/** Marks an option that is parsed and validated, then refused until it is implemented. */
+const notYet = (spec: OptionSpec): OptionSpec => ({ ...spec, notSupported: true });
 
-const SPECS: OptionSpec[] = [
-  value('shared-dir', (o, v, c) => (o.sharedDir = validateNonEmpty(c.name, v))),
-  value('tag', (o, v, c) => (o.tag = validateTag(c.name, v))),
-  value('socket', (o, v, c) => {
+/**
+ * Every option of upstream virtiofsd 1.13, in its `--help` order: the parser, `--help` and the man
+ * page all read this table.
+ */
+export const OPTION_TABLE: readonly OptionSpec[] = [
+  value('shared-dir', { text: 'Directory to share with the guest' }, (o, v, c) => (o.sharedDir = validateNonEmpty(c.name, v))),
+  value(
+    'tag',
+    {
+      text:
+        'Tag the device reports to the guest (1 to 36 bytes). The frontend may ignore it: QEMU does not negotiate the ' +
+        'vhost-user CONFIG feature, so the tag set on its -device wins',
+    },
+    (o, v, c) => (o.tag = validateTag(c.name, v)),
+  ),
+  value('socket', { text: 'Old name of --socket-path', deprecated: true }, (o, v, c) => {
     o.socket = validateNonEmpty(c.name, v);
     c.warn("--socket is deprecated, use '--socket-path' instead");
   }),
-  value('socket-path', (o, v, c) => (o.socketPath = validateNonEmpty(c.name, v))),
-  value('socket-group', (o, v, c) => (o.socketGroup = validateNonEmpty(c.name, v))),
-  value('fd', (o, v, c) => (o.fd = parseFd(c.name, v))),
-  value('thread-pool-size', (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, U32_MAX))),
-  flag('xattr', (o) => (o.xattr = true)),
-  unsupportedFlag('posix-acl', (o) => (o.posixAcl = true)),
-  value('xattrmap', (o, v, c) => {
-    o.xattrmap = validateXattrmap(c.name, v);
-    c.unsupported('--xattrmap');
-  }),
-  value('sandbox', (o, v, c) => {
-    o.sandbox = parseEnum(c.name, v, SANDBOX_MODES);
-  }),
-  flag('readonly', (o) => (o.readonly = true)),
-  value('seccomp', (o, v, c) => {
-    o.seccomp = parseEnum(c.name, v, SECCOMP_ACTIONS);
-  }),
-  flag('announce-submounts', (o) => (o.announceSubmounts = true)),
-  flag('no-announce-submounts', (o) => (o.announceSubmounts = false)),
+  value('socket-path', { text: 'Create and listen on this vhost-user UNIX socket' }, (o, v, c) => (o.socketPath = validateNonEmpty(c.name, v))),
+  value('socket-group', { text: 'Give this group ownership of the vhost-user socket' }, (o, v, c) => (o.socketGroup = validateNonEmpty(c.name, v))),
+  value('fd', { text: 'Use an inherited file descriptor that is a listening, not yet connected socket' }, (o, v, c) => (o.fd = parseFd(c.name, v))),
+  value(
+    'thread-pool-size',
+    { text: 'Upper bound of worker threads for requests; 0 handles requests on the queue thread', default: '0' },
+    (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, U32_MAX)),
+  ),
+  flag('xattr', { text: 'Support extended attributes' }, (o) => (o.xattr = true)),
+  notYet(flag('posix-acl', { text: 'Support POSIX ACLs; implies --xattr' }, (o) => (o.posixAcl = true))),
+  notYet(
+    value('xattrmap', { text: 'Rules that rename extended attributes between guest and host, e.g. :map::user.virtiofs.:' }, (o, v, c) => {
+      o.xattrmap = validateXattrmap(c.name, v);
+    }),
+  ),
+  value(
+    'sandbox',
+    {
+      text:
+        'How to isolate the daemon: namespace (new mount, PID and network namespaces, plus a user namespace when not ' +
+        'root, with the shared directory as root), chroot (root only) or none',
+      default: 'namespace',
+    },
+    (o, v, c) => (o.sandbox = parseEnum(c.name, v, SANDBOX_MODES)),
+  ),
+  flag('readonly', { text: 'Refuse every guest request that would modify the shared directory' }, (o) => (o.readonly = true)),
+  value(
+    'seccomp',
+    { text: 'What seccomp does on a forbidden system call: none, kill, log or trap', default: 'kill' },
+    (o, v, c) => (o.seccomp = parseEnum(c.name, v, SECCOMP_ACTIONS)),
+  ),
+  flag('announce-submounts', { text: 'Report mount points inside the shared directory to the guest', isDefault: true }, (o) => (o.announceSubmounts = true)),
+  flag('no-announce-submounts', { text: 'Do not report mount points inside the shared directory' }, (o) => (o.announceSubmounts = false)),
   {
     long: 'inode-file-handles',
     takesValue: true,
     requireEquals: true,
+    help: {
+      text:
+        'Reference inodes by file handle instead of O_PATH descriptors: never, prefer (alias: fallback) or mandatory. ' +
+        'Handles keep the number of open descriptors bounded however many inodes the guest has looked up; they need ' +
+        'CAP_DAC_READ_SEARCH',
+      default: 'never',
+    },
     apply: (o, v, c) => {
       const mode = parseEnum(c.name, v, INODE_FILE_HANDLES);
       if (mode === 'fallback') c.warn("--inode-file-handles=fallback is deprecated, use '--inode-file-handles=prefer' instead");
       o.inodeFileHandles = mode === 'fallback' ? 'prefer' : mode;
     },
   },
-  value('cache', (o, v, c) => (o.cache = parseEnum(c.name, v, CACHE_POLICIES))),
-  flag('allow-mmap', (o) => (o.allowMmap = true)),
-  flag('no-readdirplus', (o) => (o.noReaddirplus = true)),
-  flag('writeback', (o) => (o.writeback = true)),
-  flag('allow-direct-io', (o) => (o.allowDirectIo = true)),
-  flag('print-capabilities', (o) => (o.printCapabilities = true)),
-  value('modcaps', (o, v, c) => {
+  value(
+    'cache',
+    { text: 'Guest caching policy: auto, always, never or metadata', default: 'auto' },
+    (o, v, c) => (o.cache = parseEnum(c.name, v, CACHE_POLICIES)),
+  ),
+  flag(
+    'allow-mmap',
+    {
+      text:
+        'Let the guest mmap shared files even with --cache=never or --cache=metadata; only safe when nothing else ' +
+        'modifies the shared directory',
+    },
+    (o) => (o.allowMmap = true),
+  ),
+  flag('no-readdirplus', { text: 'Turn off READDIRPLUS' }, (o) => (o.noReaddirplus = true)),
+  flag('writeback', { text: 'Turn on the guest writeback cache' }, (o) => (o.writeback = true)),
+  flag('allow-direct-io', { text: 'Honour O_DIRECT requested by guest applications' }, (o) => (o.allowDirectIo = true)),
+  flag('print-capabilities', { text: 'Print the vhost-user.json capabilities of this backend and exit' }, (o) => (o.printCapabilities = true)),
+  value('modcaps', { text: 'Add or drop capabilities, e.g. --modcaps=+sys_admin:-chown' }, (o, v, c) => {
     o.modcaps = validateModcaps(c.name, v);
   }),
-  value('log-level', (o, v, c) => (o.logLevel = parseLogLevel(c.name, v))),
-  unsupportedFlag('syslog', (o) => (o.syslog = true)),
+  value(
+    'log-level',
+    { text: 'Most detailed messages to print: error, warn, info, debug, trace or off', default: 'info' },
+    (o, v, c) => (o.logLevel = parseLogLevel(c.name, v)),
+  ),
+  notYet(flag('syslog', { text: 'Send log messages to syslog instead of stderr' }, (o) => (o.syslog = true))),
   // 0 is meaningful upstream: leave the limit unchanged.
-  value('rlimit-nofile', (o, v, c) => (o.rlimitNofile = parseUint(c.name, v, Number.MAX_SAFE_INTEGER))),
+  value(
+    'rlimit-nofile',
+    { text: 'Open file limit to set at start; 0 keeps the current limit', default: 'min(1000000, /proc/sys/fs/nr_open)' },
+    (o, v, c) => (o.rlimitNofile = parseUint(c.name, v, Number.MAX_SAFE_INTEGER)),
+  ),
   {
     short: 'o',
     takesValue: true,
+    help: {
+      valueName: 'COMPAT_OPTIONS',
+      text: 'Comma-separated options in the syntax of the old C daemon, e.g. -o source=DIR,cache=none',
+      deprecated: true,
+    },
     apply: (_o, v, c) => {
       c.compat.push(v);
     },
@@ -182,47 +253,84 @@ const SPECS: OptionSpec[] = [
   {
     short: 'd',
     takesValue: false,
+    help: { text: 'Same as --log-level=debug', deprecated: true },
     apply: (o, _v, c) => {
       o.logLevel = 'debug';
       c.warn("-d is deprecated, use '--log-level=debug' instead");
     },
   },
-  flag('no-killpriv-v2', (o) => (o.killprivV2 = false)),
-  flag('killpriv-v2', (o) => (o.killprivV2 = true)),
+  flag('no-killpriv-v2', { text: 'Do not offer FUSE KILLPRIV_V2', isDefault: true }, (o) => (o.killprivV2 = false)),
+  flag(
+    'killpriv-v2',
+    { text: 'Offer FUSE KILLPRIV_V2: the guest asks to clear setuid/setgid on write, truncate and chown' },
+    (o) => (o.killprivV2 = true),
+  ),
   // Upstream keeps -f for old scripts; it has no effect (the daemon always stays in the foreground).
-  { short: 'f', takesValue: false, apply: () => undefined },
-  unsupportedFlag('security-label', (o) => (o.securityLabel = true)),
-  value('uid-map', (o, v, c) => {
-    o.uidMap.push(parseIdRange(c.name, v));
-  }),
-  value('gid-map', (o, v, c) => {
-    o.gidMap.push(parseIdRange(c.name, v));
-  }),
-  value('translate-uid', (o, v, c) => {
-    o.translateUid.push(parseIdTranslation(c.name, v));
-    c.unsupported('--translate-uid');
-  }),
-  value('translate-gid', (o, v, c) => {
-    o.translateGid.push(parseIdTranslation(c.name, v));
-    c.unsupported('--translate-gid');
-  }),
-  flag('preserve-noatime', (o) => (o.preserveNoatime = true)),
-  value('migration-mode', (o, v, c) => {
-    o.migrationMode = parseEnum(c.name, v, MIGRATION_MODES);
-    c.unsupported('--migration-mode');
-  }),
-  value('migration-on-error', (o, v, c) => {
-    o.migrationOnError = parseEnum(c.name, v, MIGRATION_ON_ERROR);
-    c.unsupported('--migration-on-error');
-  }),
-  unsupportedFlag('migration-verify-handles', (o) => (o.migrationVerifyHandles = true)),
-  unsupportedFlag('migration-confirm-paths', (o) => (o.migrationConfirmPaths = true)),
-  { long: 'help', short: 'h', takesValue: false, apply: (o) => (o.help = true) },
-  { long: 'version', short: 'V', takesValue: false, apply: (o) => (o.version = true) },
+  { short: 'f', takesValue: false, help: { text: 'Accepted for compatibility; does nothing', deprecated: true }, apply: () => undefined },
+  notYet(
+    flag(
+      'security-label',
+      { text: 'Store the security label the guest sends at file creation; implies --xattr' },
+      (o) => (o.securityLabel = true),
+    ),
+  ),
+  value(
+    'uid-map',
+    { text: 'User namespace UID range :inside:outside:count:, repeatable; needs newuidmap when not root' },
+    (o, v, c) => {
+      o.uidMap.push(parseIdRange(c.name, v));
+    },
+  ),
+  value(
+    'gid-map',
+    { text: 'User namespace GID range :inside:outside:count:, repeatable; needs newgidmap when not root' },
+    (o, v, c) => {
+      o.gidMap.push(parseIdRange(c.name, v));
+    },
+  ),
+  notYet(
+    value(
+      'translate-uid',
+      {
+        text:
+          'UID translation done by the daemon, <type>:<source>:<target>:<count> with type guest, host, squash-guest, ' +
+          'squash-host or map, or forbid-guest:<base>:<count>; repeatable',
+      },
+      (o, v, c) => {
+        o.translateUid.push(parseIdTranslation(c.name, v));
+      },
+    ),
+  ),
+  notYet(
+    value('translate-gid', { text: 'Like --translate-uid, for GIDs' }, (o, v, c) => {
+      o.translateGid.push(parseIdTranslation(c.name, v));
+    }),
+  ),
+  flag('preserve-noatime', { text: 'Keep O_NOATIME on opens instead of dropping it' }, (o) => (o.preserveNoatime = true)),
+  notYet(
+    value('migration-mode', { text: 'How to transfer state on migration: find-paths or file-handles' }, (o, v, c) => {
+      o.migrationMode = parseEnum(c.name, v, MIGRATION_MODES);
+    }),
+  ),
+  notYet(
+    value('migration-on-error', { text: 'What to do with inodes that fail to migrate: abort or guest-error' }, (o, v, c) => {
+      o.migrationOnError = parseEnum(c.name, v, MIGRATION_ON_ERROR);
+    }),
+  ),
+  notYet(
+    flag(
+      'migration-verify-handles',
+      { text: 'Check with file handles that migrated inodes are the same' },
+      (o) => (o.migrationVerifyHandles = true),
+    ),
+  ),
+  notYet(flag('migration-confirm-paths', { text: 'Re-check migrated paths at switch-over' }, (o) => (o.migrationConfirmPaths = true))),
+  { long: 'help', short: 'h', takesValue: false, help: { text: 'Print this help and exit' }, apply: (o) => (o.help = true) },
+  { long: 'version', short: 'V', takesValue: false, help: { text: 'Print the version and exit' }, apply: (o) => (o.version = true) },
 ];
 
-const BY_LONG = new Map(SPECS.filter((s) => s.long).map((s) => [s.long as string, s]));
-const BY_SHORT = new Map(SPECS.filter((s) => s.short).map((s) => [s.short as string, s]));
+const BY_LONG = new Map(OPTION_TABLE.filter((s) => s.long).map((s) => [s.long as string, s]));
+const BY_SHORT = new Map(OPTION_TABLE.filter((s) => s.short).map((s) => [s.short as string, s]));
 
 /** Every long option name, for help-text completeness tests. */
 export const LONG_OPTIONS: readonly string[] = [...BY_LONG.keys()];
@@ -264,12 +372,11 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
   const warnings: string[] = [];
   const unsupported: string[] = [];
   const compat: string[] = [];
-  const context = (name: string): ApplyContext => ({
-    name,
-    warn: (message) => warnings.push(message),
-    unsupported: (option) => unsupported.push(option),
-    compat,
-  });
+  const apply = (spec: OptionSpec, optionValue: string, name: string): void => {
+    spec.apply(options, optionValue, { name, warn: (message) => warnings.push(message), compat });
+    // After apply, so that a malformed value is reported as such rather than as unsupported.
+    if (spec.notSupported) unsupported.push(spec.long !== undefined ? `--${spec.long}` : `-${spec.short}`);
+  };
 
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
@@ -286,7 +393,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       const display = `--${name}`;
       if (!spec.takesValue) {
         if (eq !== -1) throw new OptionError(`unexpected value '${arg.slice(eq + 1)}' for '${display}'`);
-        spec.apply(options, '', context(display));
+        apply(spec, '', display);
         continue;
       }
       let optionValue: string;
@@ -299,7 +406,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         i += 1;
         optionValue = argv[i];
       }
-      spec.apply(options, optionValue, context(display));
+      apply(spec, optionValue, display);
       continue;
     }
     if (arg.startsWith('-') && arg.length > 1) {
@@ -310,7 +417,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         const display = `-${letter}`;
         if (spec === undefined) throw new OptionError(`unexpected argument '${display}'`);
         if (!spec.takesValue) {
-          spec.apply(options, '', context(display));
+          apply(spec, '', display);
           continue;
         }
         let optionValue = arg.slice(j + 1);
@@ -320,7 +427,7 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
           i += 1;
           optionValue = argv[i];
         }
-        spec.apply(options, optionValue, context(display));
+        apply(spec, optionValue, display);
         break;
       }
       continue;
