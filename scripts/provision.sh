@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provisions everything the guest end-to-end tests need, reusing what is already there:
-#   - system packages: qemu-system-x86 (QEMU), busybox-static, cpio, zstd, uidmap, groff-base, man-db
-#     (installed with apt; root only)
+#   - system packages: qemu-system-x86 (QEMU), busybox-static, cpio, zstd, uidmap, groff-base, man-db,
+#     systemd (installed with apt; root only)
 #   - the reference daemon (scripts/reference-virtiofsd.sh)
 #   - a guest kernel: Debian 13's 6.12 kernel, which has virtio-pci, FUSE and virtio-fs built in, so the
 #     initramfs needs no modules. QEMU boots its uncompressed vmlinux through PVH, much faster under TCG
@@ -30,6 +30,8 @@ command -v newuidmap >/dev/null || missing+=(uidmap)
 # The man page test renders virtiofsd.1 with groff and man.
 command -v groff >/dev/null || missing+=(groff-base)
 command -v man >/dev/null || missing+=(man-db)
+# The socket-activation test starts daemons the way a systemd .socket unit does.
+command -v systemd-socket-activate >/dev/null || missing+=(systemd)
 if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || die "must run as root to install: ${missing[*]} (or install them yourself: apt-get install ${missing[*]})"
   log "installing ${missing[*]}"
