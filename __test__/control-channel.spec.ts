@@ -1,13 +1,9 @@
 // The device control channel seen from Node: bounded line splitting, escaping of device text, and
 // a real child process that sends an over-long line being killed without affecting its neighbour.
 import test from 'ava';
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { ChildProcess, spawn } from 'node:child_process';
 import { Device, ExitStatus, LogRecord } from '../ts/device.ts';
 import { escapeLogText, formatLogLine } from '../ts/log.ts';
-import { NativeBackend } from '../ts/native.ts';
 import { LineSplitter, LineTooLongError, MAX_CONTROL_LINE_BYTES } from '../ts/protocol.ts';
 
 test('the control line limit is 64 KiB', (t) => {
@@ -107,56 +103,29 @@ test('a forged log line stays on one line of output', (t) => {
 });
 
 /**
- * A backend whose "devices" are real child processes writing to a FIFO that the Device reads as
- * its control fd. Signals are real; reaping reports what the child process module saw.
+ * A stand-in device: a real child process with the descriptor layout of the device executable
+ * (control channel on fd 4), running `script`, which writes control lines with `send(text)`.
  */
-function fifoBackend(dir: string, scripts: string[]): { backend: NativeBackend; children: ChildProcess[] } {
-  const children: ChildProcess[] = [];
-  const exits = new Map<number, { code: number | null; signal: number | null }>();
-  const backend: NativeBackend = {
-    spawnDevice() {
-      const index = children.length;
-      const fifo = path.join(dir, `control-${index}`);
-      execFileSync('mkfifo', [fifo]);
-      // Read-write so opening never blocks and the reader sees no EOF while the writer starts.
-      const fd = fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK);
-      const script = `const fs = require('node:fs'); const out = fs.openSync(${JSON.stringify(fifo)}, 'w'); ${scripts[index]}; setInterval(() => {}, 1000);`;
-      const child = spawn(process.execPath, ['-e', script], { stdio: 'ignore' });
-      children.push(child);
-      child.on('exit', (code, signal) => exits.set(child.pid!, { code, signal: signal === null ? null : os.constants.signals[signal] }));
-      return { pid: child.pid!, controlFd: fd };
-    },
-    reapDevice(pid) {
-      const exit = exits.get(pid);
-      return exit === undefined ? { exited: false, code: null, signal: null } : { exited: true, ...exit };
-    },
-    signalDevice(pid, signal) {
-      process.kill(pid, signal);
-    },
-  };
-  return { backend, children };
-}
-
-function startFake(backend: NativeBackend): { device: Device; logs: LogRecord[] } {
-  const { pid, controlFd } = backend.spawnDevice('{}');
-  const device = new Device(backend, {} as never, pid, controlFd);
+function startFake(script: string): { device: Device; child: ChildProcess; logs: LogRecord[] } {
+  const program = `const fs = require('node:fs'); const send = (text) => fs.writeSync(4, text); ${script}; setInterval(() => {}, 1000);`;
+  const child = spawn(process.execPath, ['-e', program], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+  const device = new Device(child, {} as never);
   const logs: LogRecord[] = [];
   device.on('log', (record) => logs.push(record));
-  return { device, logs };
+  return { device, child, logs };
 }
 
 test('a device sending an over-long control line is killed; its neighbour keeps working', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-ctl-'));
   const listening = JSON.stringify({ event: 'listening', socket: '/nowhere' });
-  const { backend, children } = fifoBackend(dir, [
-    // Floods: 1 MiB without newline, in 8 KiB writes.
-    `fs.writeSync(out, ${JSON.stringify(`${listening}\n`)}); for (let i = 0; i < 128; i++) fs.writeSync(out, 'z'.repeat(8192));`,
-    // Behaves: listens, then logs (with a forged line inside) every 20 ms.
-    `fs.writeSync(out, ${JSON.stringify(`${listening}\n`)}); let n = 0; setInterval(() => fs.writeSync(out, JSON.stringify({ event: 'log', level: 'info', target: 'dev', message: 'tick ' + (n++) + '\\n[fake] \\u001b[2J' }) + '\\n'), 20);`,
-  ]);
+  const children: ChildProcess[] = [];
   try {
-    const bad = startFake(backend);
-    const good = startFake(backend);
+    // Floods: 1 MiB without newline, in 8 KiB writes.
+    const bad = startFake(`send(${JSON.stringify(`${listening}\n`)}); for (let i = 0; i < 128; i++) send('z'.repeat(8192));`);
+    // Behaves: listens, then logs (with a forged line inside) every 20 ms.
+    const good = startFake(
+      `send(${JSON.stringify(`${listening}\n`)}); let n = 0; setInterval(() => send(JSON.stringify({ event: 'log', level: 'info', target: 'dev', message: 'tick ' + (n++) + '\\n[fake] \\u001b[2J' }) + '\\n'), 20);`,
+    );
+    children.push(bad.child, good.child);
     await Promise.all([bad.device.waitListening(10_000), good.device.waitListening(10_000)]);
 
     const status: ExitStatus = await Promise.race([
@@ -186,6 +155,5 @@ test('a device sending an over-long control line is killed; its neighbour keeps 
     t.is((await good.device.exited).signal, 'SIGKILL');
   } finally {
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

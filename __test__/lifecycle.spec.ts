@@ -1,16 +1,14 @@
-// Starts real device processes (native binding required) through the library and the CLI.
+// Starts real device processes (native artifacts required) through the library and the CLI.
 import test from 'ava';
 import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { cli, ensureBuilt, root } from './support/build.ts';
+import { cli, ensureBuilt, root, requireNative } from './support/build.ts';
 
 test.before(() => {
-  if (!fs.existsSync(path.join(root, 'binding.js'))) {
-    throw new Error("the native binding (binding.js) is missing: run 'npm run build:native' before the lifecycle tests");
-  }
+  requireNative();
   ensureBuilt();
 });
 
@@ -85,7 +83,7 @@ function startCli(args: string[]): CliRun {
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('close', (code, signal) => resolve({ code, signal }));
   });
   return { child, stderr: () => stderr, exit };
 }
@@ -301,7 +299,7 @@ test('CLI: a socket that cannot be created exits 1', async (t) => {
   const run = startCli(['--shared-dir', dir, '--socket-path', path.join(dir, 'no', 'dir', 'cli.sock')]);
   const status = await run.exit;
   t.is(status.code, 1, run.stderr());
-  t.regex(run.stderr(), /virtiofsd: /);
+  t.regex(run.stderr(), /ERROR +virtiofsd\] .*cli\.sock/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -5,7 +5,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cli, ensureBuilt, root } from './support/build.ts';
+import { cli, ensureBuilt, root, requireNative } from './support/build.ts';
 import { runGuest } from './guest/harness.ts';
 
 const NOBODY = 65534;
@@ -16,7 +16,7 @@ const PROC_SUPER_MAGIC = 0x9fa0;
 
 test.before(() => {
   if (process.getuid?.() !== 0) throw new Error('the sandbox tests must run as root (they inspect other processes and switch to nobody)');
-  if (!fs.existsSync(path.join(root, 'binding.js'))) throw new Error("the native binding is missing: run 'npm run build' first");
+  requireNative();
   ensureBuilt();
 });
 
@@ -70,10 +70,10 @@ async function findProcesses(child: ChildProcess, socket: string, share: string,
     if (Date.now() > deadline) throw new Error(`daemon did not listen in time: ${stderr()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  // With setpriv the CLI is setpriv's exec'd image: same pid.
-  const devices = children(child.pid!).filter((p) => fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'virtiofsd');
-  if (devices.length !== 1) throw new Error(`expected one device process under the CLI, found ${devices.length}`);
-  const device = devices[0]!;
+  // The CLI became the device executable (with setpriv, setpriv's exec'd image): same pid.
+  const device = child.pid!;
+  const comm = fs.readFileSync(`/proc/${device}/comm`, 'utf8').trim();
+  if (comm !== 'virtiofsd') throw new Error(`the CLI process should have become the device, but it runs '${comm}'`);
   // The serving process sends "listening" once set up, so it exists by the time the socket does.
   if (unsandboxed) return { cli: child, socket, share, device, server: device, stderr };
   const servers = children(device);

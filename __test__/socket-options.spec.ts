@@ -7,12 +7,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { cli, ensureBuilt, root } from './support/build.ts';
+import { cli, ensureBuilt, root, requireNative } from './support/build.ts';
 
 test.before(() => {
-  if (!fs.existsSync(path.join(root, 'binding.js'))) {
-    throw new Error("the native binding (binding.js) is missing: run 'npm run build:native' before the socket option tests");
-  }
+  requireNative();
   ensureBuilt();
 });
 
@@ -27,7 +25,7 @@ function watch(child: ChildProcess): Run {
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   const spawnError = new Promise<never>((_resolve, reject) => child.once('error', reject));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('close', (code, signal) => resolve({ code, signal }));
   });
   return { child, stderr: () => stderr, exit: Promise.race([exited, spawnError]) };
 }
@@ -154,7 +152,7 @@ test('--fd: an fd that is not a listening socket exits 1 with a clear message', 
   const run = watch(spawn(process.execPath, [cli, `--shared-dir=${dir}`, '--fd=3'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] }));
   try {
     t.deepEqual(await exitWithin(run, 10_000), { code: 1, signal: null }, run.stderr());
-    t.regex(run.stderr(), /virtiofsd: .*(file descriptor 3|fd 3)/i);
+    t.regex(run.stderr(), /ERROR +virtiofsd\] .*(file descriptor 3|fd 3)/i);
   } finally {
     run.child.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
@@ -166,7 +164,7 @@ test('--fd: an fd that is not open exits 1', async (t) => {
   const run = startCli([`--shared-dir=${dir}`, '--fd=77']);
   try {
     t.deepEqual(await exitWithin(run, 10_000), { code: 1, signal: null }, run.stderr());
-    t.regex(run.stderr(), /virtiofsd: .*77/);
+    t.regex(run.stderr(), /virtiofsd: descriptor 77 \(--fd\) is not open/);
   } finally {
     run.child.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
@@ -214,7 +212,7 @@ test('--socket-group: a missing group exits 1 with a clear message and leaves no
   const run = startCli([`--shared-dir=${dir}`, `--socket-path=${socketPath}`, '--socket-group=no-such-group-xyz']);
   try {
     t.deepEqual(await exitWithin(run, 10_000), { code: 1, signal: null }, run.stderr());
-    t.regex(run.stderr(), /virtiofsd: .*group.*no-such-group-xyz.*(does not exist|not found|unable to find)/i);
+    t.regex(run.stderr(), /ERROR +virtiofsd\] .*group.*no-such-group-xyz.*(does not exist|not found|unable to find)/i);
     t.false(fs.existsSync(socketPath));
   } finally {
     run.child.kill('SIGKILL');
@@ -222,11 +220,11 @@ test('--socket-group: a missing group exits 1 with a clear message and leaves no
   }
 });
 
-test('--socket-group with --fd is refused', async (t) => {
+test('--socket-group with --fd is refused as a usage error (exit 2, as upstream)', async (t) => {
   const dir = tempDir();
   const run = startCli([`--shared-dir=${dir}`, '--fd=3', '--socket-group=daemon']);
   try {
-    t.deepEqual(await exitWithin(run, 10_000), { code: 1, signal: null }, run.stderr());
+    t.deepEqual(await exitWithin(run, 10_000), { code: 2, signal: null }, run.stderr());
     t.regex(run.stderr(), /--socket-group/);
   } finally {
     run.child.kill('SIGKILL');

@@ -1,31 +1,36 @@
 #!/usr/bin/env node
 // Command-line entry point, a drop-in for upstream virtiofsd's command line.
 //
-// Exit status: every refusal (usage error, unsupported option, bad shared directory, failed start)
-// exits 1. Upstream's argument parser exits 2 for usage errors, but its own run-time errors exit 1;
-// management tools only test for zero, so one failure status keeps scripts and docs simple.
-import os from 'node:os';
-import { DeviceConfig, cliConfig } from './config';
-import { Device, startFromConfig } from './device';
+// TypeScript parses, validates and compiles the options, then this process becomes the device
+// executable (execve through the addon): the pid that the caller started and signals is the
+// device itself, and no Node runtime stays resident beside it.
+//
+// Exit status: usage errors (unknown options, bad values) exit 2, as upstream's argument parser;
+// refusals at run time (bad shared directory, unsupported option, failed start) exit 1.
+import { DeviceConfig, cliConfig, deviceLabels } from './config';
+import { configWarnings } from './device';
 import { DeviceError, OptionError } from './errors';
 import { HELP_TEXT, capabilitiesText, versionText } from './help';
 import { formatLogLine, levelEnabled } from './log';
+import { execDevice } from './native';
 import { checkRunnable, parseArgs } from './options';
-import { LogLevel } from './validate';
 
 const HINT = "For more information, try '--help'.\n";
-const STOP_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+/** Upstream's status for a command line it cannot parse. */
+export const USAGE_EXIT_STATUS = 2;
 
 export interface CliIo {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   cwd: string;
+  env: NodeJS.ProcessEnv;
 }
 
 const defaultIo: CliIo = {
   stdout: (text) => process.stdout.write(text),
   stderr: (text) => process.stderr.write(text),
   cwd: process.cwd(),
+  env: process.env,
 };
 
 /** Parses argv and answers `--help`/`--version`/`--print-capabilities`; null means "run a device". */
@@ -51,75 +56,65 @@ export function answerWithoutDevice(argv: readonly string[], io: CliIo = default
   }
 }
 
-function reportOptionError(error: unknown, io: CliIo): number {
+/**
+ * A command line that does not parse exits 2; one that parses but cannot run here (a missing
+ * shared directory, an option this version refuses) exits 1, as upstream's checks after parsing.
+ */
+function reportOptionError(error: unknown, io: CliIo, stage: 'parse' | 'run' = 'parse'): number {
   if (error instanceof OptionError) {
     io.stderr(`virtiofsd: ${error.message}\n${HINT}`);
-    return 1;
+    return error.kind === 'usage' && stage === 'parse' ? USAGE_EXIT_STATUS : 1;
   }
   throw error;
 }
 
-/** Runs the CLI to completion and returns the exit status. */
-export async function main(argv: readonly string[], io: CliIo = defaultIo): Promise<number> {
+/** Parses and compiles argv into the device configuration, or returns the exit status. */
+export function compileCommandLine(argv: readonly string[], io: CliIo = defaultIo): DeviceConfig | number {
   const early = answerWithoutDevice(argv, io);
   if (early !== null) return early;
-
-  let config: DeviceConfig;
-  let threshold: LogLevel;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
-    const parsed = parseArgs(argv);
+    parsed = parseArgs(argv);
     checkRunnable(parsed);
-    config = cliConfig(parsed.options, io.cwd);
-    threshold = config.logLevel;
-    const log = (level: 'warn' | 'info', message: string): void => {
-      if (levelEnabled(level, threshold)) io.stderr(formatLogLine(level, 'virtiofsd', message));
-    };
-    for (const warning of parsed.warnings) log('warn', warning);
   } catch (error) {
     return reportOptionError(error, io);
   }
-
-  let device: Device | null = null;
-  let stopRequested = false;
-  const onSignal = (): void => {
-    stopRequested = true;
-    void device?.stop();
-  };
-  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   try {
-    try {
-      device = await startFromConfig(config, {
-        onLog: (record) => {
-          if (levelEnabled(record.level, threshold)) io.stderr(formatLogLine(record.level, record.target, record.message, record.time));
-        },
-      });
-    } catch (error) {
-      if (error instanceof DeviceError || error instanceof OptionError) {
-        io.stderr(`virtiofsd: ${error.message}\n`);
-        return 1;
-      }
-      throw error;
+    const config = cliConfig(parsed.options, io.cwd, io.env);
+    const warn = (message: string): void => {
+      if (levelEnabled('warn', config.logLevel)) io.stderr(formatLogLine('warn', 'virtiofsd', message));
+    };
+    for (const warning of [...parsed.warnings, ...configWarnings(config)]) warn(warning);
+    return config;
+  } catch (error) {
+    return reportOptionError(error, io, 'run');
+  }
+}
+
+/** Runs the command line: returns an exit status, or never returns once the device runs. */
+export function main(argv: readonly string[], io: CliIo = defaultIo): number {
+  const config = compileCommandLine(argv, io);
+  if (typeof config === 'number') return config;
+  try {
+    execDevice({
+      labels: deviceLabels(config),
+      configJson: JSON.stringify(config),
+      keepFds: config.socket.kind === 'fd' ? [config.socket.fd] : [],
+    });
+  } catch (error) {
+    if (error instanceof DeviceError) {
+      io.stderr(`virtiofsd: ${error.message}\n`);
+      return 1;
     }
-    if (stopRequested) void device.stop();
-    const status = await device.exited;
-    if (status.code !== null) return status.code;
-    if (status.signal !== null) {
-      // Shell convention for "killed by a signal".
-      if (!stopRequested) io.stderr(`virtiofsd: device process killed by ${status.signal}\n`);
-      return stopRequested ? 1 : 128 + os.constants.signals[status.signal];
-    }
-    return 1;
-  } finally {
-    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+    throw error;
   }
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (error: unknown) => {
-      process.stderr.write(`virtiofsd: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-      process.exit(1);
-    },
-  );
+  try {
+    process.exitCode = main(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(`virtiofsd: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  }
 }

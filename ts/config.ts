@@ -23,6 +23,11 @@ import {
   validateTag,
 } from './validate';
 
+export interface LogTarget {
+  target: string;
+  level: LogLevel;
+}
+
 export type SocketConfig = { kind: 'path'; path: string; group: string | null } | { kind: 'fd'; fd: number };
 
 export interface DeviceConfig {
@@ -47,6 +52,10 @@ export interface DeviceConfig {
   flock: boolean;
   rlimitNofile: number | null;
   logLevel: LogLevel;
+  /** Per-target overrides of `logLevel` (from `RUST_LOG` on the command line). */
+  logTargets: LogTarget[];
+  /** A device started from the command line logs to the system log instead of stderr. */
+  syslog: boolean;
   sandbox: SandboxMode;
   seccomp: SeccompAction;
   uidMap: IdRange[];
@@ -192,6 +201,8 @@ export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
     rlimitNofile:
       rlimit === undefined || rlimit === null ? null : checkInteger('rlimitNofile', rlimit, 0, Number.MAX_SAFE_INTEGER),
     logLevel: parseEnum('logLevel', String(options.logLevel ?? 'info'), LOG_LEVELS),
+    logTargets: [],
+    syslog: false,
     sandbox: parseEnum('sandbox', String(options.sandbox ?? 'namespace'), SANDBOX_MODES),
     seccomp: parseEnum('seccomp', String(options.seccomp ?? 'kill'), SECCOMP_ACTIONS),
     uidMap: checkIdRanges('uidMap', options.uidMap),
@@ -264,7 +275,60 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
   };
 }
 
-/** Validates parsed command-line options and builds the device config, like the library does. */
-export function cliConfig(cli: CliOptions, cwd: string = process.cwd()): DeviceConfig {
-  return buildDeviceConfig(cliToDeviceOptions(cli, cwd));
+/**
+ * Validates parsed command-line options and builds the device config, like the library does,
+ * plus what only a command-line device has: `--syslog` and the `RUST_LOG` filter.
+ */
+export function cliConfig(cli: CliOptions, cwd: string = process.cwd(), env: NodeJS.ProcessEnv = process.env): DeviceConfig {
+  const config = buildDeviceConfig(cliToDeviceOptions(cli, cwd));
+  config.syslog = cli.syslog;
+  const rustLog = env.RUST_LOG;
+  if (rustLog !== undefined && rustLog.trim() !== '') {
+    // As upstream: when set, RUST_LOG decides the levels instead of --log-level.
+    const filter = parseRustLog(rustLog);
+    config.logLevel = filter.level;
+    config.logTargets = filter.targets;
+  }
+  return config;
+}
+
+/**
+ * `RUST_LOG` in env_logger's directive syntax: `level`, `target`, `target=level`, comma
+ * separated. A bare target means everything from it; the default level without a bare level is
+ * `error`, as env_logger has it. The `/regex` message filter is refused, not ignored.
+ */
+export function parseRustLog(spec: string): { level: LogLevel; targets: LogTarget[] } {
+  if (spec.includes('/')) {
+    throw new OptionError(`RUST_LOG='${spec}': message filters ('/regex') are not supported`);
+  }
+  let level: LogLevel = 'error';
+  const targets: LogTarget[] = [];
+  for (const raw of spec.split(',')) {
+    const directive = raw.trim();
+    if (directive === '') continue;
+    const [name, value, extra] = directive.split('=');
+    if (extra !== undefined || name === '') throw new OptionError(`RUST_LOG: invalid directive '${directive}'`);
+    const asLevel = (text: string): LogLevel | undefined => {
+      const lower = text.toLowerCase();
+      return (LOG_LEVELS as readonly string[]).includes(lower) ? (lower as LogLevel) : undefined;
+    };
+    if (value === undefined) {
+      const bare = asLevel(name);
+      if (bare !== undefined) level = bare;
+      else targets.push({ target: name, level: 'trace' });
+      continue;
+    }
+    const targetLevel = asLevel(value);
+    if (targetLevel === undefined) {
+      throw new OptionError(`RUST_LOG: invalid level '${value}' in '${directive}': expected one of ${LOG_LEVELS.join(', ')}`);
+    }
+    targets.push({ target: name, level: targetLevel });
+  }
+  return { level, targets };
+}
+
+/** `ps` shows these after the program name; the device checks them against its configuration. */
+export function deviceLabels(config: DeviceConfig): string[] {
+  const socket = config.socket.kind === 'path' ? `--socket-path=${config.socket.path}` : `--fd=${config.socket.fd}`;
+  return [socket, `--shared-dir=${config.sharedDir}`];
 }

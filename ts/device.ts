@@ -1,10 +1,10 @@
 // One device process, seen from Node: start it, follow its control events, stop it.
+import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import os from 'node:os';
-import { DeviceConfig, DeviceOptions, buildDeviceConfig } from './config';
+import { DeviceConfig, DeviceOptions, buildDeviceConfig, deviceLabels } from './config';
 import { DeviceError } from './errors';
-import { NativeBackend, ReapResult, nativeBackend } from './native';
+import { deviceEnvironment, nativeArtifacts } from './native';
 import { escapeLogText } from './log';
 import { DeviceMessage, LineSplitter, LineTooLongError, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
 import { LogLevel } from './validate';
@@ -31,8 +31,6 @@ export interface DeviceEvents {
 export interface StartOptions {
   /** Give up (and kill the process) if it is not listening after this long. Default 10 s. */
   startTimeoutMs?: number;
-  /** Replaces the native binding; for tests and embedding. */
-  native?: NativeBackend;
   /**
    * Receives every log record from the moment the process exists. Listeners added after
    * `startDevice` resolves miss what the device logged while starting, and a frontend that
@@ -43,15 +41,12 @@ export interface StartOptions {
 
 export const DEFAULT_START_TIMEOUT_MS = 10_000;
 export const DEFAULT_STOP_TIMEOUT_MS = 5_000;
-// Reaping polls with growing delays: exits are usually immediate after EOF, so start short.
-const REAP_FIRST_DELAY_MS = 2;
-const REAP_MAX_DELAY_MS = 100;
-
-function signalName(signal: number | null): NodeJS.Signals | null {
-  if (signal === null) return null;
-  const entry = Object.entries(os.constants.signals).find(([, number]) => number === signal);
-  return entry === undefined ? null : (entry[0] as NodeJS.Signals);
-}
+/** Descriptors of a library-started device: configuration in, control channel both ways. */
+const CONFIG_FD = 3;
+const CONTROL_FD = 4;
+const SOCKET_FD = 5;
+/** How long after the exit the last control lines may still arrive. */
+const EXIT_DRAIN_MS = 500;
 
 function describeExit(status: ExitStatus): string {
   return status.signal !== null ? `killed by ${status.signal}` : `exit status ${String(status.code)}`;
@@ -61,38 +56,48 @@ function describeExit(status: ExitStatus): string {
 export class Device extends EventEmitter<DeviceEvents> {
   readonly pid: number;
   readonly config: Readonly<DeviceConfig>;
-  /** Resolves once the process has exited and been reaped; never rejects. */
+  /** Resolves once the process has exited; never rejects. */
   readonly exited: Promise<ExitStatus>;
 
-  private readonly native: NativeBackend;
+  private readonly child: ChildProcess;
   private readonly control: net.Socket;
   private readonly lines = new LineSplitter();
+  private readonly stderrLines = new LineSplitter();
   private resolveExit!: (status: ExitStatus) => void;
   private status: ExitStatus | null = null;
   private listeningOn: string | null = null;
   private isConnected = false;
   private fatal: string | null = null;
   private controlBroken = false;
-  private reapTimer: NodeJS.Timeout | null = null;
-  private referenced = true;
   private readyWaiter: { resolve: () => void; reject: (error: DeviceError) => void } | null = null;
+  private exitTimer: NodeJS.Timeout | null = null;
+  private referenced = true;
 
   /** @internal use `startDevice` */
-  constructor(native: NativeBackend, config: DeviceConfig, pid: number, controlFd: number) {
+  constructor(child: ChildProcess, config: DeviceConfig) {
     super();
-    this.native = native;
+    this.child = child;
     this.config = Object.freeze({ ...config });
-    this.pid = pid;
+    this.pid = child.pid ?? -1;
     this.exited = new Promise((resolve) => {
       this.resolveExit = resolve;
     });
-    this.control = new net.Socket({ fd: controlFd, readable: true, writable: true });
+    this.control = child.stdio[CONTROL_FD] as net.Socket;
     // Bytes, not strings: the splitter bounds lines in bytes and decodes each complete line once.
     this.control.on('data', (chunk: Buffer) => this.onData(chunk));
-    // EOF or a broken control socket both mean the process is gone or going.
-    this.control.on('end', () => this.onControlClosed());
-    this.control.on('close', () => this.onControlClosed());
-    this.control.on('error', () => this.onControlClosed());
+    // A broken control socket means the process is gone or going; the exit event tells.
+    this.control.on('error', () => undefined);
+    // The device writes to stderr only before its logger exists or when something went badly
+    // wrong; those lines are shown as error records, bounded like control lines.
+    child.stderr?.on('data', (chunk: Buffer) => this.onStderr(chunk));
+    // 'close' comes once the control channel and stderr are drained too, so a fatal error the
+    // device sent just before exiting is read first. A descriptor kept open by some other
+    // process must not hold the exit back for long, though.
+    child.on('close', (code, signal) => this.finish({ code, signal }));
+    child.on('exit', (code, signal) => {
+      this.exitTimer = setTimeout(() => this.finish({ code, signal }), EXIT_DRAIN_MS);
+      if (!this.referenced) this.exitTimer.unref();
+    });
   }
 
   /** Where the device listens (`/path` or `fd:N`), once it is listening. */
@@ -105,7 +110,7 @@ export class Device extends EventEmitter<DeviceEvents> {
     return this.isConnected;
   }
 
-  /** Exit status, once reaped. */
+  /** Exit status, once the process has exited. */
   get exitStatus(): ExitStatus | null {
     return this.status;
   }
@@ -118,6 +123,7 @@ export class Device extends EventEmitter<DeviceEvents> {
   /** @internal resolves when listening, rejects when the device fails first. */
   waitListening(timeoutMs: number): Promise<void> {
     if (this.listeningOn !== null) return Promise.resolve();
+    if (this.status !== null) return Promise.reject(this.startFailure(this.status));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.readyWaiter = null;
@@ -154,32 +160,29 @@ export class Device extends EventEmitter<DeviceEvents> {
     }
   }
 
-  /** Sends a signal to the device process; a no-op once it has been reaped. */
+  /** Sends a signal to the device process; a no-op once it has exited. */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     if (this.status !== null) return;
-    const number = os.constants.signals[signal];
-    try {
-      this.native.signalDevice(this.pid, number);
-    } catch (error) {
-      // The process may have exited between our check and the signal; the reaper will tell.
-      this.emitLog('debug', `signal ${signal} not delivered: ${(error as Error).message}`);
-    }
-    // A killed process may not close the control socket promptly if a child inherited it.
-    this.scheduleReap(REAP_FIRST_DELAY_MS);
+    // Node reaps its children itself, so the pid cannot have been reused before 'exit'.
+    this.child.kill(signal);
   }
 
   /** Lets the Node process exit while this device still runs. */
   unref(): this {
     this.referenced = false;
+    this.exitTimer?.unref();
+    this.child.unref();
     this.control.unref();
-    this.reapTimer?.unref();
+    (this.child.stderr as net.Socket | null)?.unref();
     return this;
   }
 
   ref(): this {
     this.referenced = true;
+    this.exitTimer?.ref();
+    this.child.ref();
     this.control.ref();
-    this.reapTimer?.ref();
+    (this.child.stderr as net.Socket | null)?.ref();
     return this;
   }
 
@@ -204,6 +207,20 @@ export class Device extends EventEmitter<DeviceEvents> {
       }
       this.onMessage(message);
     }
+  }
+
+  private onStderr(chunk: Buffer): void {
+    let lines: string[];
+    try {
+      lines = this.stderrLines.push(chunk);
+    } catch (error) {
+      if (!(error instanceof LineTooLongError)) throw error;
+      this.child.stderr?.removeAllListeners('data');
+      this.child.stderr?.resume();
+      this.emitLog('warn', `device stderr ignored from now on: ${error.message}`);
+      return;
+    }
+    for (const line of lines) this.emitLog('error', line);
   }
 
   private onMessage(message: DeviceMessage): void {
@@ -257,45 +274,19 @@ export class Device extends EventEmitter<DeviceEvents> {
     this.emit('log', { level, target: escapeLogText(target), message: escapeLogText(message), time: new Date() });
   }
 
-  private onControlClosed(): void {
-    if (this.status !== null || this.reapTimer !== null) return;
-    this.scheduleReap(REAP_FIRST_DELAY_MS);
-  }
-
-  private scheduleReap(delay: number): void {
-    if (this.status !== null) return;
-    if (this.reapTimer !== null) clearTimeout(this.reapTimer);
-    this.reapTimer = setTimeout(() => {
-      this.reapTimer = null;
-      this.tryReap(delay);
-    }, delay);
-    if (!this.referenced) this.reapTimer.unref();
-  }
-
-  private tryReap(lastDelay: number): void {
-    let result: ReapResult;
-    try {
-      result = this.native.reapDevice(this.pid);
-    } catch (error) {
-      // Nothing left to wait for (e.g. already reaped elsewhere): report an unknown status.
-      this.emitLog('warn', `cannot get the exit status of device ${this.pid}: ${(error as Error).message}`);
-      this.finish({ code: null, signal: null });
-      return;
-    }
-    if (result.exited) {
-      this.finish({ code: result.code, signal: signalName(result.signal) });
-      return;
-    }
-    this.scheduleReap(Math.min(lastDelay * 2, REAP_MAX_DELAY_MS));
+  private startFailure(status: ExitStatus): DeviceError {
+    const why = this.fatal ?? `device exited before listening (${describeExit(status)})`;
+    return new DeviceError(why, this.fatal !== null ? 'failed' : 'exited', status);
   }
 
   private finish(status: ExitStatus): void {
+    if (this.status !== null) return;
+    if (this.exitTimer !== null) clearTimeout(this.exitTimer);
     this.status = status;
     this.isConnected = false;
     this.control.destroy();
     if (this.readyWaiter !== null) {
-      const why = this.fatal ?? `device exited before listening (${describeExit(status)})`;
-      this.readyWaiter.reject(new DeviceError(why, this.fatal !== null ? 'failed' : 'exited', status));
+      this.readyWaiter.reject(this.startFailure(status));
       this.readyWaiter = null;
     }
     this.resolveExit(status);
@@ -311,15 +302,45 @@ export async function startDevice(options: DeviceOptions, start: StartOptions = 
   return startFromConfig(buildDeviceConfig(options), start);
 }
 
-/** @internal starts a device from an already validated config (the CLI validates before warning). */
+/** Starts the device executable as a child: a fresh program, none of this process's memory. */
+function spawnDevice(config: DeviceConfig): ChildProcess {
+  const { executable } = nativeArtifacts();
+  const inherited = config.socket.kind === 'fd' ? [config.socket.fd] : [];
+  const childConfig: DeviceConfig =
+    config.socket.kind === 'fd' ? { ...config, socket: { kind: 'fd', fd: SOCKET_FD } } : config;
+  const child = spawn(executable, [`--config-fd=${CONFIG_FD}`, `--control-fd=${CONTROL_FD}`, ...deviceLabels(childConfig)], {
+    argv0: 'virtiofsd',
+    // 0-2, configuration, control channel, then the adopted listening socket if any.
+    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe', ...inherited],
+    env: deviceEnvironment(),
+    // Its own process group: a terminal's Ctrl-C reaches the embedder, which stops devices in order.
+    detached: true,
+  });
+  const configStream = child.stdio[CONFIG_FD] as net.Socket | null;
+  configStream?.on('error', () => undefined);
+  configStream?.end(JSON.stringify(childConfig));
+  return child;
+}
+
+/** @internal starts a device from an already validated config. */
 export async function startFromConfig(config: DeviceConfig, start: StartOptions = {}): Promise<Device> {
   const warn = (message: string): void => start.onLog?.({ level: 'warn', target: 'virtiofsd', message, time: new Date() });
-  if (config.sandbox === 'none') warn('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
-  if (config.seccomp === 'none') warn('running without seccomp (--seccomp=none): every system call is allowed');
-  const native = start.native ?? nativeBackend();
-  const { pid, controlFd } = native.spawnDevice(JSON.stringify(config));
-  const device = new Device(native, config, pid, controlFd);
+  for (const warning of configWarnings(config)) warn(warning);
+  const child = spawnDevice(config);
+  if (child.pid === undefined) {
+    const failure = await new Promise<Error>((resolve) => child.once('error', resolve));
+    throw new DeviceError(`cannot start the device executable: ${failure.message}`, 'spawn');
+  }
+  const device = new Device(child, config);
   if (start.onLog) device.on('log', start.onLog);
   await device.waitListening(start.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
   return device;
+}
+
+/** What a configuration gives up, said before the device starts (the CLI prints the same). */
+export function configWarnings(config: DeviceConfig): string[] {
+  const warnings: string[] = [];
+  if (config.sandbox === 'none') warnings.push('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
+  if (config.seccomp === 'none') warnings.push('running without seccomp (--seccomp=none): every system call is allowed');
+  return warnings;
 }

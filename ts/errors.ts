@@ -1,9 +1,13 @@
-/** Why an option was refused: bad syntax/value, or valid but not implemented in this version. */
-export type OptionErrorKind = 'usage' | 'unsupported';
+/**
+ * Why an option was refused: bad syntax or value (`usage`, the CLI exits 2), valid but not
+ * implemented in this version (`unsupported`), or valid but impossible for this process, such as
+ * an ID map for a root device (`environment`); the last two exit 1, as upstream's run-time checks.
+ */
+export type OptionErrorKind = 'usage' | 'unsupported' | 'environment';
 
 /**
- * A command-line or library option problem. The CLI turns it into `virtiofsd: <message>` and exit
- * status 1; the library rejects `startDevice` with it before any process is created.
+ * A command-line or library option problem. The CLI turns it into `virtiofsd: <message>`; the
+ * library rejects `startDevice` with it before any process is created.
  */
 export class OptionError extends Error {
   readonly kind: OptionErrorKind;

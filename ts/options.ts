@@ -231,7 +231,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     { text: 'Most detailed messages to print: error, warn, info, debug, trace or off', default: 'info' },
     (o, v, c) => (o.logLevel = parseLogLevel(c.name, v)),
   ),
-  notYet(flag('syslog', { text: 'Send log messages to syslog instead of stderr' }, (o) => (o.syslog = true))),
+  flag('syslog', { text: 'Send log messages to syslog instead of stderr' }, (o) => (o.syslog = true)),
   // 0 is meaningful upstream: leave the limit unchanged.
   value(
     'rlimit-nofile',

@@ -243,9 +243,9 @@ export const ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE =
 export function checkIdMapsAllowed(option: string | null, sandbox: SandboxMode, euid: number | undefined): void {
   if (option === null) return;
   if (sandbox !== 'namespace') {
-    throw new OptionError(`'${option}' cannot be used with '--sandbox=${sandbox}': ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`);
+    throw new OptionError(`'${option}' cannot be used with '--sandbox=${sandbox}': ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment');
   }
   if (euid === 0) {
-    throw new OptionError(`'${option}' cannot be used when running as root: ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`);
+    throw new OptionError(`'${option}' cannot be used when running as root: ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment');
   }
 }

@@ -32,11 +32,24 @@ pub struct DaemonConfig {
     pub flock: bool,
     pub rlimit_nofile: Option<u64>,
     pub log_level: LogLevel,
+    /// Per-target levels that override `log_level` for targets starting with `target` (the
+    /// directives of `RUST_LOG`, compiled by the TypeScript layer); the longest match wins.
+    pub log_targets: Vec<LogTarget>,
+    /// Without a supervising process, log to the system log (`/dev/log`) instead of stderr.
+    pub syslog: bool,
     pub sandbox: SandboxMode,
     pub seccomp: SeccompMode,
     pub uid_map: Vec<IdRange>,
     pub gid_map: Vec<IdRange>,
     pub modcaps: Modcaps,
+}
+
+/// One `target=level` logging directive.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogTarget {
+    pub target: String,
+    pub level: LogLevel,
 }
 
 /// One user-namespace ID range (`--uid-map`/`--gid-map`).
@@ -241,6 +254,8 @@ mod tests {
             "flock": true,
             "rlimitNofile": null,
             "logLevel": "info",
+            "logTargets": [],
+            "syslog": false,
             "sandbox": "none",
             "seccomp": "none",
             "uidMap": [],

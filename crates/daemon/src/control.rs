@@ -79,8 +79,9 @@ impl ControlChannel {
 }
 
 /// Blocks until the parent asks the device to stop or goes away. Lines that are not a known
-/// command are reported back as errors and otherwise ignored, so a protocol mismatch is visible.
-pub fn wait_for_stop(reader: UnixStream, channel: &ControlChannel) -> StopReason {
+/// command are logged (so they reach the parent) and otherwise ignored, so a protocol mismatch
+/// is visible.
+pub fn wait_for_stop(reader: UnixStream) -> StopReason {
     let mut lines = BufReader::new(reader);
     let mut line = String::new();
     loop {
@@ -89,14 +90,7 @@ pub fn wait_for_stop(reader: UnixStream, channel: &ControlChannel) -> StopReason
             Ok(0) | Err(_) => return StopReason::ParentGone,
             Ok(_) => match serde_json::from_str::<Command>(line.trim_end()) {
                 Ok(Command::Stop) => return StopReason::Requested,
-                Err(e) => {
-                    let message = format!("unknown control command: {e}");
-                    channel.send(&Event::Log {
-                        level: "warn",
-                        target: "control",
-                        message: &message,
-                    });
-                }
+                Err(e) => log::warn!(target: "control", "unknown control command: {e}"),
             },
         }
     }
@@ -136,15 +130,15 @@ mod tests {
     #[test]
     fn stop_command_and_eof() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let (channel, reader) = ControlChannel::new(ours).unwrap();
+        let (_channel, reader) = ControlChannel::new(ours).unwrap();
         theirs
             .write_all(b"{\"cmd\":\"bogus\"}\n{\"cmd\":\"stop\"}\n")
             .unwrap();
-        assert_eq!(wait_for_stop(reader, &channel), StopReason::Requested);
+        assert_eq!(wait_for_stop(reader), StopReason::Requested);
 
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let (channel, reader) = ControlChannel::new(ours).unwrap();
+        let (_channel, reader) = ControlChannel::new(ours).unwrap();
         drop(theirs);
-        assert_eq!(wait_for_stop(reader, &channel), StopReason::ParentGone);
+        assert_eq!(wait_for_stop(reader), StopReason::ParentGone);
     }
 }

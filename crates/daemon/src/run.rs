@@ -1,7 +1,7 @@
 //! The life of a device process, from configuration to exit.
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, FileHandleMode, Pas
 
 use crate::config::{CacheMode, DaemonConfig, InodeFileHandles, SocketConfig};
 use crate::control::{self, ControlChannel, Event, StopReason};
-use crate::logger;
+use crate::logger::{self, LevelTable, Sink};
 use crate::sandbox;
 use crate::socket::{self, BoundSocket};
 
@@ -42,43 +42,75 @@ fn describe(err: &dyn std::error::Error) -> String {
     message
 }
 
-/// Ends the process without running exit handlers: a device process is a fork of an embedding
-/// runtime (Node), whose atexit handlers and stdio buffers belong to the parent.
+/// Ends the process at once from a watcher thread: the serving threads hold nothing that needs
+/// an orderly shutdown, and exit handlers must not race them.
 fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no process state that could be inconsistent.
     unsafe { libc::_exit(code) }
 }
 
 struct Reporter {
-    channel: Arc<ControlChannel>,
+    channel: Option<Arc<ControlChannel>>,
+}
+
+impl Reporter {
+    fn send(&self, event: &Event<'_>) {
+        if let Some(channel) = &self.channel {
+            channel.send(event);
+        }
+    }
 }
 
 impl DeviceEvents for Reporter {
     fn connected(&self) {
-        self.channel.send(&Event::Connected);
+        self.send(&Event::Connected);
     }
 
     fn disconnected(&self) {
-        self.channel.send(&Event::Disconnected);
+        self.send(&Event::Disconnected);
     }
 }
 
 /// Runs a device until its frontend disconnects (exit code 0), it is told to stop (the process
-/// exits 0 from the control thread), or it fails (exit code 1, after an `error` event).
-pub fn run(config: DaemonConfig, control: UnixStream) -> i32 {
-    let (channel, commands) = match ControlChannel::new(control) {
-        Ok(pair) => pair,
+/// exits 0 from a watcher thread), or it fails (exit code 1, after an `error` event).
+///
+/// With `control`, the device is supervised: records and events go to the parent, and end of file
+/// on the channel stops it. Without, it was started from the command line: it logs to stderr (or
+/// the system log with `syslog`) and only signals stop it.
+pub fn run(config: DaemonConfig, control: Option<UnixStream>) -> i32 {
+    let (channel, commands) = match control.map(ControlChannel::new).transpose() {
+        Ok(Some((channel, commands))) => (Some(Arc::new(channel)), Some(commands)),
+        Ok(None) => (None, None),
         Err(_) => return 1,
     };
-    let channel = Arc::new(channel);
-    logger::install(channel.clone(), config.log_level.to_filter());
+    let sink = match &channel {
+        Some(channel) => Sink::Control(channel.clone()),
+        None if config.syslog => match Sink::syslog() {
+            Ok(sink) => sink,
+            Err(e) => {
+                logger::fatal_to_stderr(&format!("--syslog: {e}"));
+                return 1;
+            }
+        },
+        None => Sink::Stderr,
+    };
+    let log_fd = sink.raw_fd();
+    logger::install(sink, LevelTable::from_config(&config));
     logger::log_panics();
-    match serve(&config, &channel, commands) {
+    let reporter = Reporter { channel };
+    match serve(&config, &reporter, commands, log_fd) {
         Ok(()) => 0,
         Err(e) => {
             let message = describe(&e);
-            log::error!("{message}");
-            channel.send(&Event::Error { message: &message });
+            match &reporter.channel {
+                Some(channel) => {
+                    log::error!("{message}");
+                    channel.send(&Event::Error { message: &message });
+                }
+                // The last word of a command-line device is printed whatever the log level.
+                None if config.syslog => log::error!("{message}"),
+                None => logger::fatal_to_stderr(&message),
+            }
             1
         }
     }
@@ -86,8 +118,9 @@ pub fn run(config: DaemonConfig, control: UnixStream) -> i32 {
 
 fn serve(
     config: &DaemonConfig,
-    channel: &Arc<ControlChannel>,
-    commands: UnixStream,
+    reporter: &Reporter,
+    commands: Option<UnixStream>,
+    log_fd: Option<RawFd>,
 ) -> Result<(), RunError> {
     // Everything up to the watcher threads runs single-threaded: unshare and a per-thread capset
     // require it, and blocking the stop signals first means one sent during start-up stays
@@ -110,8 +143,11 @@ fn serve(
         }
     };
     // Everything else (the embedder's stdio and any descriptor it leaked) is closed.
-    let mut keep = vec![channel.raw_fd(), commands.as_raw_fd()];
-    keep.extend(bound.raw_fds());
+    let keep: Vec<RawFd> = [log_fd, commands.as_ref().map(|c| c.as_raw_fd())]
+        .into_iter()
+        .flatten()
+        .chain(bound.raw_fds())
+        .collect();
     let sandboxed = sandbox::enter(config, &keep, &remove_socket).map_err(RunError::Sandbox)?;
     if !sandboxed.host_paths_visible {
         // The same path may now name a file in the share; the waiting parent removes the socket.
@@ -127,7 +163,7 @@ fn serve(
     sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
     crate::seccomp::install(config).map_err(RunError::Seccomp)?;
 
-    spawn_stop_watchers(channel, commands, signals, &bound)?;
+    spawn_stop_watchers(commands, signals, &bound)?;
 
     let device_config = DeviceConfig {
         tag: config.tag.clone(),
@@ -141,16 +177,13 @@ fn serve(
     };
     // The TypeScript layer warns about --sandbox=none and --seccomp=none before it spawns us.
     log::info!("waiting for a vhost-user frontend on {listening}");
-    channel.send(&Event::Listening { socket: &listening });
+    reporter.send(&Event::Listening { socket: &listening });
 
     let listener = bound
         .listener
         .try_clone()
         .map_err(|e| RunError::Setup("cannot clone listener", e))?;
-    let reporter = Reporter {
-        channel: channel.clone(),
-    };
-    let result = virtiofsd_device::serve(listener, server, &device_config, &reporter)
+    let result = virtiofsd_device::serve(listener, server, &device_config, reporter)
         .map_err(|e| RunError::Device(e.to_string()));
     bound.remove_file();
     result
@@ -212,24 +245,24 @@ fn block_stop_signals() -> io::Result<libc::sigset_t> {
 }
 
 fn spawn_stop_watchers(
-    channel: &Arc<ControlChannel>,
-    commands: UnixStream,
+    commands: Option<UnixStream>,
     signals: libc::sigset_t,
     bound: &Arc<BoundSocket>,
 ) -> Result<(), RunError> {
-    let (ch, sock) = (channel.clone(), bound.clone());
-    std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            let reason = control::wait_for_stop(commands, &ch);
-            match reason {
-                StopReason::Requested => log::info!("stop requested"),
-                StopReason::ParentGone => log::info!("parent process gone; stopping"),
-            }
-            sock.remove_file();
-            exit_now(0);
-        })
-        .map_err(|e| RunError::Setup("cannot start the control thread", e))?;
+    if let Some(commands) = commands {
+        let sock = bound.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                match control::wait_for_stop(commands) {
+                    StopReason::Requested => log::info!("stop requested"),
+                    StopReason::ParentGone => log::info!("parent process gone; stopping"),
+                }
+                sock.remove_file();
+                exit_now(0);
+            })
+            .map_err(|e| RunError::Setup("cannot start the control thread", e))?;
+    }
 
     let sock = bound.clone();
     std::thread::Builder::new()
