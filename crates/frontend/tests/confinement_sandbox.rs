@@ -1,7 +1,8 @@
 //! The default namespace sandbox seen from the host: what a device process that a hostile guest
 //! took over could still reach. Starts the real daemon (the node CLI) with its defaults, as root
 //! and as an ordinary user, and inspects the serving process through /proc:
-//! - no descriptor leads to the embedder's stderr or any other file it inherited;
+//! - no descriptor leads to a file it inherited (stdout, a leaked descriptor), except its stderr
+//!   on fd 2, where a command-line device logs as upstream does;
 //! - its mount table holds only the share, with nodev and nosuid, and no procfs;
 //! - its /proc/self/fd handle leads nowhere with `..` (no /proc/sys, no other processes);
 //! - a device node placed in the share cannot be opened through the device's mounts.
@@ -33,8 +34,10 @@ struct Started {
     dir: PathBuf,
     share: PathBuf,
     socket: PathBuf,
-    /// The CLI's stderr and the leaked file: (dev, ino) of each.
+    /// The CLI's stdout and the leaked file: (dev, ino) of each.
     inherited: Vec<(u64, u64, PathBuf)>,
+    /// The CLI's stderr, which a command-line device keeps as its log (as upstream), on fd 2 only.
+    log_file: (u64, u64),
     /// Started with `--sandbox=chroot`.
     chroot: bool,
 }
@@ -52,13 +55,15 @@ impl Started {
         fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
 
-    /// CLI -> device process (waits) -> serving process.
+    /// The CLI became the device process (which waits) -> serving process.
     fn processes(&self) -> (u32, u32) {
-        let cli = self.child.id();
-        let device = children(cli)
-            .into_iter()
-            .find(|p| comm(*p) == "virtiofsd")
-            .unwrap_or_else(|| panic!("no device process; log:\n{}", self.log()));
+        let device = self.child.id();
+        assert_eq!(
+            comm(device),
+            "virtiofsd",
+            "the CLI did not become the device; log:\n{}",
+            self.log()
+        );
         // The namespace sandbox forks once more; chroot serves from the device process itself.
         let server = match (self.chroot, children(device).first()) {
             (true, _) => device,
@@ -103,6 +108,8 @@ fn start(as_nobody: bool, chroot: bool) -> Started {
     fs::create_dir_all(&share).unwrap();
     let log_path = dir.join("daemon.log");
     let log = fs::File::create(&log_path).unwrap();
+    let stdout_path = dir.join("stdout");
+    let stdout = fs::File::create(&stdout_path).unwrap();
     let leaked_path = dir.join("leaked");
     let leaked = fs::File::create(&leaked_path).unwrap();
     if as_nobody {
@@ -131,7 +138,7 @@ fn start(as_nobody: bool, chroot: bool) -> Started {
         .args(chroot.then_some("--sandbox=chroot"))
         .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
+        .stdout(stdout)
         .stderr(log);
     // SAFETY: the closure only calls dup2, which is async-signal-safe, on descriptors that are
     // open in the forked child.
@@ -149,10 +156,11 @@ fn start(as_nobody: bool, chroot: bool) -> Started {
         child,
         share,
         socket,
+        log_file: dev_ino(&log_path),
         inherited: vec![
             {
-                let (d, i) = dev_ino(&log_path);
-                (d, i, log_path)
+                let (d, i) = dev_ino(&stdout_path);
+                (d, i, stdout_path)
             },
             {
                 let (d, i) = dev_ino(&leaked_path);
@@ -194,7 +202,8 @@ fn statfs_type(p: &Path) -> Option<i64> {
     Some(st.f_type as i64)
 }
 
-/// No descriptor of `pid` names the embedder's stderr or the leaked file, 0-2 are /dev/null, and
+/// No descriptor of `pid` names the inherited stdout or the leaked file, 0-1 are /dev/null, 2 is
+/// the stderr the device was started with (and no other descriptor is), and
 /// every file descriptor is a socket, an anonymous inode, the proc handle or inside the share.
 fn check_descriptors(s: &Started, pid: u32, what: &str) {
     let null = dev_ino(Path::new("/dev/null"));
@@ -216,7 +225,20 @@ fn check_descriptors(s: &Started, pid: u32, what: &str) {
                 name.display()
             );
         }
-        if fd <= 2 {
+        if fd == 2 {
+            assert_eq!(
+                (m.dev(), m.ino()),
+                s.log_file,
+                "{what}: fd 2 is {link}, not the stderr the device was started with"
+            );
+            continue;
+        }
+        assert_ne!(
+            (m.dev(), m.ino()),
+            s.log_file,
+            "{what}: fd {fd} ({link}) is a second handle on the inherited stderr"
+        );
+        if fd <= 1 {
             assert_eq!(
                 (m.dev(), m.ino()),
                 null,
