@@ -13,7 +13,7 @@ const GLIBC_BASELINE = '2.28';
 const platform = hostPlatform();
 const { dir, addon, executable } = nativeArtifacts(platform);
 const musl = platform.endsWith('-musl');
-const machine = process.arch === 'arm64' ? EM_AARCH64 : EM_X86_64;
+const machine = platform.includes('-arm64-') ? EM_AARCH64 : EM_X86_64;
 
 test.before(() => {
   for (const file of [addon, executable]) {
@@ -21,14 +21,24 @@ test.before(() => {
   }
 });
 
-test('the platform package ships exactly the addon and the executable', (t) => {
-  const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name: string; files: string[]; main: string };
-  t.is(pkg.name, `@virtiofsd/binding-${platform}`);
-  t.deepEqual([...pkg.files].sort(), ['virtiofsd', `virtiofsd.${platform}.node`]);
-  t.is(pkg.main, `virtiofsd.${platform}.node`);
+test('each platform package ships exactly its addon and executable, at the root version', (t) => {
+  const rootPkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string; repository: unknown };
+  for (const [name, cpu, libc] of [
+    ['linux-x64-gnu', 'x64', 'glibc'], ['linux-x64-musl', 'x64', 'musl'],
+    ['linux-arm64-gnu', 'arm64', 'glibc'], ['linux-arm64-musl', 'arm64', 'musl'],
+  ]) {
+    const pkg = JSON.parse(fs.readFileSync(path.join(root, 'npm', name, 'package.json'), 'utf8')) as Record<string, unknown>;
+    t.is(pkg.name, `@virtiofsd/binding-${name}`);
+    t.is(pkg.version, rootPkg.version, `${name}: the platform packages are released with the root package`);
+    t.deepEqual([pkg.os, pkg.cpu, pkg.libc], [['linux'], [cpu], [libc]], name);
+    t.deepEqual([...(pkg.files as string[])].sort(), ['virtiofsd', `virtiofsd.${name}.node`], name);
+    t.is(pkg.main, `virtiofsd.${name}.node`);
+    t.deepEqual(pkg.publishConfig, { access: 'public' }, name);
+    t.is((pkg.repository as { url: string }).url, (rootPkg.repository as { url: string }).url, name);
+  }
 });
 
-test('the executable is an executable file for this CPU, mode 0755', (t) => {
+test('the executable is an executable file for the platform CPU, mode 0755', (t) => {
   t.is(fs.statSync(executable).mode & 0o777, 0o755);
   const info = readElf(executable);
   t.is(info.machine, machine);
@@ -36,7 +46,7 @@ test('the executable is an executable file for this CPU, mode 0755', (t) => {
   t.true(info.type === 2 || info.type === 3, `e_type ${info.type}`);
 });
 
-test('the addon is a shared object for this CPU', (t) => {
+test('the addon is a shared object for the platform CPU', (t) => {
   const info = readElf(addon);
   t.is(info.type, 3);
   t.is(info.machine, machine);
