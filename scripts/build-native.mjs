@@ -100,7 +100,8 @@ if (!hasDeviceBin()) {
 }
 // napi builds the musl addon with -crt-static; the executable keeps musl's default static linking.
 // Different flags, different target dir: sharing one would rebuild every crate on each switch.
-const targetDir = musl ? path.join(root, 'target', 'static') : path.join(root, 'target');
+const cargoTarget = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
+const targetDir = musl ? path.join(cargoTarget, 'static') : cargoTarget;
 run('cargo', [
   'zigbuild', '--release', '--locked', '-p', 'virtiofsd-daemon', '--bin', 'virtiofsd',
   '--target', zigTarget, '--target-dir', targetDir,
