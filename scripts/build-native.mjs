@@ -64,13 +64,6 @@ function toolchainPath() {
   return `${dirs}${path.delimiter}${process.env.PATH ?? ''}`;
 }
 
-function hasDeviceBin() {
-  const result = spawnSync('cargo', ['metadata', '--no-deps', '--format-version', '1'], { cwd: root, encoding: 'utf8', maxBuffer: 64 << 20 });
-  if (result.status !== 0) die(`cargo metadata failed: ${result.stderr}`);
-  const daemon = JSON.parse(result.stdout).packages.find((p) => p.name === 'virtiofsd-daemon');
-  return daemon?.targets.some((t) => t.kind.includes('bin') && t.name === 'virtiofsd') ?? false;
-}
-
 function installExecutable(from, to) {
   const tmp = `${to}.tmp-${process.pid}`;
   fs.copyFileSync(from, tmp);
@@ -93,11 +86,6 @@ run(process.execPath, [
   '--output-dir', path.relative(root, outDir), '--dts', path.relative(outDir, path.join(root, 'binding.d.ts')),
 ], env);
 
-// Transitional: the executable target is being added; until then only the addon is built.
-if (!hasDeviceBin()) {
-  process.stderr.write('build-native: warning: crate virtiofsd-daemon has no `virtiofsd` binary yet; only the addon was built\n');
-  process.exit(0);
-}
 // napi builds the musl addon with -crt-static; the executable keeps musl's default static linking.
 // Different flags, different target dir: sharing one would rebuild every crate on each switch.
 const cargoTarget = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
