@@ -17,17 +17,37 @@ const installed = path.join(app, 'node_modules');
 const cargoTarget = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
 const loadTool = path.join(cargoTarget, 'debug', 'virtiofsd-load');
 
-/** The caller's PATH without any folder that holds cargo or rustc, and no Cargo/rustup variables. */
+/** Finds `name` on the caller's PATH. */
+function which(name: string): string {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(dir, name);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return fs.realpathSync(candidate);
+    } catch {
+      // not in this folder
+    }
+  }
+  throw new Error(`${name} is not on PATH`);
+}
+
+/**
+ * The caller's PATH without any folder that holds cargo or rustc, and no Cargo/rustup variables.
+ * node and npm come from a folder of their own, so a Rust toolchain that shares their folder (a
+ * distribution's cargo in /usr/bin) is left out as well.
+ */
 function toolchainFreeEnv(): NodeJS.ProcessEnv {
+  const bin = path.join(scratch, 'bin');
+  fs.mkdirSync(bin);
+  fs.symlinkSync(process.execPath, path.join(bin, 'node'));
+  fs.symlinkSync(which('npm'), path.join(bin, 'npm'));
   const hasRust = (dir: string) => ['cargo', 'rustc', 'rustup'].some((tool) => fs.existsSync(path.join(dir, tool)));
   const dirs = (process.env.PATH ?? '').split(path.delimiter).filter((dir) => dir !== '' && !hasRust(dir));
-  // npm and node are found through PATH by the installed bin's shebang.
-  if (!dirs.includes(path.dirname(process.execPath))) dirs.unshift(path.dirname(process.execPath));
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (!/^(CARGO|RUSTUP|RUSTC|RUST_)/.test(key) && !key.startsWith('npm_')) env[key] = value;
   }
-  return { ...env, PATH: dirs.join(path.delimiter), npm_config_cache: path.join(scratch, 'npm-cache') };
+  return { ...env, PATH: [bin, ...dirs].join(path.delimiter), npm_config_cache: path.join(scratch, 'npm-cache') };
 }
 const env = toolchainFreeEnv();
 
