@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { LONG_OPTIONS, checkRunnable, parseArgs } from '../ts/options.ts';
 import type { CliOptions, ParsedArgs } from '../ts/options.ts';
-import { buildDeviceConfig, cliConfig } from '../ts/config.ts';
+import { buildDeviceConfig, cliConfig, deviceLabels, parseRustLog } from '../ts/config.ts';
 import { NotSupportedError, OptionError } from '../ts/errors.ts';
 import { HELP_TEXT } from '../ts/help.ts';
 import { formatLogLine, levelEnabled } from '../ts/log.ts';
@@ -173,7 +173,7 @@ test('--inode-file-handles requires an equal sign; fallback is a deprecated alia
 });
 
 test('unsupported flags are parsed then refused by name', (t) => {
-  for (const flag of ['--posix-acl', '--syslog', '--security-label', '--migration-verify-handles', '--migration-confirm-paths']) {
+  for (const flag of ['--posix-acl', '--security-label', '--migration-verify-handles', '--migration-confirm-paths']) {
     unsupported(t, [...BASE, flag], flag);
   }
 });
@@ -351,7 +351,7 @@ test('CLI options compile to the device config', (t) => {
   const dir = tempDir();
   const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=prefer']);
   checkRunnable(parsed);
-  const config = cliConfig(parsed.options, '/some/cwd');
+  const config = cliConfig(parsed.options, '/some/cwd', {});
   t.deepEqual(config, {
     sharedDir: dir,
     socket: { kind: 'path', path: '/some/cwd/rel.sock', group: 'kvm' },
@@ -374,6 +374,8 @@ test('CLI options compile to the device config', (t) => {
     flock: true,
     rlimitNofile: 2048,
     logLevel: 'warn',
+    logTargets: [],
+    syslog: false,
     sandbox: 'none',
     seccomp: 'none',
     uidMap: [],
@@ -467,4 +469,38 @@ test('log lines look like upstream and filter by level', (t) => {
   t.false(levelEnabled('debug', 'info'));
   t.false(levelEnabled('error', 'off'));
   t.true(levelEnabled('trace', 'trace'));
+});
+
+test('RUST_LOG directives compile to a default level and per-target levels', (t) => {
+  t.deepEqual(parseRustLog('debug'), { level: 'debug', targets: [] });
+  t.deepEqual(parseRustLog('WARN, virtiofsd_fuse=trace,vhost_user_backend'), {
+    level: 'warn',
+    targets: [
+      { target: 'virtiofsd_fuse', level: 'trace' },
+      { target: 'vhost_user_backend', level: 'trace' },
+    ],
+  });
+  // Without a bare level, everything else stays at env_logger's default, error.
+  t.deepEqual(parseRustLog('virtiofsd_daemon=info'), { level: 'error', targets: [{ target: 'virtiofsd_daemon', level: 'info' }] });
+  t.throws(() => parseRustLog('x=loud'), { instanceOf: OptionError, message: /invalid level 'loud' in 'x=loud'/ });
+  t.throws(() => parseRustLog('a=b=c'), { instanceOf: OptionError, message: /invalid directive 'a=b=c'/ });
+  t.throws(() => parseRustLog('info/regex'), { instanceOf: OptionError, message: /message filters/ });
+});
+
+test('the command line takes RUST_LOG over --log-level, and --syslog, into the device config', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-rustlog-'));
+  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', path.join(dir, 's'), '--log-level=debug', '--syslog']);
+  const plain = cliConfig(parsed.options, dir, {});
+  t.is(plain.logLevel, 'debug');
+  t.deepEqual(plain.logTargets, []);
+  t.true(plain.syslog);
+  const overridden = cliConfig(parsed.options, dir, { RUST_LOG: 'info,virtiofsd_fuse=off' });
+  t.is(overridden.logLevel, 'info');
+  t.deepEqual(overridden.logTargets, [{ target: 'virtiofsd_fuse', level: 'off' }]);
+  t.deepEqual(deviceLabels(plain), [`--socket-path=${path.join(dir, 's')}`, `--shared-dir=${dir}`]);
+  // The library has no environment-driven logging: its records go to the embedder.
+  const library = buildDeviceConfig({ sharedDir: dir, socketPath: path.join(dir, 's') });
+  t.false(library.syslog);
+  t.deepEqual(library.logTargets, []);
+  fs.rmSync(dir, { recursive: true });
 });

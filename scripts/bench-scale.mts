@@ -9,6 +9,7 @@
 //   vhost-user daemon serve it, and both exit when it closes). Once every socket exists and the
 //   process trees have stopped changing, `Pss:` and `Rss:` of /proc/<pid>/smaps_rollup are summed over
 //   every process of every device and divided by N.
+// - Every process starts with the same small environment (DAEMON_ENV), as from a service manager.
 // - Readiness: separate single starts, timed from just before spawn() until a connect() to the socket
 //   path succeeds (attempted every millisecond). Two floor rows time Node itself the same way.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,6 +31,18 @@ export interface ScaleOptions {
 
 /** Targets of the scale section (issue 9, item 1). */
 export const SCALE_TARGETS = { pssRatio: 1.25, listenDifferenceMs: 60 } as const;
+
+/**
+ * The environment every process here starts with: what a service manager passes (libvirt gives
+ * its helpers PATH, HOME and the locale, not the caller's environment). Node reads some variables
+ * at start-up (NODE_EXTRA_CA_CERTS alone parses a whole certificate bundle, about 50 ms here),
+ * which would time the calling shell rather than the daemons.
+ */
+const DAEMON_ENV: NodeJS.ProcessEnv = {
+  PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+  HOME: process.env.HOME ?? '/',
+  LC_ALL: 'C',
+};
 
 const START_TIMEOUT_MS = 60_000;
 const SETTLE_MS = 1_000;
@@ -119,7 +132,7 @@ function exited(child: ChildProcess): boolean {
 
 function startDevice(kind: Device['kind'], argv: string[], socket: string): Device {
   const [cmd, ...args] = argv as [string, ...string[]];
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: DAEMON_ENV });
   let output = '';
   const keep = (c: Buffer): void => void (output = (output + c.toString()).slice(-OUTPUT_TAIL));
   child.stdout!.on('data', keep);
@@ -335,7 +348,7 @@ async function timeToListen(kind: Device['kind'], argv: string[], socket: string
 async function timeToExit(argv: string[]): Promise<number> {
   const t0 = performance.now();
   const [cmd, ...args] = argv as [string, ...string[]];
-  const child = spawn(cmd, args, { stdio: 'ignore' });
+  const child = spawn(cmd, args, { stdio: 'ignore', env: DAEMON_ENV });
   const code = await new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (c) => resolve(c));

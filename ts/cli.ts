@@ -7,8 +7,7 @@
 //
 // Exit status: usage errors (unknown options, bad values) exit 2, as upstream's argument parser;
 // refusals at run time (bad shared directory, unsupported option, failed start) exit 1.
-import { DeviceConfig, cliConfig, deviceLabels } from './config';
-import { configWarnings } from './device';
+import { DeviceConfig, cliConfig, configWarnings, deviceLabels } from './config';
 import { DeviceError, OptionError } from './errors';
 import { HELP_TEXT, capabilitiesText, versionText } from './help';
 import { formatLogLine, levelEnabled } from './log';

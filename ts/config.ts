@@ -332,3 +332,11 @@ export function deviceLabels(config: DeviceConfig): string[] {
   const socket = config.socket.kind === 'path' ? `--socket-path=${config.socket.path}` : `--fd=${config.socket.fd}`;
   return [socket, `--shared-dir=${config.sharedDir}`];
 }
+
+/** What a configuration gives up, said before the device starts (by the CLI and the library). */
+export function configWarnings(config: DeviceConfig): string[] {
+  const warnings: string[] = [];
+  if (config.sandbox === 'none') warnings.push('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
+  if (config.seccomp === 'none') warnings.push('running without seccomp (--seccomp=none): every system call is allowed');
+  return warnings;
+}

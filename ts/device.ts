@@ -2,7 +2,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { DeviceConfig, DeviceOptions, buildDeviceConfig, deviceLabels } from './config';
+import { DeviceConfig, DeviceOptions, buildDeviceConfig, configWarnings, deviceLabels } from './config';
 import { DeviceError } from './errors';
 import { deviceEnvironment, nativeArtifacts } from './native';
 import { escapeLogText } from './log';
@@ -335,12 +335,4 @@ export async function startFromConfig(config: DeviceConfig, start: StartOptions 
   if (start.onLog) device.on('log', start.onLog);
   await device.waitListening(start.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
   return device;
-}
-
-/** What a configuration gives up, said before the device starts (the CLI prints the same). */
-export function configWarnings(config: DeviceConfig): string[] {
-  const warnings: string[] = [];
-  if (config.sandbox === 'none') warnings.push('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
-  if (config.seccomp === 'none') warnings.push('running without seccomp (--seccomp=none): every system call is allowed');
-  return warnings;
 }
