@@ -25,7 +25,7 @@ test('--print-capabilities needs no other option and ignores them', (t) => {
 
 test('--print-capabilities still rejects malformed command lines', (t) => {
   const result = spawnSync(process.execPath, [cli, '--print-capabilities', '--bogus'], { encoding: 'utf8' });
-  t.is(result.status, 1);
+  t.is(result.status, 2, 'a usage error, as upstream');
   t.is(result.stdout, '');
 });
 
