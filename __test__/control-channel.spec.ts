@@ -2,7 +2,7 @@
 // a real child process that sends an over-long line being killed without affecting its neighbour.
 import test from 'ava';
 import { ChildProcess, spawn } from 'node:child_process';
-import { Device, ExitStatus, LogRecord } from '../ts/device.ts';
+import { Device, ExitStatus, LogRecord, adoptDeviceProcess } from '../ts/device.ts';
 import { escapeLogText, formatLogLine } from '../ts/log.ts';
 import { LineSplitter, LineTooLongError, MAX_CONTROL_LINE_BYTES } from '../ts/protocol.ts';
 
@@ -109,7 +109,7 @@ test('a forged log line stays on one line of output', (t) => {
 function startFake(script: string): { device: Device; child: ChildProcess; logs: LogRecord[] } {
   const program = `const fs = require('node:fs'); const send = (text) => fs.writeSync(4, text); ${script}; setInterval(() => {}, 1000);`;
   const child = spawn(process.execPath, ['-e', program], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
-  const device = new Device(child, {} as never);
+  const device = adoptDeviceProcess(child, {} as never);
   const logs: LogRecord[] = [];
   device.on('log', (record) => logs.push(record));
   return { device, child, logs };
@@ -126,7 +126,7 @@ test('a device sending an over-long control line is killed; its neighbour keeps 
       `send(${JSON.stringify(`${listening}\n`)}); let n = 0; setInterval(() => send(JSON.stringify({ event: 'log', level: 'info', target: 'dev', message: 'tick ' + (n++) + '\\n[fake] \\u001b[2J' }) + '\\n'), 20);`,
     );
     children.push(bad.child, good.child);
-    await Promise.all([bad.device.waitListening(10_000), good.device.waitListening(10_000)]);
+    await Promise.all([bad.device.ready, good.device.ready]);
 
     const status: ExitStatus = await Promise.race([
       bad.device.exited,

@@ -3,7 +3,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { DeviceConfig, DeviceOptions, buildDeviceConfig, configWarnings, deviceLabels } from './config';
-import { DeviceError } from './errors';
+import { DeviceAbortError, DeviceError } from './errors';
 import { deviceEnvironment, nativeArtifacts } from './native';
 import { escapeLogText } from './log';
 import { DeviceMessage, LineSplitter, LineTooLongError, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
@@ -21,22 +21,48 @@ export interface LogRecord {
   time: Date;
 }
 
+/**
+ * Events of a Device (`device.on(name, listener)`), with their listener arguments. A
+ * `DeviceGroup` emits the same events with the device's name first.
+ */
 export interface DeviceEvents {
-  log: [record: LogRecord];
+  /** The device listens on its vhost-user socket (`/path` or `fd:N`); `ready` resolves. */
+  listening: [socket: string];
+  /** A vhost-user frontend attached. */
   connected: [];
+  /** The frontend went away; the device exits 0 next, as upstream. */
   disconnected: [];
+  /**
+   * The device reported a fatal error or broke the control protocol; it exits next. Emitted
+   * only while a listener is attached, so a failing device never throws into the event loop.
+   */
+  error: [error: DeviceError];
+  /** The process has exited (after its last control messages were read). */
   exit: [status: ExitStatus];
+  /** A log record of the device, already filtered by its log level, text escaped. */
+  log: [record: LogRecord];
 }
 
 export interface StartOptions {
   /** Give up (and kill the process) if it is not listening after this long. Default 10 s. */
   startTimeoutMs?: number;
   /**
+   * Cancels the start and, once started, stops the device. Aborted before or while starting,
+   * `startDevice` rejects with a DeviceError of reason `aborted` (named `AbortError`) after the
+   * process, if one was created, is gone. Aborted later, the device is stopped as by `stop()`.
+   */
+  signal?: AbortSignal;
+  /**
    * Receives every log record from the moment the process exists. Listeners added after
    * `startDevice` resolves miss what the device logged while starting, and a frontend that
    * connects at once can make the device log (and even exit) before then.
    */
   onLog?: (record: LogRecord) => void;
+  /**
+   * Called with the Device as soon as its process exists, before it listens: listeners attached
+   * here see every event, `listening` included. `startDevice` still resolves only once it listens.
+   */
+  onSpawn?: (device: Device) => void;
 }
 
 export const DEFAULT_START_TIMEOUT_MS = 10_000;
@@ -47,15 +73,40 @@ const CONTROL_FD = 4;
 const SOCKET_FD = 5;
 /** How long after the exit the last control lines may still arrive. */
 const EXIT_DRAIN_MS = 500;
+/** How long a device that failed to start may take to exit on its own before it is killed. */
+const FAILED_START_EXIT_MS = 1_000;
+/**
+ * Proof of being this module: the Device constructor refuses callers without it, so a Device
+ * only ever wraps a process this library started.
+ */
+const CONSTRUCTION_TOKEN: unique symbol = Symbol('virtiofsd Device construction');
 
 function describeExit(status: ExitStatus): string {
   return status.signal !== null ? `killed by ${status.signal}` : `exit status ${String(status.code)}`;
 }
 
-/** A running (or finished) device process. Create with `startDevice`. */
+/** Set by Device's static block: the only way to construct a Device from outside the class. */
+let constructDevice: (child: ChildProcess, config: DeviceConfig) => Device;
+
+/**
+ * Wraps a child process that has the descriptor layout of the device executable (control
+ * channel on fd 4). Not part of the package's entry point; the test seam for fake devices.
+ * @internal
+ */
+export function adoptDeviceProcess(child: ChildProcess, config: DeviceConfig): Device {
+  return constructDevice(child, config);
+}
+
+/** A running (or finished) device process. Created by `startDevice` or `DeviceGroup.add`. */
 export class Device extends EventEmitter<DeviceEvents> {
+  /** Process id of the device executable. */
   readonly pid: number;
-  readonly config: Readonly<DeviceConfig>;
+  /** The host directory the device serves (absolute). */
+  readonly sharedDir: string;
+  /** The virtio-fs tag the device announces, or `null` when the VM monitor names it. */
+  readonly tag: string | null;
+  /** Resolves once the device listens; rejects with a DeviceError if it fails or is cancelled first. */
+  readonly ready: Promise<void>;
   /** Resolves once the process has exited; never rejects. */
   readonly exited: Promise<ExitStatus>;
 
@@ -72,16 +123,30 @@ export class Device extends EventEmitter<DeviceEvents> {
   private readyWaiter: { resolve: () => void; reject: (error: DeviceError) => void } | null = null;
   private exitTimer: NodeJS.Timeout | null = null;
   private referenced = true;
+  /** Signals that `kill()` or `stop()` sent: an exit by one of them is not an error. */
+  private readonly requestedSignals = new Set<NodeJS.Signals>();
 
-  /** @internal use `startDevice` */
-  constructor(child: ChildProcess, config: DeviceConfig) {
+  static {
+    constructDevice = (child, config) => new Device(CONSTRUCTION_TOKEN, child, config);
+  }
+
+  private constructor(token: typeof CONSTRUCTION_TOKEN, child: ChildProcess, config: DeviceConfig) {
+    if (token !== CONSTRUCTION_TOKEN) {
+      throw new DeviceError('a Device is created by startDevice or DeviceGroup.add, not constructed', 'misuse');
+    }
     super();
     this.child = child;
-    this.config = Object.freeze({ ...config });
+    this.sharedDir = config.sharedDir;
+    this.tag = config.tag;
     this.pid = child.pid ?? -1;
     this.exited = new Promise((resolve) => {
       this.resolveExit = resolve;
     });
+    this.ready = new Promise((resolve, reject) => {
+      this.readyWaiter = { resolve, reject };
+    });
+    // Whoever awaits `ready` still sees the rejection; nobody awaiting it is not a crash.
+    this.ready.catch(() => undefined);
     this.control = child.stdio[CONTROL_FD] as net.Socket;
     // Bytes, not strings: the splitter bounds lines in bytes and decodes each complete line once.
     this.control.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -120,27 +185,16 @@ export class Device extends EventEmitter<DeviceEvents> {
     return this.fatal;
   }
 
-  /** @internal resolves when listening, rejects when the device fails first. */
-  waitListening(timeoutMs: number): Promise<void> {
-    if (this.listeningOn !== null) return Promise.resolve();
-    if (this.status !== null) return Promise.reject(this.startFailure(this.status));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.readyWaiter = null;
-        this.kill('SIGKILL');
-        reject(new DeviceError(`device did not start listening within ${timeoutMs} ms`, 'timeout'));
-      }, timeoutMs);
-      this.readyWaiter = {
-        resolve: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      };
-    });
+  /**
+   * Whether the process ended with an error: a non-zero exit code, or a signal that neither
+   * `kill()` nor `stop()` sent. `null` while it runs. A `DeviceGroup` restart policy restarts
+   * exactly these devices.
+   */
+  get exitedWithError(): boolean | null {
+    const status = this.status;
+    if (status === null) return null;
+    if (status.signal !== null) return !this.requestedSignals.has(status.signal);
+    return status.code !== 0;
   }
 
   /**
@@ -163,8 +217,32 @@ export class Device extends EventEmitter<DeviceEvents> {
   /** Sends a signal to the device process; a no-op once it has exited. */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     if (this.status !== null) return;
-    // Node reaps its children itself, so the pid cannot have been reused before 'exit'.
-    this.child.kill(signal);
+    this.requestedSignals.add(signal);
+    this.signalProcess(signal);
+  }
+
+  /**
+   * Makes sure the process is gone: SIGKILL now, or after `graceMs` if it may still exit on its
+   * own (a device that reported a fatal error is about to). Resolves once it has exited.
+   * @internal
+   */
+  async terminate(graceMs = 0): Promise<ExitStatus> {
+    if (this.status !== null) return this.status;
+    const timer = setTimeout(() => this.signalProcess('SIGKILL'), graceMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Fails `ready` with `error` unless the device is already listening. The caller ends the
+   * process. @internal
+   */
+  failStart(error: DeviceError): void {
+    this.readyWaiter?.reject(error);
+    this.readyWaiter = null;
   }
 
   /** Lets the Node process exit while this device still runs. */
@@ -184,6 +262,11 @@ export class Device extends EventEmitter<DeviceEvents> {
     this.control.ref();
     (this.child.stderr as net.Socket | null)?.ref();
     return this;
+  }
+
+  /** Node reaps its children itself, so the pid cannot have been reused before 'exit'. */
+  private signalProcess(signal: NodeJS.Signals): void {
+    if (this.status === null) this.child.kill(signal);
   }
 
   private onData(chunk: Buffer): void {
@@ -226,9 +309,11 @@ export class Device extends EventEmitter<DeviceEvents> {
   private onMessage(message: DeviceMessage): void {
     switch (message.event) {
       case 'listening':
+        if (this.listeningOn !== null) break;
         this.listeningOn = message.socket;
         this.readyWaiter?.resolve();
         this.readyWaiter = null;
+        this.emit('listening', message.socket);
         break;
       case 'connected':
         this.isConnected = true;
@@ -244,12 +329,14 @@ export class Device extends EventEmitter<DeviceEvents> {
       case 'error': {
         const text = escapeLogText(message.message);
         this.fatal = text;
+        const error = new DeviceError(text, 'failed');
         if (this.readyWaiter !== null) {
-          this.readyWaiter.reject(new DeviceError(text, 'failed'));
+          this.readyWaiter.reject(error);
           this.readyWaiter = null;
         } else {
           this.emitLog('error', text);
         }
+        this.emitError(error);
         break;
       }
     }
@@ -262,7 +349,16 @@ export class Device extends EventEmitter<DeviceEvents> {
     const message = `device ${this.pid} killed: ${why}`;
     this.fatal ??= message;
     this.emitLog('error', message);
-    this.kill('SIGKILL');
+    const error = new DeviceError(message, 'protocol');
+    this.failStart(error);
+    this.emitError(error);
+    // Not a requested signal: the group's restart policy sees a failed device.
+    this.signalProcess('SIGKILL');
+  }
+
+  /** 'error' without a listener would throw into the embedder's event loop; the exit tells anyway. */
+  private emitError(error: DeviceError): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
   }
 
   private emitLog(level: LogRecord['level'], message: string): void {
@@ -296,10 +392,16 @@ export class Device extends EventEmitter<DeviceEvents> {
 
 /**
  * Validates `options`, starts a device process and resolves once it listens on its vhost-user
- * socket. Rejects with OptionError for bad options and DeviceError when the device fails to start.
+ * socket. Rejects with OptionError for bad options (before any process exists) and DeviceError
+ * when the device fails to start, times out or is aborted; a rejected start leaves no process.
  */
 export async function startDevice(options: DeviceOptions, start: StartOptions = {}): Promise<Device> {
+  if (start.signal?.aborted) throw abortError(start.signal);
   return startFromConfig(buildDeviceConfig(options), start);
+}
+
+function abortError(signal: AbortSignal): DeviceAbortError {
+  return new DeviceAbortError('the device start was aborted', { cause: signal.reason });
 }
 
 /** Starts the device executable as a child: a fresh program, none of this process's memory. */
@@ -324,15 +426,50 @@ function spawnDevice(config: DeviceConfig): ChildProcess {
 
 /** @internal starts a device from an already validated config. */
 export async function startFromConfig(config: DeviceConfig, start: StartOptions = {}): Promise<Device> {
+  const { signal } = start;
+  if (signal?.aborted) throw abortError(signal);
   const warn = (message: string): void => start.onLog?.({ level: 'warn', target: 'virtiofsd', message, time: new Date() });
   for (const warning of configWarnings(config)) warn(warning);
   const child = spawnDevice(config);
   if (child.pid === undefined) {
     const failure = await new Promise<Error>((resolve) => child.once('error', resolve));
-    throw new DeviceError(`cannot start the device executable: ${failure.message}`, 'spawn');
+    throw new DeviceError(`cannot start the device executable: ${failure.message}`, 'spawn', { cause: failure });
   }
-  const device = new Device(child, config);
+  const device = constructDevice(child, config);
   if (start.onLog) device.on('log', start.onLog);
-  await device.waitListening(start.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
+  await awaitListening(device, start);
+  if (signal !== undefined) {
+    // Aborted in the same turn as the device became ready: still a cancelled start.
+    if (signal.aborted) {
+      await device.stop();
+      throw abortError(signal);
+    }
+    const stopOnAbort = (): void => void device.stop();
+    signal.addEventListener('abort', stopOnAbort, { once: true });
+    void device.exited.then(() => signal.removeEventListener('abort', stopOnAbort));
+  }
   return device;
+}
+
+/** Waits for `ready` under the start timeout and signal; on any failure the process is ended first. */
+async function awaitListening(device: Device, start: StartOptions): Promise<void> {
+  const { signal } = start;
+  const timeoutMs = start.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  const timer = setTimeout(() => {
+    device.failStart(new DeviceError(`device did not start listening within ${timeoutMs} ms`, 'timeout'));
+  }, timeoutMs);
+  const onAbort = (): void => device.failStart(abortError(signal as AbortSignal));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    start.onSpawn?.(device);
+    await device.ready;
+  } catch (error) {
+    // A device that reported its fatal error exits 1 by itself in a moment; others are killed.
+    const reported = error instanceof DeviceError && error.reason === 'failed';
+    await device.terminate(reported ? FAILED_START_EXIT_MS : 0);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
 }

@@ -31,24 +31,60 @@ export class NotSupportedError extends OptionError {
   }
 }
 
-/** Where a device failed: creating its process, reporting a fatal error, or exiting unexpectedly. */
-export type DeviceErrorReason = 'spawn' | 'failed' | 'exited' | 'timeout' | 'native';
+/**
+ * Why a device operation failed, for code to branch on (the message is for people):
+ * - `native`: this platform's device executable or addon is missing or cannot be loaded.
+ * - `spawn`: the device executable could not be started (or, from the command line, executed).
+ * - `failed`: the device reported a fatal error (the message is the device's own); it exits 1.
+ * - `exited`: the device ended before it was listening without saying why (see `exitCode`,
+ *   `exitSignal`).
+ * - `timeout`: the device was not listening within `startTimeoutMs`; it was killed.
+ * - `aborted`: the start was cancelled through its `AbortSignal` (or the group stopped it); the
+ *   process, if it existed, is gone. The error's `name` is `AbortError` and `cause` is the
+ *   signal's reason.
+ * - `protocol`: the device broke the control protocol (for example an over-long line) and was
+ *   killed.
+ * - `misuse`: a library object was used in a way it does not support, such as calling the
+ *   `Device` constructor instead of `startDevice`.
+ */
+export type DeviceErrorReason = 'native' | 'spawn' | 'failed' | 'exited' | 'timeout' | 'aborted' | 'protocol' | 'misuse';
 
+/** What is known about a failed device besides the message. */
+export interface DeviceErrorDetails {
+  /** Exit code, when the process ended before becoming ready. */
+  code?: number | null;
+  /** Signal that ended the process, when it ended before becoming ready. */
+  signal?: NodeJS.Signals | null;
+  /** The underlying error or abort reason. */
+  cause?: unknown;
+}
+
+/** A device could not be started or failed; `reason` says why. */
 export class DeviceError extends Error {
   readonly reason: DeviceErrorReason;
-  /** Exit status when the process ended before becoming ready. */
+  /** Exit code when the process ended before becoming ready, else `null`. */
   readonly exitCode: number | null;
+  /** Signal that ended the process before it became ready, else `null`. */
   readonly exitSignal: NodeJS.Signals | null;
 
-  constructor(
-    message: string,
-    reason: DeviceErrorReason,
-    exit: { code: number | null; signal: NodeJS.Signals | null } = { code: null, signal: null },
-  ) {
-    super(message);
+  constructor(message: string, reason: DeviceErrorReason, details: DeviceErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.name = 'DeviceError';
     this.reason = reason;
-    this.exitCode = exit.code;
-    this.exitSignal = exit.signal;
+    this.exitCode = details.code ?? null;
+    this.exitSignal = details.signal ?? null;
+  }
+}
+
+/**
+ * A start cancelled through its `AbortSignal`: a DeviceError with reason `aborted`, named
+ * `AbortError` (with `code` `ABORT_ERR`, as Node's own) so generic cancellation checks see it.
+ */
+export class DeviceAbortError extends DeviceError {
+  readonly code = 'ABORT_ERR';
+
+  constructor(message: string, details: DeviceErrorDetails = {}) {
+    super(message, 'aborted', details);
+    this.name = 'AbortError';
   }
 }

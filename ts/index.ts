@@ -1,10 +1,19 @@
-// Public library API.
+// Public library API: everything a user of the package may name, and nothing else (a test
+// compares this list with the built package's exports, CommonJS, ESM and .d.ts).
 export { startDevice, Device, DEFAULT_START_TIMEOUT_MS, DEFAULT_STOP_TIMEOUT_MS } from './device';
 export type { DeviceEvents, ExitStatus, LogRecord, StartOptions } from './device';
-export { DeviceGroup } from './group';
-export { buildDeviceConfig } from './config';
-export type { DeviceConfig, DeviceOptions, SocketConfig } from './config';
-export { DeviceError, NotSupportedError, OptionError } from './errors';
-export type { DeviceErrorReason, OptionErrorKind } from './errors';
+export { DeviceGroup, DEFAULT_RESTART_POLICY } from './group';
+export type {
+  AddOptions,
+  DeviceGroupEvents,
+  DeviceGroupOptions,
+  GaveUpEvent,
+  RestartPolicy,
+  RestartedEvent,
+  RestartingEvent,
+} from './group';
+export type { DeviceOptions } from './config';
+export { DeviceAbortError, DeviceError, NotSupportedError, OptionError } from './errors';
+export type { DeviceErrorDetails, DeviceErrorReason, OptionErrorKind } from './errors';
 export { CAPABILITIES } from './help';
-export type { CachePolicy, LogLevel } from './validate';
+export type { CachePolicy, IdRange, LogLevel, SandboxMode, SeccompAction } from './validate';
