@@ -3,12 +3,25 @@
 //! Unknown fields are rejected rather than ignored, so an option the TypeScript side believes it
 //! set can never be silently dropped by the Rust side.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 
+pub mod schema;
+#[cfg(test)]
+mod schema_tests;
+
+use schema::{
+    CAPABILITY_NAMES, MAX_QUEUE_SIZE, MAX_REQUEST_QUEUES, MAX_RLIMIT_NOFILE, MAX_TAG_BYTES,
+    MAX_THREAD_POOL_SIZE, MIN_QUEUE_SIZE, MIN_REQUEST_QUEUES,
+};
+
+/// What a device process is told to be. Every field, its wire type and its limits are described
+/// in [`schema`], from which the TypeScript types and limits are generated.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DaemonConfig {
     pub shared_dir: PathBuf,
@@ -46,6 +59,7 @@ pub struct DaemonConfig {
 
 /// One `target=level` logging directive.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct LogTarget {
     pub target: String,
@@ -54,6 +68,7 @@ pub struct LogTarget {
 
 /// One user-namespace ID range (`--uid-map`/`--gid-map`).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct IdRange {
     pub inside: u32,
@@ -64,6 +79,7 @@ pub struct IdRange {
 /// `--modcaps`: capabilities (lower-case names without `cap_`) added to or dropped from the
 /// default set of a root device process.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct Modcaps {
     pub add: Vec<String>,
@@ -71,6 +87,7 @@ pub struct Modcaps {
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 pub enum SocketConfig {
     /// Bind a new listening socket at `path`, optionally owned by group `group`.
@@ -82,32 +99,61 @@ pub enum SocketConfig {
     Fd { fd: i32 },
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    Auto,
-    Always,
-    Never,
-    Metadata,
+/// A unit-variant enum carried as a lower-case string, with the list of its wire names
+/// (`VALUES`, in declaration order), so the schema and the generated TypeScript cannot list a
+/// value serde does not accept or miss one it does.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+        #[cfg_attr(test, derive(Serialize))]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant,)+
+        }
+
+        impl $name {
+            /// Every wire name, in declaration order.
+            pub const VALUES: &'static [&'static str] = &[$($wire,)+];
+
+            /// The wire name of this value.
+            pub fn wire_name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire,)+
+                }
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum InodeFileHandles {
-    Never,
-    Prefer,
-    Mandatory,
+wire_enum! {
+    /// How much the guest may cache (`--cache`).
+    CacheMode {
+        Auto = "auto",
+        Always = "always",
+        Never = "never",
+        Metadata = "metadata",
+    }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
+wire_enum! {
+    /// Whether inodes are held as file handles instead of `O_PATH` descriptors.
+    InodeFileHandles {
+        Never = "never",
+        Prefer = "prefer",
+        Mandatory = "mandatory",
+    }
+}
+
+wire_enum! {
+    /// The most detailed log records to emit; declared in upstream's `--log-level` order.
+    LogLevel {
+        Error = "error",
+        Warn = "warn",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
+        Off = "off",
+    }
 }
 
 impl LogLevel {
@@ -123,40 +169,32 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    Namespace,
-    Chroot,
-    None,
-}
-
-/// What the seccomp filter does on a system call outside the allow list.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SeccompMode {
-    Kill,
-    Log,
-    Trap,
-    None,
-}
-
-#[derive(Debug)]
-pub enum ConfigError {
-    Json(serde_json::Error),
-    Invalid(String),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Json(e) => write!(f, "invalid device configuration: {e}"),
-            ConfigError::Invalid(msg) => write!(f, "invalid device configuration: {msg}"),
-        }
+wire_enum! {
+    /// How the device process is confined.
+    SandboxMode {
+        Namespace = "namespace",
+        Chroot = "chroot",
+        None = "none",
     }
 }
 
-impl std::error::Error for ConfigError {}
+wire_enum! {
+    /// What the seccomp filter does on a system call outside the allow list.
+    SeccompMode {
+        None = "none",
+        Kill = "kill",
+        Log = "log",
+        Trap = "trap",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid device configuration: {0}")]
+    Json(serde_json::Error),
+    #[error("invalid device configuration: {0}")]
+    Invalid(String),
+}
 
 /// Why `uidMap`/`gidMap` are refused outside an unprivileged namespace sandbox.
 pub const UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE: &str =
@@ -176,36 +214,58 @@ impl DaemonConfig {
         self.validate_as(unsafe { libc::geteuid() })
     }
 
-    /// The checks, for a process running with effective UID `euid`.
+    /// The checks, for a process running with effective UID `euid`. Every limit is a constant
+    /// of [`schema`], which the TypeScript layer is generated from.
     fn validate_as(&self, euid: u32) -> Result<(), ConfigError> {
-        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if !self.shared_dir.is_absolute() {
-            return invalid("sharedDir must be an absolute path");
+            return invalid("sharedDir must be an absolute path".into());
         }
         if let Some(tag) = &self.tag {
-            if tag.is_empty() || tag.len() > 36 {
-                return invalid("tag must be 1 to 36 bytes long");
+            if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
+                return invalid(format!("tag must be 1 to {MAX_TAG_BYTES} bytes long"));
+            }
+            if tag.contains('\0') {
+                return invalid("tag must not contain NUL characters".into());
             }
         }
-        if self.num_request_queues == 0 || self.num_request_queues > 63 {
-            return invalid("numRequestQueues must be between 1 and 63");
+        if !(MIN_REQUEST_QUEUES..=MAX_REQUEST_QUEUES).contains(&self.num_request_queues) {
+            return invalid(format!(
+                "numRequestQueues must be between {MIN_REQUEST_QUEUES} and {MAX_REQUEST_QUEUES}"
+            ));
         }
-        if !self.queue_size.is_power_of_two() {
-            return invalid("queueSize must be a power of two");
+        if !(MIN_QUEUE_SIZE..=MAX_QUEUE_SIZE).contains(&self.queue_size)
+            || !self.queue_size.is_power_of_two()
+        {
+            return invalid(format!(
+                "queueSize must be a power of two between {MIN_QUEUE_SIZE} and {MAX_QUEUE_SIZE}"
+            ));
         }
-        if self.thread_pool_size > 1024 {
-            return invalid("threadPoolSize must be at most 1024");
+        if self.thread_pool_size > MAX_THREAD_POOL_SIZE {
+            return invalid(format!(
+                "threadPoolSize must be at most {MAX_THREAD_POOL_SIZE}"
+            ));
+        }
+        if self.rlimit_nofile.is_some_and(|n| n > MAX_RLIMIT_NOFILE) {
+            return invalid(format!("rlimitNofile must be at most {MAX_RLIMIT_NOFILE}"));
         }
         match &self.socket {
             SocketConfig::Path { path, .. } if path.as_os_str().is_empty() => {
-                return invalid("socket path must not be empty")
+                return invalid("socket path must not be empty".into())
             }
-            SocketConfig::Fd { fd } if *fd < 0 => return invalid("socket fd must not be negative"),
+            SocketConfig::Path {
+                group: Some(group), ..
+            } if group.is_empty() => return invalid("socket group must not be empty".into()),
+            SocketConfig::Fd { fd } if *fd < 0 => {
+                return invalid("socket fd must not be negative".into())
+            }
             _ => {}
         }
+        // The wire carries canonical names only (lower case, no `cap_`): the TypeScript layer
+        // normalises what the user wrote.
         for name in self.modcaps.add.iter().chain(&self.modcaps.drop) {
-            if virtiofsd_sandbox::caps::number(name).is_err() {
-                return Err(ConfigError::Invalid(format!("unknown capability {name:?}")));
+            if !CAPABILITY_NAMES.contains(&name.as_str()) {
+                return invalid(format!("unknown capability {name:?}"));
             }
         }
         for range in self.uid_map.iter().chain(&self.gid_map) {
@@ -213,7 +273,7 @@ impl DaemonConfig {
                 || range.inside.checked_add(range.count - 1).is_none()
                 || range.outside.checked_add(range.count - 1).is_none()
             {
-                return invalid("ID map ranges must be non-empty and within 32 bits");
+                return invalid("ID map ranges must be non-empty and within 32 bits".into());
             }
         }
         // Ranges are set up only for the user namespace an unprivileged namespace sandbox
@@ -221,7 +281,7 @@ impl DaemonConfig {
         // initial user namespace, all IDs mapped).
         let ranges = !self.uid_map.is_empty() || !self.gid_map.is_empty();
         if ranges && (euid == 0 || self.sandbox != SandboxMode::Namespace) {
-            return invalid(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE);
+            return invalid(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE.into());
         }
         Ok(())
     }

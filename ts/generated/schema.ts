@@ -1,0 +1,188 @@
+// Generated from crates/daemon/src/config/schema.rs, the Rust configuration types: do not edit.
+// `cargo test -p virtiofsd-daemon` fails while this file differs from the schema;
+// `UPDATE_SCHEMA=1 cargo test -p virtiofsd-daemon schema` rewrites it.
+
+/** The virtio-fs configuration space has room for a tag of this many UTF-8 bytes. */
+export const MAX_TAG_BYTES = 36;
+
+/** Fewest request queues a device has. */
+export const MIN_REQUEST_QUEUES = 1;
+
+/** Most request queues: one bit each, plus the hiprio queue, in a 64-bit mask. */
+export const MAX_REQUEST_QUEUES = 63;
+
+/** Smallest virtqueue size. */
+export const MIN_QUEUE_SIZE = 1;
+
+/** Largest split virtqueue size; sizes must be powers of two. */
+export const MAX_QUEUE_SIZE = 32768;
+
+/** Most worker threads of the request thread pool (0 serves on the queue threads). */
+export const MAX_THREAD_POOL_SIZE = 1024;
+
+/** Largest open-file limit the device accepts (Number.MAX_SAFE_INTEGER). */
+export const MAX_RLIMIT_NOFILE = 9007199254740991;
+
+/** Largest descriptor number of an inherited listening socket. */
+export const MAX_SOCKET_FD = 2147483647;
+
+/** Largest user or group ID (IDs are 32 bits wide). */
+export const MAX_ID = 4294967295;
+
+/** How much the guest may cache. */
+export const CACHE_MODES = ['auto', 'always', 'never', 'metadata'] as const;
+export type CacheMode = (typeof CACHE_MODES)[number];
+
+/** Whether inodes are held as file handles instead of O_PATH descriptors. */
+export const INODE_FILE_HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
+export type InodeFileHandleMode = (typeof INODE_FILE_HANDLE_MODES)[number];
+
+/** The most detailed log records a device emits. */
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** How the device process is confined. */
+export const SANDBOX_MODES = ['namespace', 'chroot', 'none'] as const;
+export type SandboxMode = (typeof SANDBOX_MODES)[number];
+
+/** What the seccomp filter does on a system call outside its allow list. */
+export const SECCOMP_ACTIONS = ['none', 'kill', 'log', 'trap'] as const;
+export type SeccompAction = (typeof SECCOMP_ACTIONS)[number];
+
+/** Capability names (lower case, without `cap_`) in kernel numbering order. */
+export const CAPABILITY_NAMES = [
+  'chown',
+  'dac_override',
+  'dac_read_search',
+  'fowner',
+  'fsetid',
+  'kill',
+  'setgid',
+  'setuid',
+  'setpcap',
+  'linux_immutable',
+  'net_bind_service',
+  'net_broadcast',
+  'net_admin',
+  'net_raw',
+  'ipc_lock',
+  'ipc_owner',
+  'sys_module',
+  'sys_rawio',
+  'sys_chroot',
+  'sys_ptrace',
+  'sys_pacct',
+  'sys_admin',
+  'sys_boot',
+  'sys_nice',
+  'sys_resource',
+  'sys_time',
+  'sys_tty_config',
+  'mknod',
+  'lease',
+  'audit_write',
+  'audit_control',
+  'setfcap',
+  'mac_override',
+  'mac_admin',
+  'syslog',
+  'wake_alarm',
+  'block_suspend',
+  'audit_read',
+  'perfmon',
+  'bpf',
+  'checkpoint_restore',
+] as const;
+export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
+
+/** The vhost-user socket: one to bind, or an inherited listening one. */
+export type SocketConfig =
+  /** Bind a new listening socket at `path`, optionally owned by group `group`. */
+  | {
+      kind: 'path';
+      /** A non-empty path. */
+      path: string;
+      /** Group name or numeric ID. Non-empty. */
+      group: string | null;
+    }
+  /** Adopt an already listening socket inherited as file descriptor `fd`. */
+  | {
+      kind: 'fd';
+      /** An integer from 0 to 2147483647. */
+      fd: number;
+    };
+
+/** One `target=level` logging directive. */
+export interface LogTarget {
+  /** Applies to log targets starting with this. */
+  target: string;
+  level: LogLevel;
+}
+
+/** One user-namespace ID range (`--uid-map`/`--gid-map`); `inside + count - 1` and `outside + count - 1` must fit in 32 bits. */
+export interface IdRange {
+  /** First ID inside the namespace. An integer from 0 to 4294967295. */
+  inside: number;
+  /** First ID outside it. An integer from 0 to 4294967295. */
+  outside: number;
+  /** Number of IDs in the range. An integer from 1 to 4294967295. */
+  count: number;
+}
+
+/** Capabilities added to or dropped from the default set of a root device process. */
+export interface Modcaps {
+  add: CapabilityName[];
+  drop: CapabilityName[];
+}
+
+/** The compiled configuration of one device process, as JSON (unknown fields are refused). */
+export interface DeviceConfig {
+  /** The directory to share. An absolute path. */
+  sharedDir: string;
+  socket: SocketConfig;
+  /** The tag the device reports in its configuration space. 1 to 36 UTF-8 bytes, no NUL. */
+  tag: string | null;
+  /** An integer from 1 to 63. */
+  numRequestQueues: number;
+  /** The largest virtqueue size offered. An integer from 1 to 32768, a power of two. */
+  queueSize: number;
+  /** Worker threads for requests; 0 serves them on the queue threads. An integer from 0 to 1024. */
+  threadPoolSize: number;
+  cache: CacheMode;
+  /** Refuse every request that would modify the share. */
+  readonly: boolean;
+  readdirplus: boolean;
+  /** Offer the guest a writeback cache. */
+  writeback: boolean;
+  /** Honour the guest's O_DIRECT. */
+  allowDirectIo: boolean;
+  /** Allow shared mmap with cache=never or cache=metadata. */
+  allowMmap: boolean;
+  /** Report mount points inside the share. */
+  announceSubmounts: boolean;
+  /** Offer FUSE KILLPRIV_V2. */
+  killprivV2: boolean;
+  /** Serve extended attributes. */
+  xattr: boolean;
+  inodeFileHandles: InodeFileHandleMode;
+  /** Keep the guest's O_NOATIME. */
+  preserveNoatime: boolean;
+  /** Serve POSIX record locks. */
+  posixLocks: boolean;
+  /** Serve BSD flock locks. */
+  flock: boolean;
+  /** Open-file limit to set; null for the default, 0 to keep the current one. An integer from 0 to 9007199254740991. */
+  rlimitNofile: number | null;
+  logLevel: LogLevel;
+  /** Per-target overrides of `logLevel` (from `RUST_LOG` on the command line); the longest matching target wins. */
+  logTargets: LogTarget[];
+  /** Without a control channel, log to the system log instead of stderr. */
+  syslog: boolean;
+  sandbox: SandboxMode;
+  seccomp: SeccompAction;
+  /** UID ranges of an unprivileged namespace sandbox's user namespace. */
+  uidMap: IdRange[];
+  /** GID ranges of an unprivileged namespace sandbox's user namespace. */
+  gidMap: IdRange[];
+  modcaps: Modcaps;
+}
