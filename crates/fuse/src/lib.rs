@@ -11,6 +11,9 @@ pub mod io;
 pub mod memory;
 pub mod ratelimit;
 pub mod server;
+pub mod stats;
+#[cfg(test)]
+mod stats_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

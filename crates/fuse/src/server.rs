@@ -19,6 +19,7 @@ use crate::filesystem::{
     XattrReply,
 };
 use crate::io::{ReplyWriter, RequestReader, ZeroCopyReader};
+use crate::stats::{self, RequestStats};
 
 /// The largest WRITE (and READ) payload the dispatcher negotiates.
 pub const MAX_WRITE: u32 = 1 << 20;
@@ -189,6 +190,8 @@ pub struct Server<F: FileSystem> {
     lifecycle: Mutex<()>,
     /// The flags agreed at the last INIT.
     negotiated: AtomicU64,
+    /// Requests, errors and bytes, counted per thread (see [`crate::stats`]).
+    stats: RequestStats,
 }
 
 impl<F: FileSystem> Server<F> {
@@ -198,7 +201,13 @@ impl<F: FileSystem> Server<F> {
             ready: AtomicBool::new(false),
             lifecycle: Mutex::new(()),
             negotiated: AtomicU64::new(0),
+            stats: RequestStats::new(),
         }
+    }
+
+    /// The request counters of this server.
+    pub fn stats(&self) -> &RequestStats {
+        &self.stats
     }
 
     /// The filesystem being served.
@@ -223,6 +232,17 @@ impl<F: FileSystem> Server<F> {
     pub fn refuse<R: RequestReader, W: ReplyWriter>(
         &self,
         r: &mut R,
+        w: W,
+        errno: i32,
+    ) -> Result<usize, Error> {
+        stats::begin();
+        let result = Self::refuse_unrecorded(r, w, errno);
+        self.stats.record(result.is_ok());
+        result
+    }
+
+    fn refuse_unrecorded<R: RequestReader, W: ReplyWriter>(
+        r: &mut R,
         mut w: W,
         errno: i32,
     ) -> Result<usize, Error> {
@@ -233,7 +253,9 @@ impl<F: FileSystem> Server<F> {
         let mut raw = [0u8; IN_HEADER_LEN];
         r.read_exact(&mut raw).map_err(Error::Io)?;
         let h = InHeader::from_bytes(&raw).ok_or(Error::TruncatedHeader { available })?;
-        match Opcode::try_from(h.opcode) {
+        let opcode = Opcode::try_from(h.opcode);
+        stats::note_opcode(&opcode);
+        match opcode {
             Ok(Opcode::Forget | Opcode::BatchForget | Opcode::Interrupt) => Ok(0),
             _ => reply_error(&mut w, h.unique, errno),
         }
@@ -242,6 +264,17 @@ impl<F: FileSystem> Server<F> {
     /// Handles one request; returns the number of reply bytes written (0 for requests that take no
     /// reply).
     pub fn handle_message<R: RequestReader, W: ReplyWriter>(
+        &self,
+        r: &mut R,
+        w: W,
+    ) -> Result<usize, Error> {
+        stats::begin();
+        let result = self.dispatch(r, w);
+        self.stats.record(result.is_ok());
+        result
+    }
+
+    fn dispatch<R: RequestReader, W: ReplyWriter>(
         &self,
         r: &mut R,
         mut w: W,
@@ -254,6 +287,7 @@ impl<F: FileSystem> Server<F> {
         r.read_exact(&mut raw).map_err(Error::Io)?;
         let h = InHeader::from_bytes(&raw).ok_or(Error::TruncatedHeader { available })?;
         let opcode = Opcode::try_from(h.opcode);
+        stats::note_opcode(&opcode);
         if opcode == Ok(Opcode::Interrupt) {
             // virtio-fs kernels never send INTERRUPT (requests are not interruptible once queued),
             // and the FUSE rules let a server ignore one: the interrupted request completes
@@ -706,6 +740,7 @@ impl<F: FileSystem> Server<F> {
                     unique: h.unique,
                 };
                 w.write_all(header.as_bytes()).map_err(Error::Io)?;
+                stats::note_bytes_read(written);
                 Ok(len)
             }
             Err(e) => reply_error(&mut w, h.unique, os_error(Opcode::Read, e)),
@@ -751,6 +786,7 @@ impl<F: FileSystem> Server<F> {
             size: n.min(wr.size as usize) as u32,
             padding: 0,
         };
+        stats::note_bytes_written(out.size as usize);
         Ok(out.as_bytes().to_vec())
     }
 
@@ -1293,6 +1329,7 @@ fn reply_error<W: ReplyWriter>(w: &mut W, unique: u64, errno: i32) -> Result<usi
         unique,
     };
     w.write_all(header.as_bytes()).map_err(Error::Io)?;
+    stats::note_errno(errno);
     Ok(OUT_HEADER_LEN)
 }
 
