@@ -63,19 +63,32 @@ impl ControlChannel {
         }
     }
 
-    /// Sends one event. A parent that stopped listening is not an error worth dying for: the
-    /// device goes on serving its guest, and the reader side notices the parent's departure.
+    /// Sends one event now, blocking until the parent has room for it. Records and the
+    /// lifecycle events go through the logger's writer thread instead (`crate::output`), which
+    /// uses [`encode`] and [`ControlChannel::send_line`].
     pub fn send(&self, event: &Event<'_>) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
+        if let Some(line) = encode(event) {
+            self.send_line(&line);
+        }
+    }
+
+    /// Writes one encoded line. A parent that stopped listening is not an error worth dying
+    /// for: the device goes on serving its guest, and the reader side notices the parent's
+    /// departure. The lock keeps lines from different writers whole.
+    pub fn send_line(&self, line: &[u8]) {
         let mut writer = match self.writer.lock() {
             Ok(writer) => writer,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let _ = writer.write_all(&line);
+        let _ = writer.write_all(line);
     }
+}
+
+/// One event as a JSON line, newline included.
+pub fn encode(event: &Event<'_>) -> Option<Vec<u8>> {
+    let mut line = serde_json::to_vec(event).ok()?;
+    line.push(b'\n');
+    Some(line)
 }
 
 /// Blocks until the parent asks the device to stop or goes away. Lines that are not a known

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod control;
 pub mod logger;
+pub mod output;
 pub mod socket;
 
 mod run;

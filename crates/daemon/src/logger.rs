@@ -1,18 +1,25 @@
 //! The device's `log` backend. A supervised device forwards records to its parent as control
 //! events, so the TypeScript layer decides how they are shown; a device started from the command
 //! line (no parent left) writes them itself, to stderr in the upstream `env_logger` look or to
-//! the system log.
+//! the system log. Whichever it is, records reach it through [`crate::output`], so a thread that
+//! logs never waits for whoever reads them.
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::{DaemonConfig, LogTarget};
-use crate::control::{ControlChannel, Event};
+use crate::control::{self, ControlChannel, Event};
+use crate::output::{LineSink, Output, QUEUE_RECORDS};
+
+/// How long a process about to exit waits for its last records and events to be written: long
+/// enough for a busy embedder's event loop to come round, short enough that a parent that
+/// stopped reading cannot keep a stopped device alive.
+pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
 
 /// The socket the system logger listens on (syslog(3) uses the same).
 const SYSLOG_SOCKET: &str = "/dev/log";
@@ -57,6 +64,11 @@ impl LevelTable {
     }
 }
 
+/// `/dev/log` could not be reached for `--syslog`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {SYSLOG_SOCKET}")]
+pub struct SyslogError(#[source] pub io::Error);
+
 /// Where records go.
 pub enum Sink {
     Control(Arc<ControlChannel>),
@@ -67,11 +79,9 @@ pub enum Sink {
 impl Sink {
     /// Connects to the system logger now, before the sandbox hides `/dev/log`; the connected
     /// socket keeps working inside it.
-    pub fn syslog() -> io::Result<Sink> {
-        let socket = UnixDatagram::unbound()?;
-        socket.connect(SYSLOG_SOCKET).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot connect to {SYSLOG_SOCKET}: {e}"))
-        })?;
+    pub fn syslog() -> Result<Sink, SyslogError> {
+        let socket = UnixDatagram::unbound().map_err(SyslogError)?;
+        socket.connect(SYSLOG_SOCKET).map_err(SyslogError)?;
         Ok(Sink::Syslog {
             socket,
             pid: std::process::id(),
@@ -87,29 +97,58 @@ impl Sink {
         }
     }
 
-    fn write(&self, level: Level, target: &str, message: &str) {
+    /// One record as this sink's line (a JSON event, a stderr line, a syslog datagram), made
+    /// by the thread that logs it so the time stamp is the record's.
+    fn encode(&self, level: Level, target: &str, message: &str) -> Vec<u8> {
         match self {
-            Sink::Control(channel) => channel.send(&Event::Log {
+            Sink::Control(_) => control::encode(&Event::Log {
                 level: level_name(level),
                 target,
                 message,
-            }),
-            Sink::Stderr => write_stderr(&format_line(SystemTime::now(), level, target, message)),
-            Sink::Syslog { socket, pid } => {
+            })
+            .unwrap_or_default(),
+            Sink::Stderr => format_line(SystemTime::now(), level, target, message).into_bytes(),
+            Sink::Syslog { pid, .. } => {
                 // The syslog daemon adds the time stamp and host name.
-                let line = format!(
+                format!(
                     "<{}>virtiofsd[{pid}]: {}",
                     SYSLOG_FACILITY_USER * 8 + syslog_severity(level),
                     escape(message)
-                );
-                let _ = socket.send(line.as_bytes());
+                )
+                .into_bytes()
             }
         }
     }
 }
 
+impl LineSink for Sink {
+    fn write_line(&self, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
+        match self {
+            Sink::Control(channel) => channel.send_line(line),
+            Sink::Stderr => write_stderr(line),
+            Sink::Syslog { socket, .. } => {
+                let _ = socket.send(line);
+            }
+        }
+    }
+
+    fn dropped_notice(&self, dropped: u64) -> Vec<u8> {
+        self.encode(
+            Level::Warn,
+            "virtiofsd",
+            &format!("{dropped} log records dropped"),
+        )
+    }
+}
+
+/// The process's output, once [`install`]ed.
+static OUTPUT: OnceLock<Arc<Output<Sink>>> = OnceLock::new();
+
 struct DeviceLogger {
-    sink: Sink,
+    output: Arc<Output<Sink>>,
     levels: LevelTable,
 }
 
@@ -123,29 +162,67 @@ impl Log for DeviceLogger {
             return;
         }
         let message = record.args().to_string();
-        self.sink.write(record.level(), record.target(), &message);
+        let line = self
+            .output
+            .sink()
+            .encode(record.level(), record.target(), &message);
+        self.output.record(line);
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        self.output.flush(EXIT_FLUSH);
+    }
 }
 
 /// Installs the logger for this process. Only the first call in a process takes effect.
+/// Records are written synchronously until [`start`].
 pub fn install(sink: Sink, levels: LevelTable) {
     let max = levels.max();
-    if log::set_boxed_logger(Box::new(DeviceLogger { sink, levels })).is_ok() {
+    let output = Output::new(sink, QUEUE_RECORDS);
+    if OUTPUT.set(Arc::clone(&output)).is_err() {
+        return;
+    }
+    if log::set_boxed_logger(Box::new(DeviceLogger { output, levels })).is_ok() {
         log::set_max_level(max);
     }
 }
 
-/// Writes a fatal start-up error to stderr whatever the log level, as the last word of a device
-/// started from the command line.
+/// Starts the writer thread. Call it in the process that serves, after the sandbox (which may
+/// fork) and before the queue threads exist.
+pub fn start() -> io::Result<()> {
+    OUTPUT.get().map_or(Ok(()), Output::start)
+}
+
+/// Waits, at most `timeout`, until every record and event so far has been written; returns
+/// whether they were. Call it before the process exits.
+pub fn flush(timeout: Duration) -> bool {
+    match OUTPUT.get() {
+        Some(output) => output.flush(timeout),
+        None => true,
+    }
+}
+
+/// Sends a control event to the parent, in order with the records around it; never dropped.
+/// Without a control channel there is no one to tell.
+pub fn event(event: &Event<'_>) {
+    if let Some(output) = OUTPUT.get() {
+        if let (Sink::Control(_), Some(line)) = (output.sink(), control::encode(event)) {
+            output.event(line);
+        }
+    }
+}
+
+/// The last word of a device started from the command line: written to stderr whatever the log
+/// level, after the records before it, then flushed (the caller exits next).
 pub fn fatal_to_stderr(message: &str) {
-    write_stderr(&format_line(
-        SystemTime::now(),
-        Level::Error,
-        "virtiofsd",
-        message,
-    ));
+    let line = format_line(SystemTime::now(), Level::Error, "virtiofsd", message);
+    match OUTPUT.get() {
+        Some(output) if matches!(output.sink(), Sink::Stderr) => {
+            output.event(line.into_bytes());
+            output.flush(EXIT_FLUSH);
+        }
+        _ => write_stderr(line.as_bytes()),
+    }
 }
 
 /// Reports panics through the log before the panic hook already installed runs: inside the
@@ -154,6 +231,8 @@ pub fn log_panics() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         log::error!("device process panicked: {info}");
+        // The process ends right after this hook: the record must be out first.
+        flush(EXIT_FLUSH);
         previous(info);
     }));
 }
@@ -178,8 +257,8 @@ fn syslog_severity(level: Level) -> u8 {
 }
 
 /// One write per record, so lines from several threads never interleave.
-fn write_stderr(line: &str) {
-    let _ = io::stderr().lock().write_all(line.as_bytes());
+fn write_stderr(line: &[u8]) {
+    let _ = io::stderr().lock().write_all(line);
 }
 
 /// `[2026-11-27T19:00:00Z INFO  virtiofsd] message`, as the TypeScript layer prints records.
@@ -300,7 +379,7 @@ mod tests {
             socket: ours,
             pid: 42,
         };
-        sink.write(Level::Warn, "t", "disk\nfull");
+        sink.write_line(&sink.encode(Level::Warn, "t", "disk\nfull"));
         let mut buf = [0u8; 128];
         let n = theirs.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"<12>virtiofsd[42]: disk\\nfull");

@@ -20,8 +20,10 @@ enum RunError {
     Socket(socket::SocketError),
     #[error("cannot open shared directory {path}", path = .0.display())]
     SharedDir(std::path::PathBuf, #[source] io::Error),
-    #[error("vhost-user device failed: {0}")]
-    Device(String),
+    /// The device's errors say what failed themselves ("vhost-user protocol error", "cannot
+    /// accept a vhost-user frontend", ...); a prefix here would only repeat that.
+    #[error(transparent)]
+    Device(virtiofsd_device::Error),
     #[error("{0}")]
     Setup(&'static str, #[source] io::Error),
     #[error(transparent)]
@@ -45,6 +47,9 @@ fn describe(err: &dyn std::error::Error) -> String {
 /// Ends the process at once from a watcher thread: the serving threads hold nothing that needs
 /// an orderly shutdown, and exit handlers must not race them.
 fn exit_now(code: i32) -> ! {
+    // The reason for stopping, and whatever was logged before it, should reach the reader; a
+    // reader that stopped reading gets a bounded wait, not a device that never exits.
+    logger::flush(logger::EXIT_FLUSH);
     // SAFETY: _exit never returns and touches no process state that could be inconsistent.
     unsafe { libc::_exit(code) }
 }
@@ -54,9 +59,11 @@ struct Reporter {
 }
 
 impl Reporter {
+    /// Events go through the logger's writer, in order with the records around them and
+    /// without ever making the calling thread wait for the parent.
     fn send(&self, event: &Event<'_>) {
-        if let Some(channel) = &self.channel {
-            channel.send(event);
+        if self.channel.is_some() {
+            logger::event(event);
         }
     }
 }
@@ -88,7 +95,7 @@ pub fn run(config: DaemonConfig, control: Option<UnixStream>) -> i32 {
         None if config.syslog => match Sink::syslog() {
             Ok(sink) => sink,
             Err(e) => {
-                logger::fatal_to_stderr(&format!("--syslog: {e}"));
+                logger::fatal_to_stderr(&format!("--syslog: {}", describe(&e)));
                 return 1;
             }
         },
@@ -103,14 +110,16 @@ pub fn run(config: DaemonConfig, control: Option<UnixStream>) -> i32 {
         Err(e) => {
             let message = describe(&e);
             match &reporter.channel {
-                Some(channel) => {
+                Some(_) => {
                     log::error!("{message}");
-                    channel.send(&Event::Error { message: &message });
+                    reporter.send(&Event::Error { message: &message });
                 }
                 // The last word of a command-line device is printed whatever the log level.
                 None if config.syslog => log::error!("{message}"),
                 None => logger::fatal_to_stderr(&message),
             }
+            // The process exits when this returns; the error must be out first.
+            logger::flush(logger::EXIT_FLUSH);
             1
         }
     }
@@ -163,6 +172,11 @@ fn serve(
     sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
     crate::seccomp::install(config).map_err(RunError::Seccomp)?;
 
+    // The first thread of the process: from here on no thread writes a record itself. Started
+    // after the sandbox (which may fork: a thread would not survive into the child) and before
+    // the queue threads, which must never wait for the parent to read.
+    logger::start().map_err(|e| RunError::Setup("cannot start the log writer thread", e))?;
+
     spawn_stop_watchers(commands, signals, &bound)?;
 
     let device_config = DeviceConfig {
@@ -184,7 +198,7 @@ fn serve(
         .try_clone()
         .map_err(|e| RunError::Setup("cannot clone listener", e))?;
     let result = virtiofsd_device::serve(listener, server, &device_config, reporter)
-        .map_err(|e| RunError::Device(e.to_string()));
+        .map_err(RunError::Device);
     bound.remove_file();
     result
 }
@@ -364,6 +378,88 @@ mod tests {
                 "private /proc/self/fd: mounting a procfs on /proc: Operation not permitted"
             ),
             "{message}"
+        );
+    }
+
+    /// No phrase of two words or more may appear twice in a printed chain: each error says
+    /// what failed once and leaves the details to its source.
+    fn assert_no_repeats(chain: &str) {
+        let words: Vec<&str> = chain.split_whitespace().collect();
+        for pair in words.windows(2) {
+            let phrase = pair.join(" ");
+            assert_eq!(
+                chain.matches(&phrase).count(),
+                1,
+                "{phrase:?} twice in {chain:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_failures_read_cleanly() {
+        use virtiofsd_device::VhostUserError;
+        let e = RunError::Device(virtiofsd_device::Error::Protocol(
+            VhostUserError::InvalidMessage,
+        ));
+        assert_eq!(describe(&e), "vhost-user protocol error: invalid message");
+
+        let e = RunError::Device(virtiofsd_device::Error::Daemon(
+            virtiofsd_device::DaemonError::Accept(VhostUserError::SocketBroken(
+                io::Error::from_raw_os_error(libc::EPIPE),
+            )),
+        ));
+        let message = describe(&e);
+        assert!(
+            message.starts_with("cannot accept a vhost-user frontend: socket is broken: "),
+            "{message}"
+        );
+        assert_no_repeats(&message);
+
+        let e = RunError::Device(virtiofsd_device::ConfigError::QueueSize(1000).into());
+        assert_eq!(
+            describe(&e),
+            "invalid device configuration: queue size 1000 is not a power of two between 1 and \
+             32768"
+        );
+    }
+
+    #[test]
+    fn every_layer_names_its_cause_once() {
+        let chains = [
+            RunError::Sandbox(virtiofsd_sandbox::SandboxError::IdMap(
+                virtiofsd_sandbox::IdMapError::Spawn {
+                    tool: "newgidmap",
+                    source: io::Error::from_raw_os_error(libc::ENOENT),
+                },
+            )),
+            RunError::Setup(
+                "cannot start the log writer thread",
+                io::Error::from_raw_os_error(libc::EAGAIN),
+            ),
+            RunError::SharedDir(
+                "/srv/share".into(),
+                io::Error::from_raw_os_error(libc::ENOENT),
+            ),
+            RunError::Device(virtiofsd_device::Error::Setup(
+                "cannot start the thread pool",
+                io::Error::from_raw_os_error(libc::EAGAIN),
+            )),
+        ];
+        for e in &chains {
+            let message = describe(e);
+            assert_no_repeats(&message);
+            // The OS's text is the last word, once.
+            assert_eq!(message.matches("(os error").count(), 1, "{message}");
+        }
+        assert_eq!(
+            describe(&chains[0]),
+            "sandbox: cannot set up ID mappings: cannot run newgidmap (install package uidmap): \
+             No such file or directory (os error 2)"
+        );
+        let e = crate::logger::SyslogError(io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(
+            describe(&e),
+            "cannot connect to /dev/log: No such file or directory (os error 2)"
         );
     }
 }

@@ -27,6 +27,7 @@ mod blocking;
 use crate::config_space::{self, CONFIG_LEN};
 use crate::descriptor::split_chain;
 use crate::pool::ThreadPool;
+use crate::stats::{DeviceStats, InFlight, Pending};
 use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
 use blocking::BlockingRequests;
 
@@ -55,6 +56,8 @@ pub struct VhostUserFsBackend<H> {
     stop_wait: Duration,
     /// Requests that may wait for a long time, run detached from the queues.
     blocking: BlockingRequests,
+    /// Per-queue request counts and latencies (see [`crate::stats`]).
+    stats: Arc<DeviceStats>,
 }
 
 /// How long stopping a queue (GET_VRING_BASE) waits for its requests on the pool before it
@@ -230,6 +233,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             queues: Arc::new(queues),
             stop_wait: STOP_WAIT,
             blocking: BlockingRequests::new(num_queues),
+            stats: Arc::new(DeviceStats::new(num_queues)),
         })
     }
 
@@ -244,6 +248,17 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         let mut backend = Self::new(handler, config, mem)?;
         backend.blocking = BlockingRequests::with_limit(backend.num_queues, limit);
         Ok(backend)
+    }
+
+    /// Counts into `stats` (which should have a queue per queue of this device) instead.
+    pub fn with_stats(mut self, stats: Arc<DeviceStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The per-queue request counters.
+    pub fn stats(&self) -> &Arc<DeviceStats> {
+        &self.stats
     }
 
     /// Requests that may wait for a long time and are running detached right now.
@@ -393,6 +408,8 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         chain: Chain,
     ) -> Result<(), QueueFault> {
         let head = chain.head_index();
+        // From the pop to the used element; finished when dropped, on every path below.
+        let pending = Pending::start(self.stats.queue(queue_index));
         guest_log!(
             log::Level::Debug,
             "queue {queue_index}: request in descriptor {head}"
@@ -420,6 +437,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
                     header.bytes(),
                     request,
                     room,
+                    pending.hand_off(),
                 )
                 .map_err(ring_fault);
         }
@@ -442,6 +460,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             epoch,
             header,
             chain,
+            in_flight: pending.hand_off(),
         };
         if let Err(e) = pool.submit(move || job.run()) {
             // Only while shutting down; the chain is answered with nothing.
@@ -466,6 +485,8 @@ struct PoolJob<H> {
     epoch: u64,
     header: Header,
     chain: Chain,
+    /// Finished when the job is done with (run or dropped).
+    in_flight: InFlight,
 }
 
 impl<H: RequestHandler> PoolJob<H> {
@@ -495,6 +516,9 @@ impl<H: RequestHandler> PoolJob<H> {
             );
         }
         ctl.finish(&mut state);
+        drop(state);
+        // Counted as finished once answered (or given up), outside the queue's lock.
+        drop(self.in_flight);
     }
 }
 

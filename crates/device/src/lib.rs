@@ -7,6 +7,7 @@ pub mod config_space;
 pub mod descriptor;
 mod fuse_server;
 mod pool;
+pub mod stats;
 
 use std::fmt;
 use std::io;
@@ -22,6 +23,7 @@ use vmm_sys_util::epoll::EventSet;
 
 pub use backend::VhostUserFsBackend;
 pub use descriptor::{split_chain, ChainError, ChainReader, ChainWriter};
+pub use stats::{DeviceStats, QueueSnapshot, LATENCY_BUCKETS};
 
 /// Default (and upstream's) virtqueue size.
 pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
@@ -215,13 +217,29 @@ pub fn serve<H: RequestHandler + 'static>(
     config: &DeviceConfig,
     events: &dyn DeviceEvents,
 ) -> Result<(), Error> {
+    let stats = Arc::new(DeviceStats::new(config.num_request_queues + 1));
+    serve_with_stats(listener, handler, config, events, stats)
+}
+
+/// Like [`serve`], counting requests into `stats` (the hiprio queue and then one per request
+/// queue), which the caller may read while the device serves.
+pub fn serve_with_stats<H: RequestHandler + 'static>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    config: &DeviceConfig,
+    events: &dyn DeviceEvents,
+    stats: Arc<DeviceStats>,
+) -> Result<(), Error> {
     config.validate()?;
     // A non-blocking listener would make the accept loop spin.
     listener.set_nonblocking(false).map_err(Error::Setup)?;
 
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let backend =
-        Arc::new(VhostUserFsBackend::new(handler, config, mem.clone()).map_err(Error::Setup)?);
+    let backend = Arc::new(
+        VhostUserFsBackend::new(handler, config, mem.clone())
+            .map_err(Error::Setup)?
+            .with_stats(stats),
+    );
     let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)
         .map_err(|e| Error::Daemon(e.to_string()))?;
 

@@ -16,8 +16,8 @@ pub enum SandboxError {
     #[error("sandbox: --sandbox=chroot requires running as root")]
     ChrootNeedsRoot,
     /// UID/GID ranges need newuidmap/newgidmap, which failed or is missing.
-    #[error("sandbox: cannot set up ID mappings: {0}")]
-    IdMap(String),
+    #[error("sandbox: cannot set up ID mappings")]
+    IdMap(#[source] crate::idmap::IdMapError),
     #[error("unknown capability {0:?}")]
     UnknownCapability(String),
 }

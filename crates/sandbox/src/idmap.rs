@@ -1,7 +1,30 @@
 //! User-namespace ID maps.
 
 use std::io;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
+
+/// Why the user namespace's ID maps could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdMapError {
+    #[error("cannot map the caller's own IDs")]
+    Own(#[source] io::Error),
+    #[error("cannot run {tool} (install package uidmap)")]
+    Spawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The helper refused; its message says which range /etc/subuid or /etc/subgid does not
+    /// allow.
+    #[error("{tool} failed ({status}): {message}")]
+    Refused {
+        tool: &'static str,
+        status: ExitStatus,
+        message: String,
+    },
+    #[error("the child could not create its namespaces")]
+    NoNamespaces,
+}
 
 /// One range of IDs: `count` IDs from `inside` in the namespace map to IDs from `outside`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +45,11 @@ pub fn map_self(uid: u32, gid: u32) -> io::Result<()> {
 
 /// Runs the setuid helpers (package `uidmap`) for process `pid`, which has already entered its
 /// user namespace: only they may map ranges from /etc/subuid and /etc/subgid.
-pub fn map_with_helpers(pid: i32, uid_map: &[IdRange], gid_map: &[IdRange]) -> Result<(), String> {
+pub fn map_with_helpers(
+    pid: i32,
+    uid_map: &[IdRange],
+    gid_map: &[IdRange],
+) -> Result<(), IdMapError> {
     for (tool, ranges) in [("newuidmap", uid_map), ("newgidmap", gid_map)] {
         if ranges.is_empty() {
             continue;
@@ -38,11 +65,13 @@ pub fn map_with_helpers(pid: i32, uid_map: &[IdRange], gid_map: &[IdRange]) -> R
         }
         let out = cmd
             .output()
-            .map_err(|e| format!("cannot run {tool} (install package uidmap): {e}"))?;
+            .map_err(|source| IdMapError::Spawn { tool, source })?;
         if !out.status.success() {
-            // Its message says which range /etc/subuid or /etc/subgid does not allow.
-            let why = String::from_utf8_lossy(&out.stderr);
-            return Err(format!("{tool} failed ({}): {}", out.status, why.trim()));
+            return Err(IdMapError::Refused {
+                tool,
+                status: out.status,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
     }
     Ok(())
@@ -64,6 +93,35 @@ mod tests {
             }],
             &[],
         );
-        assert!(r.is_err());
+        match r {
+            Err(IdMapError::Spawn { tool, source }) => {
+                assert_eq!(tool, "newuidmap");
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            Err(IdMapError::Refused { tool, message, .. }) => {
+                assert_eq!(tool, "newuidmap");
+                assert!(!message.is_empty());
+            }
+            other => panic!("unexpected result {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_chain_names_the_tool_and_its_cause_once() {
+        let e = crate::SandboxError::IdMap(IdMapError::Spawn {
+            tool: "newuidmap",
+            source: io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        let mut chain = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            chain.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert_eq!(
+            chain,
+            "sandbox: cannot set up ID mappings: cannot run newuidmap (install package uidmap): \
+             No such file or directory (os error 2)"
+        );
     }
 }

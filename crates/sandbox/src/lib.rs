@@ -16,7 +16,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 pub use error::SandboxError;
-pub use idmap::IdRange;
+pub use idmap::{IdMapError, IdRange};
 
 /// How the device process is confined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use crate::idmap::{self, IdRange};
+use crate::idmap::{self, IdMapError, IdRange};
 use crate::sys;
 use crate::{Options, SandboxError, Sandboxed};
 
@@ -23,7 +23,7 @@ pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, Sandbo
     } else {
         sys::unshare(flags).map_err(|e| SandboxError::Sys("unshare", e))?;
         if !privileged {
-            idmap::map_self(uid, gid).map_err(|e| SandboxError::IdMap(e.to_string()))?;
+            idmap::map_self(uid, gid).map_err(|e| SandboxError::IdMap(IdMapError::Own(e)))?;
         }
     }
     // CLONE_NEWPID applies to children only: the serving process is the next one.
@@ -79,7 +79,7 @@ fn unshare_in_child_mapped_by_parent(
             let mapped = if read_byte(&ready_r) {
                 idmap::map_with_helpers(child, uid_map, gid_map)
             } else {
-                Err("the child could not create its namespaces".into())
+                Err(IdMapError::NoNamespaces)
             };
             match mapped {
                 Ok(()) => {
@@ -87,14 +87,14 @@ fn unshare_in_child_mapped_by_parent(
                     drop(go_w);
                     wait_forwarding(child, on_exit)
                 }
-                Err(msg) => {
+                Err(e) => {
                     drop(go_w);
                     // The child gives up on end of file; reap it so no zombie is left.
                     let mut status = 0;
                     // SAFETY: waiting for our own child; `status` is valid for writes.
                     unsafe { libc::waitpid(child, &mut status, 0) };
                     let _ = set_mask(&old);
-                    Err(SandboxError::IdMap(msg))
+                    Err(SandboxError::IdMap(e))
                 }
             }
         }

@@ -22,6 +22,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{complete, Chain, Header, Vring};
 use crate::descriptor::split_chain;
+use crate::stats::InFlight;
 use crate::{RequestHandler, MAX_BLOCKING_REQUESTS};
 use virtiofsd_fuse::memory::{MemoryReader, MemoryWriter};
 
@@ -102,6 +103,7 @@ impl BlockingRequests {
         header: &[u8],
         request: Option<Vec<u8>>,
         room: usize,
+        in_flight: InFlight,
     ) -> io::Result<()> {
         let head = chain.head_index();
         let Some(request) = request else {
@@ -134,6 +136,7 @@ impl BlockingRequests {
             .name(format!("fs-blocking-{queue_index}"))
             .spawn(move || {
                 let _slot = slot;
+                let _in_flight = in_flight;
                 job.run(request_rx, room);
             });
         match spawned {

@@ -688,3 +688,42 @@ fn prefix_reader_serves_the_copy_then_the_rest() {
     assert_eq!(&b, b"o world");
     assert_eq!(r.available_bytes(), 0);
 }
+
+#[test]
+fn every_popped_chain_is_counted_on_its_queue_once_completed() {
+    for pool in [0, 3] {
+        let fx = fixture(&[Some(b"a"), None, Some(b"ccc"), Some(b"dd")], false);
+        let be = backend(UpperEcho, &fx.mem, pool);
+        let stats = Arc::clone(be.stats());
+        be.process_queue(&fx.vring, 1).unwrap();
+        wait_until("every completion", || fx.used_entries().len() == 4);
+        wait_until("the counts", || stats.snapshot()[1].completed == 4);
+        let queues = stats.snapshot();
+        assert_eq!(queues.len(), 2);
+        assert_eq!(
+            (queues[1].started, queues[1].in_flight()),
+            (4, 0),
+            "pool {pool}"
+        );
+        assert_eq!(queues[1].buckets.iter().sum::<u64>(), 4);
+        assert_eq!(queues[0].started, 0);
+    }
+}
+
+#[test]
+fn a_waiting_request_is_in_flight_until_answered() {
+    for pool in [0, 2] {
+        let fx = fixture(&[Some(b"wait for it"), Some(b"hello")], false);
+        let (be, release) = waiter(pool, 64, &fx.mem);
+        be.process_queue(&fx.vring, 1).unwrap();
+        wait_until("the quick request", || fx.used_entries().len() == 1);
+        wait_until("its count", || be.stats().snapshot()[1].completed == 1);
+        let now = be.stats().snapshot();
+        assert_eq!((now[1].started, now[1].in_flight()), (2, 1), "pool {pool}");
+        release.send(()).unwrap();
+        wait_until("the waiting request", || {
+            be.stats().snapshot()[1].in_flight() == 0
+        });
+        assert_eq!(fx.used_entries().len(), 2);
+    }
+}
