@@ -1,6 +1,5 @@
 //! The vhost-user-fs backend: feature negotiation, config space and virtqueue processing.
 
-use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, Ordering as AtomicOrdering};
@@ -26,6 +25,8 @@ mod blocking;
 
 use crate::config_space::{self, CONFIG_LEN};
 use crate::descriptor::split_chain;
+pub use crate::error::QueueFault;
+use crate::error::{ErrorChain, RingError};
 use crate::pool::ThreadPool;
 use crate::stats::{DeviceStats, InFlight, Pending};
 use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
@@ -69,47 +70,6 @@ const STOP_WAIT: Duration = Duration::from_secs(1);
 fn resume_event_id(num_queues: usize) -> u16 {
     u16::try_from(num_queues + 1).unwrap_or(u16::MAX)
 }
-
-/// How a guest corrupted a virtqueue so badly that the device stops serving it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueFault {
-    /// The avail index ran more than a queue size ahead of (or behind) the device's position.
-    AvailIndex {
-        /// The guest's avail index.
-        avail: u16,
-        /// The device's next avail position.
-        next: u16,
-        /// The queue size.
-        size: u16,
-    },
-    /// An avail ring entry names a descriptor outside the table.
-    HeadIndex {
-        /// The head index the guest published.
-        head: u16,
-        /// The queue size.
-        size: u16,
-    },
-    /// The rings cannot be read or written (they lie outside guest memory).
-    Ring(String),
-}
-
-impl fmt::Display for QueueFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::AvailIndex { avail, next, size } => write!(
-                f,
-                "avail index {avail} is {} entries ahead of {next}, more than the queue size {size}",
-                avail.wrapping_sub(*next)
-            ),
-            Self::HeadIndex { head, size } => {
-                write!(f, "chain head {head} is outside the {size}-entry descriptor table")
-            }
-            Self::Ring(e) => write!(f, "virtqueue rings are unusable: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for QueueFault {}
 
 /// The guest-visible configuration of a queue when it was found broken; any change to it (a
 /// reset by the frontend) makes the device try the queue again.
@@ -331,7 +291,8 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             drop(state);
             guest_log!(
                 log::Level::Warn,
-                "queue {queue_index}: {fault}; not serving it until the frontend resets it"
+                "queue {queue_index}: {}; not serving it until the frontend resets it",
+                ErrorChain(fault)
             );
         }
     }
@@ -360,7 +321,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         let limit = self.pool_limit(vring);
         loop {
             if let Err(e) = vring.disable_notification() {
-                self.mark_broken(ctl, vring, queue_index, &QueueFault::Ring(e.to_string()));
+                self.mark_broken(ctl, vring, queue_index, &QueueFault::from(e));
                 return Ok(());
             }
             loop {
@@ -389,7 +350,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
                 Ok(false) => return Ok(()),
                 Ok(true) => {}
                 Err(e) => {
-                    self.mark_broken(ctl, vring, queue_index, &QueueFault::Ring(e.to_string()));
+                    self.mark_broken(ctl, vring, queue_index, &QueueFault::from(e));
                     return Ok(());
                 }
             }
@@ -609,7 +570,7 @@ fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>,
     let next = queue.next_avail();
     let avail = queue
         .avail_idx(&**mem, AtomicOrdering::Acquire)
-        .map_err(|e| QueueFault::Ring(e.to_string()))?
+        .map_err(QueueFault::from)?
         .0;
     let pending = avail.wrapping_sub(next);
     if pending == 0 {
@@ -624,7 +585,7 @@ fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>,
             // The guest moved the index between the two reads.
             return Err(QueueFault::AvailIndex { avail, next, size });
         }
-        Err(e) => return Err(QueueFault::Ring(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     match chain {
         Some(chain) if chain.head_index() < size => Ok(Some(chain)),
@@ -633,7 +594,7 @@ fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>,
             size,
         }),
         // Work was announced but the ring entry could not be read.
-        None => Err(QueueFault::Ring("avail ring entry unreadable".to_owned())),
+        None => Err(QueueFault::Ring(RingError::Unreadable)),
     }
 }
 
@@ -705,11 +666,11 @@ fn complete(vring: &Vring, head: u16, len: u32, queue_index: usize) -> io::Resul
 }
 
 fn queue_error(e: virtio_queue::Error) -> io::Error {
-    io::Error::other(format!("virtqueue error: {e}"))
+    io::Error::other(e)
 }
 
 fn ring_fault(e: io::Error) -> QueueFault {
-    QueueFault::Ring(e.to_string())
+    e.into()
 }
 
 impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {

@@ -5,25 +5,28 @@
 pub mod backend;
 pub mod config_space;
 pub mod descriptor;
+mod error;
 mod fuse_server;
 mod pool;
 pub mod stats;
 
-use std::fmt;
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use log::{debug, info};
-use vhost::vhost_user::{Error as VhostUserError, Listener};
-use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use log::info;
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{Error as BackendError, VhostUserDaemon};
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 pub use backend::VhostUserFsBackend;
 pub use descriptor::{split_chain, ChainError, ChainReader, ChainWriter};
+pub use error::{ConfigError, DaemonError, Error, ErrorChain, QueueFault, RingError};
 pub use stats::{DeviceStats, QueueSnapshot, LATENCY_BUCKETS};
+/// The vhost-user protocol error [`Error::Protocol`] and [`DaemonError`] carry.
+pub use vhost::vhost_user::Error as VhostUserError;
 
 /// Default (and upstream's) virtqueue size.
 pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
@@ -103,45 +106,6 @@ impl Default for DeviceConfig {
     }
 }
 
-/// A [`DeviceConfig`] value the device cannot work with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The tag is empty.
-    EmptyTag,
-    /// The tag is longer than the 36-byte config-space field (length in bytes).
-    TagTooLong(usize),
-    /// The tag contains a NUL byte, which would truncate it in the guest.
-    TagHasNul,
-    /// The request queue count is outside `1..=MAX_REQUEST_QUEUES`.
-    RequestQueues(usize),
-    /// The queue size is not a power of two in `1..=MAX_QUEUE_SIZE`.
-    QueueSize(u16),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::EmptyTag => write!(f, "the tag must not be empty"),
-            Self::TagTooLong(n) => write!(
-                f,
-                "the tag is {n} bytes long; at most {} are allowed",
-                config_space::TAG_LEN
-            ),
-            Self::TagHasNul => write!(f, "the tag must not contain NUL bytes"),
-            Self::RequestQueues(n) => write!(
-                f,
-                "{n} request queues requested; between 1 and {MAX_REQUEST_QUEUES} are supported"
-            ),
-            Self::QueueSize(n) => write!(
-                f,
-                "queue size {n} is not a power of two between 1 and {MAX_QUEUE_SIZE}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
 impl DeviceConfig {
     /// Checks every field against what the device and the virtio spec allow.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -163,47 +127,6 @@ impl DeviceConfig {
             return Err(ConfigError::QueueSize(self.queue_size));
         }
         Ok(())
-    }
-}
-
-/// Why [`serve`] failed.
-#[derive(Debug)]
-pub enum Error {
-    /// The configuration was rejected.
-    Config(ConfigError),
-    /// Setting up the listening socket or the thread pool failed.
-    Setup(io::Error),
-    /// The vhost-user daemon could not be created or could not accept the frontend.
-    Daemon(String),
-    /// The vhost-user conversation failed for a reason other than the frontend going away.
-    Protocol(VhostUserError),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Config(e) => write!(f, "invalid device configuration: {e}"),
-            Self::Setup(e) => write!(f, "cannot set up the device: {e}"),
-            Self::Daemon(e) => write!(f, "vhost-user daemon error: {e}"),
-            Self::Protocol(e) => write!(f, "vhost-user protocol error: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Config(e) => Some(e),
-            Self::Setup(e) => Some(e),
-            Self::Daemon(_) => None,
-            Self::Protocol(e) => Some(e),
-        }
-    }
-}
-
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Self {
-        Self::Config(e)
     }
 }
 
@@ -232,16 +155,17 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
 ) -> Result<(), Error> {
     config.validate()?;
     // A non-blocking listener would make the accept loop spin.
-    listener.set_nonblocking(false).map_err(Error::Setup)?;
+    listener
+        .set_nonblocking(false)
+        .map_err(|e| Error::Setup("cannot make the listening socket blocking", e))?;
 
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = Arc::new(
         VhostUserFsBackend::new(handler, config, mem.clone())
-            .map_err(Error::Setup)?
+            .map_err(|e| Error::Setup("cannot start the thread pool", e))?
             .with_stats(stats),
     );
-    let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)
-        .map_err(|e| Error::Daemon(e.to_string()))?;
+    let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)?;
 
     // A queue thread that stopped popping because the pool holds a queue size of its requests
     // resumes when a worker signals this eventfd.
@@ -249,14 +173,12 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
         if let Some(fd) = backend.resume_fd(queue_index) {
             epoll
                 .register_listener(fd, EventSet::IN, u64::from(backend.resume_event()))
-                .map_err(Error::Setup)?;
+                .map_err(|e| Error::Setup("cannot watch a queue's resume eventfd", e))?;
         }
     }
 
     let mut listener = Listener::from(listener);
-    daemon
-        .start(&mut listener)
-        .map_err(|e| Error::Daemon(e.to_string()))?;
+    daemon.start(&mut listener)?;
     info!("frontend connected");
     events.connected();
 
@@ -274,23 +196,20 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
 }
 
 /// Separates the frontend going away, which ends a session normally, from real failures.
-fn classify(result: Result<(), DaemonError>) -> Result<(), Error> {
+fn classify(result: Result<(), BackendError>) -> Result<(), Error> {
     match result {
         Ok(()) => {
             info!("frontend disconnected");
             Ok(())
         }
-        Err(DaemonError::HandleRequest(
+        Err(BackendError::HandleRequest(
             VhostUserError::Disconnected | VhostUserError::PartialMessage,
         )) => {
             info!("frontend disconnected");
             Ok(())
         }
-        Err(DaemonError::HandleRequest(e)) => {
-            debug!("vhost-user session failed: {e}");
-            Err(Error::Protocol(e))
-        }
-        Err(e) => Err(Error::Daemon(e.to_string())),
+        Err(BackendError::HandleRequest(e)) => Err(Error::Protocol(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
