@@ -1,6 +1,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { CAPABILITIES, capabilitiesText } from '../ts/help.ts';
+import { provision } from './guest/harness.ts';
 import { cli, ensureBuilt } from './support/build.ts';
 
 test.before(() => ensureBuilt());
@@ -29,7 +30,17 @@ test('--print-capabilities still rejects malformed command lines', (t) => {
   t.is(result.stdout, '');
 });
 
-test('the library constant matches the printed text', (t) => {
-  t.deepEqual(JSON.parse(capabilitiesText()), CAPABILITIES);
+test('the exported constant is what the command prints', (t) => {
   t.deepEqual(CAPABILITIES, EXPECTED);
+  t.is(capabilitiesText(), '{\n  "type": "fs",\n  "features": [\n    "separate-options"\n  ]\n}\n');
+});
+
+test('--print-capabilities matches the reference daemon, less the migration it does not implement', async (t) => {
+  const { reference } = await provision();
+  const theirs = spawnSync(reference, ['--print-capabilities'], { encoding: 'utf8' });
+  t.is(theirs.status, 0, theirs.stderr);
+  const ours = spawnSync(process.execPath, [cli, '--print-capabilities'], { encoding: 'utf8' });
+  const expected = JSON.parse(theirs.stdout) as { type: string; features: string[] };
+  expected.features = expected.features.filter((feature) => feature !== 'migrate-precopy');
+  t.deepEqual(JSON.parse(ours.stdout), expected);
 });

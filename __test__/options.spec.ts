@@ -2,9 +2,10 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LONG_OPTIONS, checkRunnable, parseArgs } from '../ts/options.ts';
+import { LIBRARY_OPTIONS, LONG_OPTIONS, checkRunnable, parseArgs } from '../ts/options.ts';
 import type { CliOptions, ParsedArgs } from '../ts/options.ts';
-import { buildDeviceConfig, cliConfig, deviceLabels, parseRustLog } from '../ts/config.ts';
+import { buildDeviceConfig, checkDeviceOptions, cliConfig, deviceLabels, parseRustLog } from '../ts/config.ts';
+import type { DeviceOptions } from '../ts/config.ts';
 import { NotSupportedError, OptionError } from '../ts/errors.ts';
 import { HELP_TEXT } from '../ts/help.ts';
 import { formatLogLine, levelEnabled } from '../ts/log.ts';
@@ -92,7 +93,9 @@ test('--thread-pool-size is an unsigned integer', (t) => {
   t.is(opts([...BASE, '--thread-pool-size=64']).threadPoolSize, 64);
   usageError(t, [...BASE, '--thread-pool-size=-1'], "invalid value '-1' for '--thread-pool-size': expected a non-negative integer");
   usageError(t, [...BASE, '--thread-pool-size=1e3'], /expected a non-negative integer/);
-  usageError(t, [...BASE, '--thread-pool-size=4294967296'], /must be between 0 and 4294967295/);
+  // The device refuses more than 1024 threads: the command line says so instead of a failed start.
+  t.is(opts([...BASE, '--thread-pool-size=1024']).threadPoolSize, 1024);
+  usageError(t, [...BASE, '--thread-pool-size=1025'], "invalid value '1025' for '--thread-pool-size': must be between 0 and 1024");
 });
 
 test('--cache takes the four policies', (t) => {
@@ -325,10 +328,15 @@ test('--help, --version and --print-capabilities parse without required options'
 });
 
 test('the help text documents every option the parser knows', (t) => {
-  for (const name of LONG_OPTIONS) {
-    t.true(HELP_TEXT.includes(`--${name}`), `--${name} missing from help`);
-  }
-  for (const short of ['-o', '-d', '-f', '-h', '-V']) t.true(HELP_TEXT.includes(`  ${short}`), `${short} missing from help`);
+  // Whole option names from the headings of the entries (`  -h, --help`, `      --socket <SOCKET>`),
+  // so that `--socket-path` does not count as `--socket`, nor `--no-killpriv-v2` as `--killpriv-v2`.
+  const headings = HELP_TEXT.split('\n').filter((line) => /^ {2}-/.test(line) || /^ {6}--/.test(line));
+  const documentedLong = headings.flatMap((line) => [...line.matchAll(/(?<![\w-])--([a-z0-9]+(?:-[a-z0-9]+)*)(?![\w-])/g)].map((m) => m[1]));
+  const documentedShort = headings.flatMap((line) => [...line.matchAll(/^ {2}-([A-Za-z])(?![\w-])/g)].map((m) => m[1]));
+  t.deepEqual([...documentedLong].sort(), [...LONG_OPTIONS].sort());
+  t.deepEqual([...documentedShort].sort(), ['V', 'd', 'f', 'h', 'o']);
+  // A heading per option, not a mention in another option's text: --socket has its own entry.
+  t.true(headings.includes('      --socket <SOCKET>'));
   // The long options of upstream virtiofsd 1.13: none may be missing, none invented.
   const upstream = ['shared-dir', 'tag', 'socket', 'socket-path', 'socket-group', 'fd', 'thread-pool-size', 'xattr', 'posix-acl', 'xattrmap', 'sandbox', 'readonly', 'seccomp', 'announce-submounts', 'no-announce-submounts', 'inode-file-handles', 'cache', 'allow-mmap', 'no-readdirplus', 'writeback', 'allow-direct-io', 'print-capabilities', 'modcaps', 'log-level', 'syslog', 'rlimit-nofile', 'no-killpriv-v2', 'killpriv-v2', 'security-label', 'uid-map', 'gid-map', 'translate-uid', 'translate-gid', 'preserve-noatime', 'migration-mode', 'migration-on-error', 'migration-verify-handles', 'migration-confirm-paths', 'help', 'version'];
   t.deepEqual([...LONG_OPTIONS].sort(), [...upstream].sort());
@@ -440,6 +448,87 @@ test('library options are validated with the CLI rules', (t) => {
   t.throws(() => buildDeviceConfig({ ...base, seccomp: 'allow' as never }), { message: /invalid value 'allow' for 'seccomp'/ });
   t.throws(() => buildDeviceConfig(null as never), { message: 'device options must be an object' });
   t.is(buildDeviceConfig({ ...base, queueSize: 256 }).queueSize, 256);
+});
+
+function optionError(t: import('ava').ExecutionContext, run: () => unknown): OptionError | undefined {
+  return t.throws(run, { instanceOf: OptionError });
+}
+
+test('a misspelt library key is an OptionError naming it, before any process starts', (t) => {
+  const base = { sharedDir: '/tmp', socketPath: '/tmp/x.sock' };
+  const misspelt = optionError(t, () => buildDeviceConfig({ ...base, readOnly: true } as DeviceOptions));
+  t.is(misspelt?.message, "unknown option 'readOnly' (did you mean 'readonly'?)");
+  t.is(misspelt?.key, 'readOnly');
+  t.is(misspelt?.reason, 'unknown-option');
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, threadPoolSise: 4 } as DeviceOptions))?.message, "unknown option 'threadPoolSise' (did you mean 'threadPoolSize'?)");
+  // Command-line options without a library key are not library options.
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, syslog: true } as DeviceOptions))?.message, "unknown option 'syslog'");
+  // Even unset: a key no option has is a mistake.
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, posixAcl: undefined } as DeviceOptions))?.key, 'posixAcl');
+  for (const notOptions of [[], 'x', 3]) {
+    t.is(optionError(t, () => buildDeviceConfig(notOptions as never))?.reason, 'invalid-type');
+  }
+});
+
+// Every key of DeviceOptions, written out: the compiler checks this list against the interface
+// (a key missing or invented fails to type-check), the test against the option table.
+const EVERY_DEVICE_OPTION: Record<keyof DeviceOptions, true> = {
+  sharedDir: true, socketPath: true, socketGroup: true, fd: true, tag: true, cache: true, threadPoolSize: true,
+  readonly: true, readdirplus: true, writeback: true, allowDirectIo: true, allowMmap: true, announceSubmounts: true,
+  killprivV2: true, xattr: true, inodeFileHandles: true, preserveNoatime: true, posixLocks: true, flock: true,
+  rlimitNofile: true, logLevel: true, numRequestQueues: true, queueSize: true, sandbox: true, seccomp: true,
+  uidMap: true, gidMap: true, modcaps: true, cwd: true,
+};
+
+test('the option table checks every library key and no other', (t) => {
+  t.deepEqual([...LIBRARY_OPTIONS.keys()].sort(), Object.keys(EVERY_DEVICE_OPTION).sort());
+});
+
+test('a library value of the wrong type is an OptionError naming its key', (t) => {
+  const wrong: Record<string, unknown> = { boolean: 'yes', integer: '4', string: 5, tag: 5, enum: 1, modcaps: ['+chown'], idRanges: { inside: 0 } };
+  for (const [key, option] of LIBRARY_OPTIONS) {
+    const error = optionError(t, () => checkDeviceOptions({ [key]: wrong[option.check.type] }));
+    t.is(error?.key, key, `${key}: ${error?.message}`);
+    t.is(error?.reason, 'invalid-type', `${key}: ${error?.message}`);
+  }
+  t.is(optionError(t, () => checkDeviceOptions({ threadPoolSize: null }))?.reason, 'invalid-type', 'null only where it means "not set"');
+  checkDeviceOptions({ tag: null, rlimitNofile: null });
+  const range = optionError(t, () => checkDeviceOptions({ uidMap: [{ inside: 0, outside: 1, count: 1, size: 2 }] }));
+  t.is(range?.key, 'uidMap[0].size');
+  t.is(range?.reason, 'unknown-option');
+});
+
+test('library limits are the device\'s: a value TypeScript accepts is never refused by Rust', (t) => {
+  const base = { sharedDir: '/tmp', socketPath: '/tmp/x.sock' };
+  // The Rust limit (crates/daemon/src/config/schema.rs), written out: the TS layer used to take 2^32-1.
+  t.is(buildDeviceConfig({ ...base, threadPoolSize: 1024 }).threadPoolSize, 1024);
+  const tooMany = optionError(t, () => buildDeviceConfig({ ...base, threadPoolSize: 1025 }));
+  t.is(tooMany?.message, "invalid value '1025' for 'threadPoolSize': must be an integer between 0 and 1024");
+  t.is(tooMany?.key, 'threadPoolSize');
+  t.is(tooMany?.reason, 'out-of-range');
+  // Every integer option at its generated bounds (equal to Rust's by the schema tests).
+  for (const [key, option] of LIBRARY_OPTIONS) {
+    if (option.check.type !== 'integer') continue;
+    const { min, max } = option.check;
+    checkDeviceOptions({ [key]: max });
+    checkDeviceOptions({ [key]: min });
+    t.is(optionError(t, () => checkDeviceOptions({ [key]: max + 1 }))?.reason, 'out-of-range', key);
+    t.is(optionError(t, () => checkDeviceOptions({ [key]: min - 1 }))?.reason, 'out-of-range', key);
+  }
+  t.is(optionError(t, () => checkDeviceOptions({ numRequestQueues: 64 }))?.message, "invalid value '64' for 'numRequestQueues': must be an integer between 1 and 63");
+  t.is(optionError(t, () => checkDeviceOptions({ queueSize: 65536 }))?.key, 'queueSize');
+  t.is(optionError(t, () => checkDeviceOptions({ tag: 'é'.repeat(19) }))?.reason, 'out-of-range', '38 bytes');
+  t.is(optionError(t, () => checkDeviceOptions({ modcaps: '+sys_everything' }))?.key, 'modcaps');
+});
+
+test('option errors of the command line name the option too', (t) => {
+  const error = t.throws(() => parseArgs([...BASE, '--thread-pool-size=2048']), { instanceOf: OptionError });
+  t.is(error?.key, '--thread-pool-size');
+  t.is(error?.reason, 'out-of-range');
+  const parsed = parseArgs([...BASE, '--posix-acl']);
+  const refused = t.throws(() => checkRunnable(parsed), { instanceOf: NotSupportedError });
+  t.is(refused?.reason, 'not-supported');
+  t.is(refused?.key, '--posix-acl');
 });
 
 // Control protocol and log formatting.

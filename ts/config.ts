@@ -3,66 +3,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { OptionError } from './errors';
-import { CliOptions } from './options';
+import type { DeviceConfig, InodeFileHandleMode, LogTarget, SocketConfig } from './generated/schema';
+import { CliOptions, LIBRARY_OPTIONS } from './options';
 import {
-  CACHE_POLICIES,
   CachePolicy,
   IdRange,
-  Modcaps,
-  SANDBOX_MODES,
-  SECCOMP_ACTIONS,
   SandboxMode,
   SeccompAction,
   parseModcaps,
   LOG_LEVELS,
   LogLevel,
-  U32_MAX,
   checkIdMapsAllowed,
-  parseEnum,
-  validateNonEmpty,
-  validateTag,
+  checkLibraryValue,
 } from './validate';
 
-export interface LogTarget {
-  target: string;
-  level: LogLevel;
-}
-
-export type SocketConfig = { kind: 'path'; path: string; group: string | null } | { kind: 'fd'; fd: number };
-
-export interface DeviceConfig {
-  sharedDir: string;
-  socket: SocketConfig;
-  tag: string | null;
-  numRequestQueues: number;
-  queueSize: number;
-  threadPoolSize: number;
-  cache: CachePolicy;
-  readonly: boolean;
-  readdirplus: boolean;
-  writeback: boolean;
-  allowDirectIo: boolean;
-  allowMmap: boolean;
-  announceSubmounts: boolean;
-  killprivV2: boolean;
-  xattr: boolean;
-  inodeFileHandles: 'never' | 'prefer' | 'mandatory';
-  preserveNoatime: boolean;
-  posixLocks: boolean;
-  flock: boolean;
-  rlimitNofile: number | null;
-  logLevel: LogLevel;
-  /** Per-target overrides of `logLevel` (from `RUST_LOG` on the command line). */
-  logTargets: LogTarget[];
-  /** A device started from the command line logs to the system log instead of stderr. */
-  syslog: boolean;
-  sandbox: SandboxMode;
-  seccomp: SeccompAction;
-  uidMap: IdRange[];
-  gidMap: IdRange[];
-  /** Capabilities added to / dropped from the default set of a root device process. */
-  modcaps: Modcaps;
-}
+// The wire types are generated from the Rust configuration types (crates/daemon/src/config/schema.rs).
+export type { DeviceConfig, LogTarget, SocketConfig };
 
 /** Options accepted by `startDevice`. Exactly one of `socketPath` and `fd` is required. */
 export interface DeviceOptions {
@@ -88,7 +44,7 @@ export interface DeviceOptions {
   /** Serve extended attributes (default false, as upstream). */
   xattr?: boolean;
   /** Hold looked-up inodes as file handles instead of O_PATH descriptors (default 'never'). */
-  inodeFileHandles?: 'never' | 'prefer' | 'mandatory';
+  inodeFileHandles?: InodeFileHandleMode;
   /** Honour the guest's O_NOATIME instead of dropping it. */
   preserveNoatime?: boolean;
   /** Serve POSIX record locks (default true). */
@@ -112,29 +68,48 @@ export interface DeviceOptions {
   cwd?: string;
 }
 
+/** Upstream's virtqueue size. */
 export const DEFAULT_QUEUE_SIZE = 1024;
-const FILE_HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
-export const MAX_QUEUE_SIZE = 32768;
-/** One queue-to-thread mask bit each, plus the hiprio queue, in a 64-bit mask. */
-export const MAX_REQUEST_QUEUES = 63;
-const FD_MAX = 0x7fff_ffff;
 
-function checkBoolean(name: string, value: unknown, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'boolean') throw new OptionError(`invalid value for '${name}': expected a boolean`);
-  return value;
+/** Close spellings of `key` among the known keys (case or up to two edits apart), for the message. */
+function closestKey(key: string): string | undefined {
+  const distance = (a: string, b: string): number => {
+    let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i += 1) {
+      const current = [i];
+      for (let j = 1; j <= b.length; j += 1) {
+        current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+      }
+      previous = current;
+    }
+    return previous[b.length];
+  };
+  const known = [...LIBRARY_OPTIONS.keys()];
+  return known.find((name) => name.toLowerCase() === key.toLowerCase()) ?? known.find((name) => distance(name, key) <= 2);
 }
 
-function checkInteger(name: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new OptionError(`invalid value '${String(value)}' for '${name}': must be an integer between ${min} and ${max}`);
+/**
+ * Refuses, before anything else happens, keys that no option has (a misspelt `readOnly` must not
+ * start a read-write share) and values of the wrong type or outside the device's limits. The keys
+ * and checks come from the option table (./options). `undefined` means "not set".
+ */
+export function checkDeviceOptions(options: unknown): DeviceOptions {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new OptionError('device options must be an object', 'usage', { reason: 'invalid-type' });
   }
-  return value;
-}
-
-function checkString(name: string, value: unknown): string {
-  if (typeof value !== 'string') throw new OptionError(`invalid value for '${name}': expected a string`);
-  return validateNonEmpty(name, value);
+  for (const [key, value] of Object.entries(options)) {
+    const option = LIBRARY_OPTIONS.get(key);
+    if (option === undefined) {
+      const close = closestKey(key);
+      throw new OptionError(`unknown option '${key}'${close === undefined ? '' : ` (did you mean '${close}'?)`}`, 'usage', {
+        key,
+        reason: 'unknown-option',
+      });
+    }
+    if (value === undefined || (value === null && option.nullable === true)) continue;
+    checkLibraryValue(key, value, option.check);
+  }
+  return options as DeviceOptions;
 }
 
 /** Resolves and checks the shared directory: it must exist and be a directory. */
@@ -153,92 +128,69 @@ export function resolveSharedDir(dir: string, cwd: string): string {
 }
 
 /** Validates library options with the same rules as the command line and builds the device config. */
-export function buildDeviceConfig(options: DeviceOptions): DeviceConfig {
-  if (options === null || typeof options !== 'object') {
-    throw new OptionError('device options must be an object');
-  }
+export function buildDeviceConfig(input: DeviceOptions): DeviceConfig {
+  const options = checkDeviceOptions(input);
   const cwd = options.cwd ?? process.cwd();
-  const sharedDir = resolveSharedDir(checkString('sharedDir', options.sharedDir), cwd);
+  if (options.sharedDir === undefined) {
+    throw new OptionError("the shared directory is required: set 'sharedDir'", 'usage', { key: 'sharedDir', reason: 'missing' });
+  }
+  const sharedDir = resolveSharedDir(options.sharedDir, cwd);
 
   let socket: SocketConfig;
   if (options.socketPath !== undefined && options.fd !== undefined) {
-    throw new OptionError("'socketPath' cannot be used with 'fd'");
+    throw new OptionError("'socketPath' cannot be used with 'fd'", 'usage', { key: 'fd', reason: 'conflict' });
   } else if (options.socketPath !== undefined) {
-    const group = options.socketGroup === undefined ? null : checkString('socketGroup', options.socketGroup);
-    socket = { kind: 'path', path: path.resolve(cwd, checkString('socketPath', options.socketPath)), group };
+    socket = { kind: 'path', path: path.resolve(cwd, options.socketPath), group: options.socketGroup ?? null };
   } else if (options.fd !== undefined) {
     if (options.socketGroup !== undefined) {
-      throw new OptionError("'socketGroup' only applies to a socket created from 'socketPath'");
+      throw new OptionError("'socketGroup' only applies to a socket created from 'socketPath'", 'usage', {
+        key: 'socketGroup',
+        reason: 'conflict',
+      });
     }
-    socket = { kind: 'fd', fd: checkInteger('fd', options.fd, 0, FD_MAX) };
+    socket = { kind: 'fd', fd: options.fd };
   } else {
-    throw new OptionError("a vhost-user socket is required: set 'socketPath' or 'fd'");
+    throw new OptionError("a vhost-user socket is required: set 'socketPath' or 'fd'", 'usage', { key: 'socketPath', reason: 'missing' });
   }
-
-  const tag = options.tag === undefined || options.tag === null ? null : validateTag('tag', String(options.tag));
-  const rlimit = options.rlimitNofile;
 
   const config: DeviceConfig = {
     sharedDir,
     socket,
-    tag,
-    numRequestQueues: checkInteger('numRequestQueues', options.numRequestQueues ?? 1, 1, MAX_REQUEST_QUEUES),
-    queueSize: checkQueueSize(options.queueSize ?? DEFAULT_QUEUE_SIZE),
-    threadPoolSize: checkInteger('threadPoolSize', options.threadPoolSize ?? 0, 0, U32_MAX),
-    cache: parseEnum('cache', String(options.cache ?? 'auto'), CACHE_POLICIES),
-    readonly: checkBoolean('readonly', options.readonly, false),
-    readdirplus: checkBoolean('readdirplus', options.readdirplus, true),
-    writeback: checkBoolean('writeback', options.writeback, false),
-    allowDirectIo: checkBoolean('allowDirectIo', options.allowDirectIo, false),
-    allowMmap: checkBoolean('allowMmap', options.allowMmap, false),
-    announceSubmounts: checkBoolean('announceSubmounts', options.announceSubmounts, true),
-    killprivV2: checkBoolean('killprivV2', options.killprivV2, false),
-    xattr: checkBoolean('xattr', options.xattr, false),
-    inodeFileHandles: parseEnum('inodeFileHandles', String(options.inodeFileHandles ?? 'never'), FILE_HANDLE_MODES),
-    preserveNoatime: checkBoolean('preserveNoatime', options.preserveNoatime, false),
-    posixLocks: checkBoolean('posixLocks', options.posixLocks, true),
-    flock: checkBoolean('flock', options.flock, true),
-    rlimitNofile:
-      rlimit === undefined || rlimit === null ? null : checkInteger('rlimitNofile', rlimit, 0, Number.MAX_SAFE_INTEGER),
-    logLevel: parseEnum('logLevel', String(options.logLevel ?? 'info'), LOG_LEVELS),
+    tag: options.tag ?? null,
+    numRequestQueues: options.numRequestQueues ?? 1,
+    queueSize: options.queueSize ?? DEFAULT_QUEUE_SIZE,
+    threadPoolSize: options.threadPoolSize ?? 0,
+    cache: options.cache ?? 'auto',
+    readonly: options.readonly ?? false,
+    readdirplus: options.readdirplus ?? true,
+    writeback: options.writeback ?? false,
+    allowDirectIo: options.allowDirectIo ?? false,
+    allowMmap: options.allowMmap ?? false,
+    announceSubmounts: options.announceSubmounts ?? true,
+    killprivV2: options.killprivV2 ?? false,
+    xattr: options.xattr ?? false,
+    inodeFileHandles: options.inodeFileHandles ?? 'never',
+    preserveNoatime: options.preserveNoatime ?? false,
+    posixLocks: options.posixLocks ?? true,
+    flock: options.flock ?? true,
+    rlimitNofile: options.rlimitNofile ?? null,
+    logLevel: options.logLevel ?? 'info',
     logTargets: [],
     syslog: false,
-    sandbox: parseEnum('sandbox', String(options.sandbox ?? 'namespace'), SANDBOX_MODES),
-    seccomp: parseEnum('seccomp', String(options.seccomp ?? 'kill'), SECCOMP_ACTIONS),
-    uidMap: checkIdRanges('uidMap', options.uidMap),
-    gidMap: checkIdRanges('gidMap', options.gidMap),
-    modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', checkString('modcaps', options.modcaps)),
+    sandbox: options.sandbox ?? 'namespace',
+    seccomp: options.seccomp ?? 'kill',
+    // Copies: the caller's objects stay theirs.
+    uidMap: (options.uidMap ?? []).map(copyRange),
+    gidMap: (options.gidMap ?? []).map(copyRange),
+    modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', options.modcaps),
   };
   const idMapOption = config.uidMap.length > 0 ? 'uidMap' : config.gidMap.length > 0 ? 'gidMap' : null;
   checkIdMapsAllowed(idMapOption, config.sandbox, process.geteuid?.());
   return config;
 }
 
-function checkIdRanges(name: string, ranges: unknown): IdRange[] {
-  if (ranges === undefined) return [];
-  if (!Array.isArray(ranges)) throw new OptionError(`invalid value for '${name}': expected an array of {inside, outside, count}`);
-  return ranges.map((r: unknown) => {
-    const range = r as Partial<IdRange> | null;
-    if (typeof range !== 'object' || range === null) {
-      throw new OptionError(`invalid value for '${name}': expected an array of {inside, outside, count}`);
-    }
-    const inside = checkInteger(`${name}.inside`, range.inside, 0, U32_MAX);
-    const outside = checkInteger(`${name}.outside`, range.outside, 0, U32_MAX);
-    const count = checkInteger(`${name}.count`, range.count, 1, U32_MAX);
-    if (inside + count - 1 > U32_MAX || outside + count - 1 > U32_MAX) {
-      throw new OptionError(`invalid value for '${name}': the range exceeds the 32-bit ID space`);
-    }
-    return { inside, outside, count };
-  });
-}
-
-function checkQueueSize(size: unknown): number {
-  const checked = checkInteger('queueSize', size, 1, MAX_QUEUE_SIZE);
-  // virtio split queues must have a power-of-two size.
-  if ((checked & (checked - 1)) !== 0) {
-    throw new OptionError(`invalid value '${checked}' for 'queueSize': must be a power of two`);
-  }
-  return checked;
+function copyRange({ inside, outside, count }: IdRange): IdRange {
+  return { inside, outside, count };
 }
 
 /** Maps parsed command-line options (already checked by `checkRunnable`) to library options. */

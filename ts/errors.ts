@@ -6,16 +6,39 @@
 export type OptionErrorKind = 'usage' | 'unsupported' | 'environment';
 
 /**
+ * What is wrong with the option, for programs: a key no option has, a value of the wrong type,
+ * a number outside its limits, a value that is not allowed, a required option missing, options
+ * that exclude each other, or an option not implemented yet.
+ */
+export type OptionErrorReason =
+  | 'unknown-option'
+  | 'invalid-type'
+  | 'out-of-range'
+  | 'invalid-value'
+  | 'missing'
+  | 'conflict'
+  | 'not-supported';
+
+/**
  * A command-line or library option problem. The CLI turns it into `virtiofsd: <message>`; the
  * library rejects `startDevice` with it before any process is created.
  */
 export class OptionError extends Error {
   readonly kind: OptionErrorKind;
+  /** The option concerned, as the caller spelt it: a library key (`threadPoolSize`) or a command-line option (`--thread-pool-size`). */
+  readonly key: string | undefined;
+  readonly reason: OptionErrorReason;
 
-  constructor(message: string, kind: OptionErrorKind = 'usage') {
+  constructor(
+    message: string,
+    kind: OptionErrorKind = 'usage',
+    detail: { key?: string; reason?: OptionErrorReason } = {},
+  ) {
     super(message);
     this.name = 'OptionError';
     this.kind = kind;
+    this.key = detail.key;
+    this.reason = detail.reason ?? (kind === 'unsupported' ? 'not-supported' : 'invalid-value');
   }
 }
 
@@ -25,7 +48,7 @@ export class NotSupportedError extends OptionError {
   readonly option: string;
 
   constructor(option: string) {
-    super(`not supported yet: ${option}`, 'unsupported');
+    super(`not supported yet: ${option}`, 'unsupported', { key: option, reason: 'not-supported' });
     this.name = 'NotSupportedError';
     this.option = option;
   }

@@ -1,6 +1,18 @@
 // Hand-written parser for the upstream virtiofsd 1.13 command line. It has no dependency so that
 // `--help`, `--version` and `--print-capabilities` stay cheap and never load the native binding.
+import type { DeviceOptions } from './config';
 import { NotSupportedError, OptionError } from './errors';
+import {
+  INODE_FILE_HANDLE_MODES,
+  MAX_QUEUE_SIZE,
+  MAX_REQUEST_QUEUES,
+  MAX_RLIMIT_NOFILE,
+  MAX_SOCKET_FD,
+  MAX_TAG_BYTES,
+  MAX_THREAD_POOL_SIZE,
+  MIN_QUEUE_SIZE,
+  MIN_REQUEST_QUEUES,
+} from './generated/schema';
 import {
   CACHE_POLICIES,
   CachePolicy,
@@ -17,7 +29,8 @@ import {
   SECCOMP_ACTIONS,
   SandboxMode,
   SeccompAction,
-  U32_MAX,
+  LOG_LEVELS,
+  ValueCheck,
   parseEnum,
   parseFd,
   parseIdRange,
@@ -109,7 +122,19 @@ export interface OptionSpec {
   /** Valid upstream but not implemented here: its syntax is checked, then `checkRunnable` refuses it. */
   notSupported?: boolean;
   help: OptionHelp;
+  /** The library option (key of `DeviceOptions`) this option sets, and how a library value is checked. */
+  sets?: LibraryOption;
   apply(opts: Mutable, value: string, ctx: ApplyContext): void;
+}
+
+/** A key of the library's `DeviceOptions`. */
+export type LibraryKey = keyof DeviceOptions;
+
+export interface LibraryOption {
+  key: LibraryKey;
+  check: ValueCheck;
+  /** `null` is accepted and means "not set". */
+  nullable?: boolean;
 }
 
 interface ApplyContext {
@@ -119,19 +144,35 @@ interface ApplyContext {
   compat: string[];
 }
 
-const flag = (long: string, help: OptionHelp, apply: (opts: Mutable, ctx: ApplyContext) => void): OptionSpec => ({
+const flag = (long: string, help: OptionHelp, apply: (opts: Mutable, ctx: ApplyContext) => void, sets?: LibraryOption): OptionSpec => ({
   long,
   takesValue: false,
   help,
+  sets,
   apply: (opts, _value, ctx) => apply(opts, ctx),
 });
 
-const value = (long: string, help: OptionHelp, apply: (opts: Mutable, value: string, ctx: ApplyContext) => void): OptionSpec => ({
+const value = (
+  long: string,
+  help: OptionHelp,
+  apply: (opts: Mutable, value: string, ctx: ApplyContext) => void,
+  sets?: LibraryOption,
+): OptionSpec => ({
   long,
   takesValue: true,
   help,
+  sets,
   apply,
 });
+
+// The library checks; command-line values of the same options are parsed with the same limits.
+const BOOLEAN: ValueCheck = { type: 'boolean' };
+const STRING: ValueCheck = { type: 'string' };
+const SOCKET_FD = { type: 'integer', min: 0, max: MAX_SOCKET_FD } as const;
+const THREAD_POOL_SIZE = { type: 'integer', min: 0, max: MAX_THREAD_POOL_SIZE } as const;
+const RLIMIT_NOFILE = { type: 'integer', min: 0, max: MAX_RLIMIT_NOFILE } as const;
+const enumOf = (values: readonly string[]): ValueCheck => ({ type: 'enum', values });
+const sets = (key: LibraryKey, check: ValueCheck, nullable?: boolean): LibraryOption => ({ key, check, nullable });
 
 /** Marks an option that is parsed and validated, then refused until it is implemented. */
 const notYet = (spec: OptionSpec): OptionSpec => ({ ...spec, notSupported: true });
@@ -141,29 +182,59 @@ const notYet = (spec: OptionSpec): OptionSpec => ({ ...spec, notSupported: true 
  * page all read this table.
  */
 export const OPTION_TABLE: readonly OptionSpec[] = [
-  value('shared-dir', { text: 'Directory to share with the guest' }, (o, v, c) => (o.sharedDir = validateNonEmpty(c.name, v))),
+  value(
+    'shared-dir',
+    { text: 'Directory to share with the guest' },
+    (o, v, c) => (o.sharedDir = validateNonEmpty(c.name, v)),
+    sets('sharedDir', STRING),
+  ),
   value(
     'tag',
     {
       text:
-        'Tag the device reports to the guest (1 to 36 bytes). The frontend may ignore it: QEMU does not negotiate the ' +
-        'vhost-user CONFIG feature, so the tag set on its -device wins',
+        `Tag the device reports to the guest (1 to ${MAX_TAG_BYTES} bytes). The frontend may ignore it: QEMU does not ` +
+        'negotiate the vhost-user CONFIG feature, so the tag set on its -device wins',
     },
     (o, v, c) => (o.tag = validateTag(c.name, v)),
+    sets('tag', { type: 'tag' }, true),
   ),
-  value('socket', { text: 'Old name of --socket-path', deprecated: true }, (o, v, c) => {
-    o.socket = validateNonEmpty(c.name, v);
-    c.warn("--socket is deprecated, use '--socket-path' instead");
-  }),
-  value('socket-path', { text: 'Create and listen on this vhost-user UNIX socket' }, (o, v, c) => (o.socketPath = validateNonEmpty(c.name, v))),
-  value('socket-group', { text: 'Give this group ownership of the vhost-user socket' }, (o, v, c) => (o.socketGroup = validateNonEmpty(c.name, v))),
-  value('fd', { text: 'Use an inherited file descriptor that is a listening, not yet connected socket' }, (o, v, c) => (o.fd = parseFd(c.name, v))),
+  value(
+    'socket',
+    { text: 'Old name of --socket-path', deprecated: true },
+    (o, v, c) => {
+      o.socket = validateNonEmpty(c.name, v);
+      c.warn("--socket is deprecated, use '--socket-path' instead");
+    },
+    sets('socketPath', STRING),
+  ),
+  value(
+    'socket-path',
+    { text: 'Create and listen on this vhost-user UNIX socket' },
+    (o, v, c) => (o.socketPath = validateNonEmpty(c.name, v)),
+    sets('socketPath', STRING),
+  ),
+  value(
+    'socket-group',
+    { text: 'Give this group ownership of the vhost-user socket' },
+    (o, v, c) => (o.socketGroup = validateNonEmpty(c.name, v)),
+    sets('socketGroup', STRING),
+  ),
+  value(
+    'fd',
+    { text: 'Use an inherited file descriptor that is a listening, not yet connected socket' },
+    (o, v, c) => (o.fd = parseFd(c.name, v)),
+    sets('fd', SOCKET_FD),
+  ),
   value(
     'thread-pool-size',
-    { text: 'Upper bound of worker threads for requests; 0 handles requests on the queue thread', default: '0' },
-    (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, U32_MAX)),
+    {
+      text: `Upper bound of worker threads for requests, at most ${MAX_THREAD_POOL_SIZE}; 0 handles requests on the queue thread`,
+      default: '0',
+    },
+    (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, THREAD_POOL_SIZE.max, THREAD_POOL_SIZE.min)),
+    sets('threadPoolSize', THREAD_POOL_SIZE),
   ),
-  flag('xattr', { text: 'Support extended attributes' }, (o) => (o.xattr = true)),
+  flag('xattr', { text: 'Support extended attributes' }, (o) => (o.xattr = true), sets('xattr', BOOLEAN)),
   notYet(flag('posix-acl', { text: 'Support POSIX ACLs; implies --xattr' }, (o) => (o.posixAcl = true))),
   notYet(
     value('xattrmap', { text: 'Rules that rename extended attributes between guest and host, e.g. :map::user.virtiofs.:' }, (o, v, c) => {
@@ -179,15 +250,32 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
       default: 'namespace',
     },
     (o, v, c) => (o.sandbox = parseEnum(c.name, v, SANDBOX_MODES)),
+    sets('sandbox', enumOf(SANDBOX_MODES)),
   ),
-  flag('readonly', { text: 'Refuse every guest request that would modify the shared directory' }, (o) => (o.readonly = true)),
+  flag(
+    'readonly',
+    { text: 'Refuse every guest request that would modify the shared directory' },
+    (o) => (o.readonly = true),
+    sets('readonly', BOOLEAN),
+  ),
   value(
     'seccomp',
     { text: 'What seccomp does on a forbidden system call: none, kill, log or trap', default: 'kill' },
     (o, v, c) => (o.seccomp = parseEnum(c.name, v, SECCOMP_ACTIONS)),
+    sets('seccomp', enumOf(SECCOMP_ACTIONS)),
   ),
-  flag('announce-submounts', { text: 'Report mount points inside the shared directory to the guest', isDefault: true }, (o) => (o.announceSubmounts = true)),
-  flag('no-announce-submounts', { text: 'Do not report mount points inside the shared directory' }, (o) => (o.announceSubmounts = false)),
+  flag(
+    'announce-submounts',
+    { text: 'Report mount points inside the shared directory to the guest', isDefault: true },
+    (o) => (o.announceSubmounts = true),
+    sets('announceSubmounts', BOOLEAN),
+  ),
+  flag(
+    'no-announce-submounts',
+    { text: 'Do not report mount points inside the shared directory' },
+    (o) => (o.announceSubmounts = false),
+    sets('announceSubmounts', BOOLEAN),
+  ),
   {
     long: 'inode-file-handles',
     takesValue: true,
@@ -199,6 +287,8 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
         'CAP_DAC_READ_SEARCH',
       default: 'never',
     },
+    // The library takes the current names only: no `fallback`.
+    sets: sets('inodeFileHandles', enumOf(INODE_FILE_HANDLE_MODES)),
     apply: (o, v, c) => {
       const mode = parseEnum(c.name, v, INODE_FILE_HANDLES);
       if (mode === 'fallback') c.warn("--inode-file-handles=fallback is deprecated, use '--inode-file-handles=prefer' instead");
@@ -209,6 +299,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     'cache',
     { text: 'Guest caching policy: auto, always, never or metadata', default: 'auto' },
     (o, v, c) => (o.cache = parseEnum(c.name, v, CACHE_POLICIES)),
+    sets('cache', enumOf(CACHE_POLICIES)),
   ),
   flag(
     'allow-mmap',
@@ -218,25 +309,38 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
         'modifies the shared directory',
     },
     (o) => (o.allowMmap = true),
+    sets('allowMmap', BOOLEAN),
   ),
-  flag('no-readdirplus', { text: 'Turn off READDIRPLUS' }, (o) => (o.noReaddirplus = true)),
-  flag('writeback', { text: 'Turn on the guest writeback cache' }, (o) => (o.writeback = true)),
-  flag('allow-direct-io', { text: 'Honour O_DIRECT requested by guest applications' }, (o) => (o.allowDirectIo = true)),
+  flag('no-readdirplus', { text: 'Turn off READDIRPLUS' }, (o) => (o.noReaddirplus = true), sets('readdirplus', BOOLEAN)),
+  flag('writeback', { text: 'Turn on the guest writeback cache' }, (o) => (o.writeback = true), sets('writeback', BOOLEAN)),
+  flag(
+    'allow-direct-io',
+    { text: 'Honour O_DIRECT requested by guest applications' },
+    (o) => (o.allowDirectIo = true),
+    sets('allowDirectIo', BOOLEAN),
+  ),
   flag('print-capabilities', { text: 'Print the vhost-user.json capabilities of this backend and exit' }, (o) => (o.printCapabilities = true)),
-  value('modcaps', { text: 'Add or drop capabilities, e.g. --modcaps=+sys_admin:-chown' }, (o, v, c) => {
-    o.modcaps = validateModcaps(c.name, v);
-  }),
+  value(
+    'modcaps',
+    { text: 'Add or drop capabilities, e.g. --modcaps=+sys_admin:-chown' },
+    (o, v, c) => {
+      o.modcaps = validateModcaps(c.name, v);
+    },
+    sets('modcaps', { type: 'modcaps' }),
+  ),
   value(
     'log-level',
     { text: 'Most detailed messages to print: error, warn, info, debug, trace or off', default: 'info' },
     (o, v, c) => (o.logLevel = parseLogLevel(c.name, v)),
+    sets('logLevel', enumOf(LOG_LEVELS)),
   ),
   flag('syslog', { text: 'Send log messages to syslog instead of stderr' }, (o) => (o.syslog = true)),
   // 0 is meaningful upstream: leave the limit unchanged.
   value(
     'rlimit-nofile',
     { text: 'Open file limit to set at start; 0 keeps the current limit', default: 'min(1000000, /proc/sys/fs/nr_open)' },
-    (o, v, c) => (o.rlimitNofile = parseUint(c.name, v, Number.MAX_SAFE_INTEGER)),
+    (o, v, c) => (o.rlimitNofile = parseUint(c.name, v, RLIMIT_NOFILE.max, RLIMIT_NOFILE.min)),
+    sets('rlimitNofile', RLIMIT_NOFILE, true),
   ),
   {
     short: 'o',
@@ -259,11 +363,17 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
       c.warn("-d is deprecated, use '--log-level=debug' instead");
     },
   },
-  flag('no-killpriv-v2', { text: 'Do not offer FUSE KILLPRIV_V2', isDefault: true }, (o) => (o.killprivV2 = false)),
+  flag(
+    'no-killpriv-v2',
+    { text: 'Do not offer FUSE KILLPRIV_V2', isDefault: true },
+    (o) => (o.killprivV2 = false),
+    sets('killprivV2', BOOLEAN),
+  ),
   flag(
     'killpriv-v2',
     { text: 'Offer FUSE KILLPRIV_V2: the guest asks to clear setuid/setgid on write, truncate and chown' },
     (o) => (o.killprivV2 = true),
+    sets('killprivV2', BOOLEAN),
   ),
   // Upstream keeps -f for old scripts; it has no effect (the daemon always stays in the foreground).
   { short: 'f', takesValue: false, help: { text: 'Accepted for compatibility; does nothing', deprecated: true }, apply: () => undefined },
@@ -280,6 +390,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o, v, c) => {
       o.uidMap.push(parseIdRange(c.name, v));
     },
+    sets('uidMap', { type: 'idRanges' }),
   ),
   value(
     'gid-map',
@@ -287,6 +398,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o, v, c) => {
       o.gidMap.push(parseIdRange(c.name, v));
     },
+    sets('gidMap', { type: 'idRanges' }),
   ),
   notYet(
     value(
@@ -306,7 +418,12 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
       o.translateGid.push(parseIdTranslation(c.name, v));
     }),
   ),
-  flag('preserve-noatime', { text: 'Keep O_NOATIME on opens instead of dropping it' }, (o) => (o.preserveNoatime = true)),
+  flag(
+    'preserve-noatime',
+    { text: 'Keep O_NOATIME on opens instead of dropping it' },
+    (o) => (o.preserveNoatime = true),
+    sets('preserveNoatime', BOOLEAN),
+  ),
   notYet(
     value('migration-mode', { text: 'How to transfer state on migration: find-paths or file-handles' }, (o, v, c) => {
       o.migrationMode = parseEnum(c.name, v, MIGRATION_MODES);
@@ -331,6 +448,35 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
 
 const BY_LONG = new Map(OPTION_TABLE.filter((s) => s.long).map((s) => [s.long as string, s]));
 const BY_SHORT = new Map(OPTION_TABLE.filter((s) => s.short).map((s) => [s.short as string, s]));
+
+/**
+ * Library options that no command-line option sets on its own: `-o no_posix_lock` and
+ * `-o no_flock` turn the lock ones off, the others only the library has.
+ */
+export const LIBRARY_ONLY_OPTIONS: readonly LibraryOption[] = [
+  sets('posixLocks', BOOLEAN),
+  sets('flock', BOOLEAN),
+  sets('numRequestQueues', { type: 'integer', min: MIN_REQUEST_QUEUES, max: MAX_REQUEST_QUEUES }),
+  sets('queueSize', { type: 'integer', min: MIN_QUEUE_SIZE, max: MAX_QUEUE_SIZE, powerOfTwo: true }),
+  sets('cwd', STRING),
+];
+
+/**
+ * Every key `startDevice` accepts and how its value is checked, from the option table and
+ * LIBRARY_ONLY_OPTIONS; any other key is refused. Options that set the same key (`--socket` and
+ * `--socket-path`, a flag and its `--no-` form) must check it the same way.
+ */
+export const LIBRARY_OPTIONS: ReadonlyMap<string, LibraryOption> = (() => {
+  const byKey = new Map<string, LibraryOption>();
+  for (const option of [...OPTION_TABLE.flatMap((spec) => (spec.sets === undefined ? [] : [spec.sets])), ...LIBRARY_ONLY_OPTIONS]) {
+    const known = byKey.get(option.key);
+    if (known !== undefined && JSON.stringify(known) !== JSON.stringify(option)) {
+      throw new Error(`option table: '${option.key}' is checked in two ways`);
+    }
+    byKey.set(option.key, option);
+  }
+  return byKey;
+})();
 
 /** Every long option name, for help-text completeness tests. */
 export const LONG_OPTIONS: readonly string[] = [...BY_LONG.keys()];

@@ -1,20 +1,32 @@
 // Value validators shared by the command line parser and the library API, so both reject the
 // same inputs with the same messages.
-import { OptionError } from './errors';
+import { OptionError, OptionErrorReason } from './errors';
+import {
+  CACHE_MODES,
+  CAPABILITY_NAMES,
+  CacheMode,
+  CapabilityName,
+  IdRange,
+  INODE_FILE_HANDLE_MODES,
+  LOG_LEVELS,
+  LogLevel,
+  MAX_ID,
+  MAX_SOCKET_FD,
+  MAX_TAG_BYTES,
+  Modcaps,
+  SANDBOX_MODES,
+  SECCOMP_ACTIONS,
+  SandboxMode,
+  SeccompAction,
+} from './generated/schema';
 
-export const CACHE_POLICIES = ['auto', 'always', 'never', 'metadata'] as const;
-export type CachePolicy = (typeof CACHE_POLICIES)[number];
+// The values the device accepts come from the Rust schema (./generated/schema); the names below
+// are the command line's.
+export { CACHE_MODES as CACHE_POLICIES, CAPABILITY_NAMES, LOG_LEVELS, MAX_TAG_BYTES, SANDBOX_MODES, SECCOMP_ACTIONS };
+export type { CacheMode as CachePolicy, IdRange, LogLevel, Modcaps, SandboxMode, SeccompAction };
 
-export const LOG_LEVELS = ['error', 'warn', 'info', 'debug', 'trace', 'off'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
-
-export const SANDBOX_MODES = ['namespace', 'chroot', 'none'] as const;
-export type SandboxMode = (typeof SANDBOX_MODES)[number];
-
-export const SECCOMP_ACTIONS = ['none', 'kill', 'log', 'trap'] as const;
-export type SeccompAction = (typeof SECCOMP_ACTIONS)[number];
-
-export const INODE_FILE_HANDLES = ['never', 'prefer', 'mandatory', 'fallback'] as const;
+/** `--inode-file-handles` also takes upstream's deprecated `fallback` (= `prefer`). */
+export const INODE_FILE_HANDLES = [...INODE_FILE_HANDLE_MODES, 'fallback'] as const;
 export type InodeFileHandles = (typeof INODE_FILE_HANDLES)[number];
 
 export const MIGRATION_MODES = ['find-paths', 'file-handles'] as const;
@@ -26,13 +38,8 @@ export type MigrationOnError = (typeof MIGRATION_ON_ERROR)[number];
 export const TRANSLATE_TYPES = ['guest', 'host', 'squash-guest', 'squash-host', 'forbid-guest', 'map'] as const;
 export type TranslateType = (typeof TRANSLATE_TYPES)[number];
 
-/** virtio-fs config space reserves 36 bytes for the tag. */
-export const MAX_TAG_BYTES = 36;
-export const U32_MAX = 0xffff_ffff;
-const FD_MAX = 0x7fff_ffff;
-
-function invalid(name: string, value: string, why: string): OptionError {
-  return new OptionError(`invalid value '${value}' for '${name}': ${why}`);
+function invalid(name: string, value: string, why: string, reason: OptionErrorReason = 'invalid-value'): OptionError {
+  return new OptionError(`invalid value '${value}' for '${name}': ${why}`, 'usage', { key: name, reason });
 }
 
 export function parseEnum<T extends string>(name: string, value: string, allowed: readonly T[]): T {
@@ -50,13 +57,13 @@ export function parseUint(name: string, value: string, max: number, min = 0): nu
   }
   const parsed = Number(value);
   if (!Number.isSafeInteger(parsed) || parsed > max || parsed < min) {
-    throw invalid(name, value, `must be between ${min} and ${max}`);
+    throw invalid(name, value, `must be between ${min} and ${max}`, 'out-of-range');
   }
   return parsed;
 }
 
 export function parseFd(name: string, value: string): number {
-  return parseUint(name, value, FD_MAX);
+  return parseUint(name, value, MAX_SOCKET_FD);
 }
 
 export function parseLogLevel(name: string, value: string): LogLevel {
@@ -67,7 +74,7 @@ export function parseLogLevel(name: string, value: string): LogLevel {
 export function validateTag(name: string, value: string): string {
   const bytes = Buffer.byteLength(value, 'utf8');
   if (bytes === 0 || bytes > MAX_TAG_BYTES) {
-    throw invalid(name, value, `the tag must be 1 to ${MAX_TAG_BYTES} bytes long (UTF-8)`);
+    throw invalid(name, value, `the tag must be 1 to ${MAX_TAG_BYTES} bytes long (UTF-8)`, 'out-of-range');
   }
   if (value.includes('\0')) {
     throw invalid(name, value, 'the tag must not contain NUL characters');
@@ -85,13 +92,6 @@ export function validateNonEmpty(name: string, value: string): string {
   return value;
 }
 
-/** A user-namespace ID range, as given to `--uid-map`/`--gid-map`. */
-export interface IdRange {
-  inside: number;
-  outside: number;
-  count: number;
-}
-
 /**
  * Parses `:inside:outside:count:`. The first character is the delimiter (any character), which must
  * also close the map; this mirrors the upstream syntax.
@@ -105,11 +105,11 @@ export function parseIdRange(name: string, value: string): IdRange {
   if (fields.length !== 3) {
     throw invalid(name, value, `expected 3 values, got ${fields.length}`);
   }
-  const [inside, outside, count] = fields.map((field) => parseUint(name, field, U32_MAX));
+  const [inside, outside, count] = fields.map((field) => parseUint(name, field, MAX_ID));
   if (count === 0) {
     throw invalid(name, value, 'the count must be at least 1');
   }
-  if (inside + count - 1 > U32_MAX || outside + count - 1 > U32_MAX) {
+  if (inside + count - 1 > MAX_ID || outside + count - 1 > MAX_ID) {
     throw invalid(name, value, 'the range exceeds the 32-bit ID space');
   }
   return { inside, outside, count };
@@ -134,7 +134,7 @@ export function parseIdTranslation(name: string, value: string): IdTranslation {
   if (rest.length !== expected) {
     throw invalid(name, value, `'${type}' takes ${expected} values, got ${rest.length}`);
   }
-  const numbers = rest.map((field) => parseUint(name, field, U32_MAX));
+  const numbers = rest.map((field) => parseUint(name, field, MAX_ID));
   const count = numbers[numbers.length - 1];
   if (count === 0) {
     throw invalid(name, value, 'the count must be at least 1');
@@ -156,34 +156,19 @@ export function validateModcaps(name: string, value: string): string {
   return value;
 }
 
-/** Capability names (lower case, without `cap_`) in kernel numbering order. */
-export const CAPABILITY_NAMES = [
-  'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
-  'linux_immutable', 'net_bind_service', 'net_broadcast', 'net_admin', 'net_raw', 'ipc_lock', 'ipc_owner',
-  'sys_module', 'sys_rawio', 'sys_chroot', 'sys_ptrace', 'sys_pacct', 'sys_admin', 'sys_boot', 'sys_nice',
-  'sys_resource', 'sys_time', 'sys_tty_config', 'mknod', 'lease', 'audit_write', 'audit_control', 'setfcap',
-  'mac_override', 'mac_admin', 'syslog', 'wake_alarm', 'block_suspend', 'audit_read', 'perfmon', 'bpf',
-  'checkpoint_restore',
-] as const;
-
-export interface Modcaps {
-  add: string[];
-  drop: string[];
-}
-
 /**
  * Parses `--modcaps=+name:-name` (names case-insensitive, `cap_` prefix optional). Later items
  * win, so `+x:-x` drops x.
  */
 export function parseModcaps(name: string, value: string): Modcaps {
-  const add = new Set<string>();
-  const drop = new Set<string>();
+  const add = new Set<CapabilityName>();
+  const drop = new Set<CapabilityName>();
   for (const item of value.split(':')) {
     if (!/^[+-][A-Za-z_]+$/.test(item)) {
       throw invalid(name, value, `'${item}' is not +capability or -capability`);
     }
-    const cap = item.slice(1).toLowerCase().replace(/^cap_/, '');
-    if (!(CAPABILITY_NAMES as readonly string[]).includes(cap)) {
+    const cap = CAPABILITY_NAMES.find((known) => known === item.slice(1).toLowerCase().replace(/^cap_/, ''));
+    if (cap === undefined) {
       throw invalid(name, value, `unknown capability '${item.slice(1)}'`);
     }
     if (item.startsWith('+')) {
@@ -243,9 +228,94 @@ export const ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE =
 export function checkIdMapsAllowed(option: string | null, sandbox: SandboxMode, euid: number | undefined): void {
   if (option === null) return;
   if (sandbox !== 'namespace') {
-    throw new OptionError(`'${option}' cannot be used with '--sandbox=${sandbox}': ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment');
+    throw new OptionError(`'${option}' cannot be used with '--sandbox=${sandbox}': ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment', {
+      key: option,
+      reason: 'conflict',
+    });
   }
   if (euid === 0) {
-    throw new OptionError(`'${option}' cannot be used when running as root: ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment');
+    throw new OptionError(`'${option}' cannot be used when running as root: ${ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE}`, 'environment', {
+      key: option,
+      reason: 'conflict',
+    });
+  }
+}
+
+/** How a library option's value is checked; the limits are the device's (./generated/schema). */
+export type ValueCheck =
+  | { type: 'boolean' }
+  | { type: 'integer'; min: number; max: number; powerOfTwo?: boolean }
+  /** Non-empty, without NUL. */
+  | { type: 'string' }
+  | { type: 'tag' }
+  | { type: 'enum'; values: readonly string[] }
+  /** A `--modcaps` string, `+cap:-cap`. */
+  | { type: 'modcaps' }
+  /** An array of `{ inside, outside, count }`. */
+  | { type: 'idRanges' };
+
+const wrongType = (key: string, expected: string): OptionError =>
+  new OptionError(`invalid value for '${key}': expected ${expected}`, 'usage', { key, reason: 'invalid-type' });
+
+function checkInteger(key: string, value: unknown, min: number, max: number): number {
+  const why = `must be an integer between ${min} and ${max}`;
+  if (typeof value !== 'number' || !Number.isInteger(value)) throw invalid(key, String(value), why, 'invalid-type');
+  if (value < min || value > max) throw invalid(key, String(value), why, 'out-of-range');
+  return value;
+}
+
+function checkString(key: string, value: unknown): string {
+  if (typeof value !== 'string') throw wrongType(key, 'a string');
+  return value;
+}
+
+const ID_RANGE_KEYS = ['inside', 'outside', 'count'] as const;
+
+function checkIdRanges(key: string, value: unknown): IdRange[] {
+  const shape = 'an array of {inside, outside, count}';
+  if (!Array.isArray(value)) throw wrongType(key, shape);
+  return value.map((item: unknown, index) => {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw wrongType(key, shape);
+    const range = item as Record<string, unknown>;
+    const unknown = Object.keys(range).find((name) => !(ID_RANGE_KEYS as readonly string[]).includes(name));
+    if (unknown !== undefined) {
+      const at = `${key}[${index}].${unknown}`;
+      throw new OptionError(`unknown option '${at}': an ID range has inside, outside and count`, 'usage', { key: at, reason: 'unknown-option' });
+    }
+    const inside = checkInteger(`${key}.inside`, range.inside, 0, MAX_ID);
+    const outside = checkInteger(`${key}.outside`, range.outside, 0, MAX_ID);
+    const count = checkInteger(`${key}.count`, range.count, 1, MAX_ID);
+    if (inside + count - 1 > MAX_ID || outside + count - 1 > MAX_ID) {
+      throw new OptionError(`invalid value for '${key}': the range exceeds the 32-bit ID space`, 'usage', { key, reason: 'out-of-range' });
+    }
+    return { inside, outside, count };
+  });
+}
+
+/**
+ * Checks one library option's value (never `undefined`): its type, then its limits. Throws an
+ * OptionError whose `key` names the option and whose `reason` says what is wrong.
+ */
+export function checkLibraryValue(key: string, value: unknown, check: ValueCheck): unknown {
+  switch (check.type) {
+    case 'boolean':
+      if (typeof value !== 'boolean') throw wrongType(key, 'a boolean');
+      return value;
+    case 'integer': {
+      const checked = checkInteger(key, value, check.min, check.max);
+      // virtio split queues must have a power-of-two size.
+      if (check.powerOfTwo === true && (checked & (checked - 1)) !== 0) throw invalid(key, String(checked), 'must be a power of two');
+      return checked;
+    }
+    case 'string':
+      return validateNonEmpty(key, checkString(key, value));
+    case 'tag':
+      return validateTag(key, checkString(key, value));
+    case 'enum':
+      return parseEnum(key, checkString(key, value), check.values);
+    case 'modcaps':
+      return parseModcaps(key, checkString(key, value));
+    case 'idRanges':
+      return checkIdRanges(key, value);
   }
 }
