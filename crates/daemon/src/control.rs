@@ -25,12 +25,21 @@ pub enum Event<'a> {
     Error {
         message: &'a str,
     },
+    /// The answer to [`Command::Stats`] with the same id.
+    Stats {
+        id: u64,
+        stats: &'a crate::stats::Snapshot,
+    },
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "camelCase")]
+#[serde(tag = "cmd", rename_all = "camelCase", deny_unknown_fields)]
 pub enum Command {
     Stop,
+    /// Asks for a [`Event::Stats`] reply carrying `id`.
+    Stats {
+        id: u64,
+    },
 }
 
 /// What ended the wait for commands.
@@ -91,10 +100,10 @@ pub fn encode(event: &Event<'_>) -> Option<Vec<u8>> {
     Some(line)
 }
 
-/// Blocks until the parent asks the device to stop or goes away. Lines that are not a known
-/// command are logged (so they reach the parent) and otherwise ignored, so a protocol mismatch
-/// is visible.
-pub fn wait_for_stop(reader: UnixStream) -> StopReason {
+/// Blocks until the parent asks the device to stop or goes away, answering `stats` commands
+/// with `on_stats` on the way. Lines that are not a known command are logged (so they reach the
+/// parent) and otherwise ignored, so a protocol mismatch is visible.
+pub fn wait_for_stop(reader: UnixStream, on_stats: &dyn Fn(u64)) -> StopReason {
     let mut lines = BufReader::new(reader);
     let mut line = String::new();
     loop {
@@ -103,6 +112,7 @@ pub fn wait_for_stop(reader: UnixStream) -> StopReason {
             Ok(0) | Err(_) => return StopReason::ParentGone,
             Ok(_) => match serde_json::from_str::<Command>(line.trim_end()) {
                 Ok(Command::Stop) => return StopReason::Requested,
+                Ok(Command::Stats { id }) => on_stats(id),
                 Err(e) => log::warn!(target: "control", "unknown control command: {e}"),
             },
         }
@@ -147,11 +157,29 @@ mod tests {
         theirs
             .write_all(b"{\"cmd\":\"bogus\"}\n{\"cmd\":\"stop\"}\n")
             .unwrap();
-        assert_eq!(wait_for_stop(reader), StopReason::Requested);
+        assert_eq!(wait_for_stop(reader, &|_| ()), StopReason::Requested);
 
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (_channel, reader) = ControlChannel::new(ours).unwrap();
         drop(theirs);
-        assert_eq!(wait_for_stop(reader), StopReason::ParentGone);
+        assert_eq!(wait_for_stop(reader, &|_| ()), StopReason::ParentGone);
+    }
+
+    #[test]
+    fn stats_commands_are_answered_in_order_until_stop() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (_channel, reader) = ControlChannel::new(ours).unwrap();
+        theirs
+            .write_all(
+                b"{\"cmd\":\"stats\",\"id\":7}\n{\"cmd\":\"stats\"}\n\
+                  {\"cmd\":\"stats\",\"id\":8,\"x\":1}\n{\"cmd\":\"stats\",\"id\":9}\n\
+                  {\"cmd\":\"stop\"}\n{\"cmd\":\"stats\",\"id\":10}\n",
+            )
+            .unwrap();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let reason = wait_for_stop(reader, &|id| asked.borrow_mut().push(id));
+        assert_eq!(reason, StopReason::Requested);
+        // Without an id, or with a field too many, a command is not one.
+        assert_eq!(*asked.borrow(), [7, 9]);
     }
 }

@@ -10,6 +10,7 @@ pub mod control;
 pub mod logger;
 pub mod output;
 pub mod socket;
+pub mod stats;
 
 mod run;
 mod sandbox;

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use virtiofsd_device::{DeviceConfig, DeviceEvents};
+use virtiofsd_device::{DeviceConfig, DeviceEvents, DeviceStats};
 use virtiofsd_passthrough::{CachePolicy, Config as FsConfig, FileHandleMode, PassthroughFs};
 
 use crate::config::{CacheMode, DaemonConfig, InodeFileHandles, SocketConfig};
@@ -13,6 +13,7 @@ use crate::control::{self, ControlChannel, Event, StopReason};
 use crate::logger::{self, LevelTable, Sink};
 use crate::sandbox;
 use crate::socket::{self, BoundSocket};
+use crate::stats::{Confinement, StatsSource};
 
 #[derive(Debug, thiserror::Error)]
 enum RunError {
@@ -157,6 +158,8 @@ fn serve(
         .flatten()
         .chain(bound.raw_fds())
         .collect();
+    // SAFETY: geteuid has no preconditions. Before the sandbox, which may map us to root.
+    let euid_at_start = unsafe { libc::geteuid() };
     let sandboxed = sandbox::enter(config, &keep, &remove_socket).map_err(RunError::Sandbox)?;
     if !sandboxed.host_paths_visible {
         // The same path may now name a file in the share; the waiting parent removes the socket.
@@ -170,14 +173,23 @@ fn serve(
     let server = Arc::new(virtiofsd_fuse::Server::new(fs));
 
     sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
+    let confinement = Confinement::record(config, euid_at_start);
     crate::seccomp::install(config).map_err(RunError::Seccomp)?;
+    let device_stats = Arc::new(DeviceStats::new(config.num_request_queues + 1));
+    let stats = Arc::new(StatsSource::new(
+        Arc::clone(&server),
+        Arc::clone(&device_stats),
+        confinement,
+        reporter.channel.clone(),
+        config.syslog,
+    ));
 
     // The first thread of the process: from here on no thread writes a record itself. Started
     // after the sandbox (which may fork: a thread would not survive into the child) and before
     // the queue threads, which must never wait for the parent to read.
     logger::start().map_err(|e| RunError::Setup("cannot start the log writer thread", e))?;
 
-    spawn_stop_watchers(commands, signals, &bound)?;
+    spawn_stop_watchers(commands, signals, &bound, &stats)?;
 
     let device_config = DeviceConfig {
         tag: config.tag.clone(),
@@ -197,8 +209,14 @@ fn serve(
         .listener
         .try_clone()
         .map_err(|e| RunError::Setup("cannot clone listener", e))?;
-    let result = virtiofsd_device::serve(listener, server, &device_config, reporter)
-        .map_err(RunError::Device);
+    let result = virtiofsd_device::serve_with_stats(
+        listener,
+        server,
+        &device_config,
+        reporter,
+        device_stats,
+    )
+    .map_err(RunError::Device);
     bound.remove_file();
     result
 }
@@ -240,14 +258,15 @@ fn fs_config(config: &DaemonConfig, fd_budget: usize) -> FsConfig {
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in this thread, before any other thread exists, so every
-/// thread inherits the mask and only the watcher thread receives them (through sigwait).
+/// Blocks SIGTERM, SIGINT and SIGHUP (stop) and SIGUSR1 (print statistics) in this thread,
+/// before any other thread exists, so every thread inherits the mask and only the watcher
+/// thread receives them (through sigwait).
 fn block_stop_signals() -> io::Result<libc::sigset_t> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use; the pointers are valid.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1] {
             libc::sigaddset(&mut set, sig);
         }
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -262,13 +281,15 @@ fn spawn_stop_watchers(
     commands: Option<UnixStream>,
     signals: libc::sigset_t,
     bound: &Arc<BoundSocket>,
+    stats: &Arc<StatsSource>,
 ) -> Result<(), RunError> {
     if let Some(commands) = commands {
         let sock = bound.clone();
+        let stats = Arc::clone(stats);
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                match control::wait_for_stop(commands) {
+                match control::wait_for_stop(commands, &|id| stats.reply(id)) {
                     StopReason::Requested => log::info!("stop requested"),
                     StopReason::ParentGone => log::info!("parent process gone; stopping"),
                 }
@@ -279,12 +300,19 @@ fn spawn_stop_watchers(
     }
 
     let sock = bound.clone();
+    let stats = Arc::clone(stats);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut sig: libc::c_int = 0;
-            // SAFETY: `signals` is an initialised set and `sig` is valid for writes.
-            while unsafe { libc::sigwait(&signals, &mut sig) } != 0 {}
+            loop {
+                // SAFETY: `signals` is an initialised set and `sig` is valid for writes.
+                while unsafe { libc::sigwait(&signals, &mut sig) } != 0 {}
+                if sig != libc::SIGUSR1 {
+                    break;
+                }
+                stats.print();
+            }
             log::info!("signal {sig} received; stopping");
             sock.remove_file();
             exit_now(0);

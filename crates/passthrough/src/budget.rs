@@ -39,6 +39,10 @@ impl FdBudget {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
 }
 
 impl Drop for FdToken {

@@ -3,6 +3,7 @@
 //! [`PassthroughFs`] implements [`virtiofsd_fuse::FileSystem`]; raw syscalls live in [`oslib`].
 
 mod budget;
+mod census;
 mod config;
 mod consts;
 mod credentials;
@@ -26,5 +27,6 @@ mod tests_locks;
 #[cfg(test)]
 mod tests_posix;
 
+pub use census::Census;
 pub use config::{CachePolicy, Config, FileHandleMode, UnknownCachePolicy, UnknownFileHandleMode};
 pub use fs::PassthroughFs;

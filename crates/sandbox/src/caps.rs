@@ -153,6 +153,23 @@ fn capset(effective: u64, permitted: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// The calling thread's effective capability set.
+pub fn effective() -> io::Result<u64> {
+    let d = capget()?;
+    Ok(d[0].effective as u64 | (d[1].effective as u64) << 32)
+}
+
+/// The names of the capabilities in `set` (numbers beyond [`NAMES`] as `cap_<number>`).
+pub fn names(set: u64) -> Vec<String> {
+    (0..64)
+        .filter(|cap| set & (1u64 << cap) != 0)
+        .map(|cap| match NAMES.get(cap) {
+            Some(name) => (*name).to_owned(),
+            None => format!("cap_{cap}"),
+        })
+        .collect()
+}
+
 fn permitted() -> io::Result<u64> {
     let d = capget()?;
     Ok(d[0].permitted as u64 | (d[1].permitted as u64) << 32)
@@ -212,6 +229,15 @@ mod tests {
         assert_eq!(number("cap_setfcap").unwrap(), 31);
         assert_eq!(number("checkpoint_restore").unwrap(), 40);
         assert!(number("sys_everything").is_err());
+    }
+
+    #[test]
+    fn sets_name_their_members() {
+        assert_eq!(
+            names(1 | 1 << 21 | 1 << 63),
+            ["chown", "sys_admin", "cap_63"]
+        );
+        assert!(names(0).is_empty());
     }
 
     #[test]

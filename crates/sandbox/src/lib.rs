@@ -53,9 +53,9 @@ pub struct Sandboxed {
 }
 
 /// Enters the sandbox. With [`Mode::Namespace`] this forks: the calling process becomes a
-/// waiter that forwards SIGTERM, SIGINT and SIGHUP to the serving process, runs `on_exit` after
-/// it ends (it still sees host paths) and exits with its status; only the serving process
-/// returns from here. Must be called before any thread is started.
+/// waiter that forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 to the serving process, runs
+/// `on_exit` after it ends (it still sees host paths) and exits with its status; only the
+/// serving process returns from here. Must be called before any thread is started.
 pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, SandboxError> {
     // Before anything else (and before any root change, while /dev/null is reachable), so no
     // process of the sandbox, waiting parents included, holds the embedder's descriptors.

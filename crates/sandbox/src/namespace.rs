@@ -180,8 +180,16 @@ pub(crate) fn private_proc_self_fd() -> Result<OwnedFd, SandboxError> {
     Ok(handle)
 }
 
-fn waiter_signals() -> [libc::c_int; 4] {
-    [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP]
+/// SIGCHLD, the stop signals, and SIGUSR1 (print statistics), which the waiter passes on: a
+/// management tool signals the pid it started, and that is the waiter.
+fn waiter_signals() -> [libc::c_int; 5] {
+    [
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+    ]
 }
 
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
@@ -218,7 +226,7 @@ fn set_mask(mask: &libc::sigset_t) -> io::Result<()> {
 }
 
 /// The waiting parent: holds no descriptor (so the control socket's end of file is the serving
-/// process's alone), forwards stop signals, and exits as the child did.
+/// process's alone), forwards stop signals and SIGUSR1, and exits as the child did.
 fn wait_forwarding(child: libc::pid_t, on_exit: &dyn Fn()) -> ! {
     sys::close_from(3);
     // Signalling its own child needs no capability; removing the socket file may need to get
