@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { OptionError } from './errors';
+import { DEFAULT_QUEUE_SIZE } from './generated/schema';
 import type { DeviceConfig, InodeFileHandleMode, LogTarget, SocketConfig } from './generated/schema';
 import { CliOptions, LIBRARY_OPTIONS } from './options';
 import {
@@ -68,8 +69,7 @@ export interface DeviceOptions {
   cwd?: string;
 }
 
-/** Upstream's virtqueue size. */
-export const DEFAULT_QUEUE_SIZE = 1024;
+export { DEFAULT_QUEUE_SIZE };
 
 /** Close spellings of `key` among the known keys (case or up to two edits apart), for the message. */
 function closestKey(key: string): string | undefined {

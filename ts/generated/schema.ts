@@ -14,6 +14,9 @@ export const MAX_REQUEST_QUEUES = 63;
 /** Smallest virtqueue size. */
 export const MIN_QUEUE_SIZE = 1;
 
+/** Upstream's virtqueue size, the default of `queueSize`. */
+export const DEFAULT_QUEUE_SIZE = 1024;
+
 /** Largest split virtqueue size; sizes must be powers of two. */
 export const MAX_QUEUE_SIZE = 32768;
 

@@ -15,6 +15,8 @@ pub const MIN_REQUEST_QUEUES: usize = 1;
 /// Queue-to-thread masks are 64 bits wide and the hiprio queue takes one bit.
 pub const MAX_REQUEST_QUEUES: usize = virtiofsd_device::MAX_REQUEST_QUEUES;
 pub const MIN_QUEUE_SIZE: u16 = 1;
+/// Upstream's virtqueue size, offered when the library caller names none.
+pub const DEFAULT_QUEUE_SIZE: u16 = virtiofsd_device::DEFAULT_QUEUE_SIZE;
 /// The largest split virtqueue; sizes must also be powers of two.
 pub const MAX_QUEUE_SIZE: u16 = virtiofsd_device::MAX_QUEUE_SIZE;
 /// More worker threads than this only add contention: requests are bounded by the queues.
@@ -58,6 +60,11 @@ pub const LIMITS: &[Limit] = &[
         name: "MIN_QUEUE_SIZE",
         value: MIN_QUEUE_SIZE as u64,
         doc: "Smallest virtqueue size.",
+    },
+    Limit {
+        name: "DEFAULT_QUEUE_SIZE",
+        value: DEFAULT_QUEUE_SIZE as u64,
+        doc: "Upstream's virtqueue size, the default of `queueSize`.",
     },
     Limit {
         name: "MAX_QUEUE_SIZE",
