@@ -9,15 +9,20 @@ import { escapeLogText } from './log';
 import { DeviceMessage, LineSplitter, LineTooLongError, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
 import { LogLevel } from './validate';
 
+/** How a device process ended: an exit code, or the signal that killed it (the other is `null`). */
 export interface ExitStatus {
   code: number | null;
   signal: NodeJS.Signals | null;
 }
 
+/** One log record of a device (or of the library about it, with target `virtiofsd`). */
 export interface LogRecord {
   level: Exclude<LogLevel, 'off'>;
+  /** The Rust module that logged it, as `RUST_LOG` names targets. */
   target: string;
+  /** Escaped: control characters appear as `\xNN`, so a record is always one line. */
   message: string;
+  /** When the library received it. */
   time: Date;
 }
 
@@ -43,6 +48,7 @@ export interface DeviceEvents {
   log: [record: LogRecord];
 }
 
+/** How to start one device (the second argument of `startDevice`). */
 export interface StartOptions {
   /** Give up (and kill the process) if it is not listening after this long. Default 10 s. */
   startTimeoutMs?: number;
@@ -65,7 +71,9 @@ export interface StartOptions {
   onSpawn?: (device: Device) => void;
 }
 
+/** How long a device may take to listen before `startDevice` kills it (`startTimeoutMs`). */
 export const DEFAULT_START_TIMEOUT_MS = 10_000;
+/** How long `stop()` waits for a clean exit before SIGKILL. */
 export const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 /** Descriptors of a library-started device: configuration in, control channel both ways. */
 const CONFIG_FD = 3;
@@ -264,9 +272,24 @@ export class Device extends EventEmitter<DeviceEvents> {
     return this;
   }
 
-  /** Node reaps its children itself, so the pid cannot have been reused before 'exit'. */
+  /**
+   * Node reaps its children itself, so the pid cannot have been reused before 'exit'. SIGKILL
+   * goes to the device's whole process group (it was spawned as the group's leader): a device
+   * killed while its sandbox forks would otherwise leave the new child running, since that child
+   * may not have asked for its parent-death signal yet. The kernel lets no fork escape a signal
+   * sent to the group.
+   */
   private signalProcess(signal: NodeJS.Signals): void {
-    if (this.status === null) this.child.kill(signal);
+    if (this.status !== null) return;
+    if (signal === 'SIGKILL' && this.pid > 0) {
+      try {
+        process.kill(-this.pid, signal);
+        return;
+      } catch {
+        // No such group (cannot happen while the leader is unreaped); signal the process itself.
+      }
+    }
+    this.child.kill(signal);
   }
 
   private onData(chunk: Buffer): void {

@@ -21,6 +21,7 @@ export interface RestartPolicy {
   resetAfterMs?: number;
 }
 
+/** The policy of `restart: true`; fields left out of a policy object take these values. */
 export const DEFAULT_RESTART_POLICY: Readonly<Required<RestartPolicy>> = Object.freeze({
   initialDelayMs: 500,
   maxDelayMs: 30_000,
@@ -28,6 +29,7 @@ export const DEFAULT_RESTART_POLICY: Readonly<Required<RestartPolicy>> = Object.
   resetAfterMs: 60_000,
 });
 
+/** Settings of a DeviceGroup, for all of its devices. */
 export interface DeviceGroupOptions {
   /** Start timeout for every device (see `StartOptions.startTimeoutMs`). */
   startTimeoutMs?: number;
@@ -37,6 +39,7 @@ export interface DeviceGroupOptions {
   signal?: AbortSignal;
 }
 
+/** Settings of one `DeviceGroup.add`. */
 export interface AddOptions {
   /** Cancels this device's start and, later, stops it (and any pending restart of it). */
   signal?: AbortSignal;

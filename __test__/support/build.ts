@@ -24,5 +24,9 @@ export function ensureBuilt(): void {
     const built = path.join(root, 'dist', name.replace(/\.ts$/, '.js'));
     return !fs.existsSync(built) || fs.statSync(built).mtimeMs < fs.statSync(path.join(root, 'ts', name)).mtimeMs;
   });
-  if (stale) execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+  if (stale || !fs.existsSync(path.join(root, 'dist', 'index.mjs'))) {
+    execFileSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'tsconfig.json')], { stdio: 'inherit' });
+    // The ES module entry is generated from the CommonJS one (as `npm run build:ts` does).
+    execFileSync(process.execPath, [path.join(root, 'scripts', 'esm-entry.mjs')], { stdio: 'inherit' });
+  }
 }
