@@ -235,12 +235,12 @@ test('group: concurrent adds of one name start one device; the other rejects', a
       group.add('same', { sharedDir: dir, socketPath: first }),
       group.add('same', { sharedDir: dir, socketPath: second }),
     ]);
-    const summary = outcomes.map((o) => o.status === 'fulfilled' ? 'fulfilled' : o.reason.name + ': ' + o.reason.message);
+    const summary = outcomes.map((o) => o.status === 'fulfilled' ? 'fulfilled' : o.reason.name + ' ' + o.reason.reason + ' ' + o.reason.key + ': ' + o.reason.message);
     const running = { first: processesOf(first).length > 0, second: processesOf(second).length > 0, secondSocket: fs.existsSync(second) };
     const statuses = Object.fromEntries(await group.stopAll());
     return { summary, running, statuses, left: processesOf(first).length };
   `);
-  t.deepEqual(result.summary, ['fulfilled', "OptionError: a device named 'same' is already in this group"]);
+  t.deepEqual(result.summary, ['fulfilled', "OptionError conflict name: a device named 'same' is already in this group"]);
   t.deepEqual(result.running, { first: true, second: false, secondSocket: false });
   t.deepEqual(result.statuses, { same: { code: 0, signal: null } });
   t.is(result.left, 0);
@@ -360,11 +360,32 @@ test('group: a removed name can be added again; the group signal stops everythin
     const removed = await group.remove('again');
     const device = await group.add('again', { sharedDir: dir, socketPath });
     controller.abort();
+    // A stopAll of its own, concurrent with the one the signal started, reports the same stop.
+    const concurrent = Object.fromEntries(await group.stopAll());
     const status = await device.exited;
     let late = null;
     try { await group.add('late', { sharedDir: dir, socketPath: path.join(dir, 'late.sock') }); } catch (e) { late = e.reason; }
     await sleep(50);
-    return { removed, status, late, size: group.devices.size, processes: processesOf(socketPath) };
+    return { removed, concurrent, status, late, size: group.devices.size, processes: processesOf(socketPath) };
   `);
-  t.deepEqual(result, { removed: { code: 0, signal: null }, status: { code: 0, signal: null }, late: 'aborted', size: 0, processes: [] });
+  t.deepEqual(result, {
+    removed: { code: 0, signal: null },
+    concurrent: { again: { code: 0, signal: null } },
+    status: { code: 0, signal: null },
+    late: 'aborted',
+    size: 0,
+    processes: [],
+  });
+});
+
+test('group: a restart policy with a bad value is an OptionError naming the key', async (t) => {
+  const { result } = await libraryScenario(`
+    return [{ initialDelayMs: -1 }, { maxRestarts: 'many' }].map((restart) => {
+      try { new lib.DeviceGroup({ restart }); return 'accepted'; } catch (e) { return [e.name, e.key, e.reason]; }
+    });
+  `);
+  t.deepEqual(result, [
+    ['OptionError', 'restart.initialDelayMs', 'out-of-range'],
+    ['OptionError', 'restart.maxRestarts', 'invalid-type'],
+  ]);
 });

@@ -105,9 +105,11 @@ interface Member {
 
 function nonNegativeNumber(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
-    throw new OptionError(`invalid value for 'restart.${name}': expected a number of at least 0`);
+  const key = `restart.${name}`;
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new OptionError(`invalid value for '${key}': expected a number`, 'usage', { key, reason: 'invalid-type' });
   }
+  if (value < 0) throw new OptionError(`invalid value for '${key}': must be at least 0`, 'usage', { key, reason: 'out-of-range' });
   return value;
 }
 
@@ -134,6 +136,8 @@ function statusOf(error: DeviceError, device: Device | null): ExitStatus {
  */
 export class DeviceGroup extends EventEmitter<DeviceGroupEvents> {
   private readonly members = new Map<string, Member>();
+  /** Removals in progress by name, so a concurrent remove or stopAll waits for them too. */
+  private readonly removals = new Map<string, Promise<ExitStatus | null>>();
   private readonly startTimeoutMs: number | undefined;
   private readonly policy: Required<RestartPolicy> | null;
   private readonly signal: AbortSignal | undefined;
@@ -164,7 +168,9 @@ export class DeviceGroup extends EventEmitter<DeviceGroupEvents> {
    * name again.
    */
   async add(name: string, options: DeviceOptions, add: AddOptions = {}): Promise<Device> {
-    if (this.members.has(name)) throw new OptionError(`a device named '${name}' is already in this group`);
+    if (this.members.has(name)) {
+      throw new OptionError(`a device named '${name}' is already in this group`, 'usage', { key: 'name', reason: 'conflict' });
+    }
     if (this.signal?.aborted) throw new DeviceAbortError('the device group was aborted', { cause: this.signal.reason });
     const cancel = new AbortController();
     const forwardAbort = (): void => cancel.abort(add.signal?.reason);
@@ -218,8 +224,20 @@ export class DeviceGroup extends EventEmitter<DeviceGroupEvents> {
    */
   async remove(name: string, timeoutMs: number = DEFAULT_STOP_TIMEOUT_MS): Promise<ExitStatus | null> {
     const member = this.members.get(name);
-    if (member === undefined) return null;
+    if (member === undefined) return (await this.removals.get(name)) ?? null;
     this.forget(member);
+    const removal = this.end(member, timeoutMs);
+    this.removals.set(name, removal);
+    try {
+      return await removal;
+    } finally {
+      if (this.removals.get(name) === removal) this.removals.delete(name);
+    }
+  }
+
+  /** Cancels whatever `member` is doing and resolves once its newest process has exited. */
+  private async end(member: Member, timeoutMs: number): Promise<ExitStatus | null> {
+    const name = member.name;
     member.cancel.abort(new DeviceAbortError(`device '${name}' was removed from its group`));
     if (member.restartTimer !== null) clearTimeout(member.restartTimer);
     member.restartTimer = null;
@@ -236,8 +254,10 @@ export class DeviceGroup extends EventEmitter<DeviceGroupEvents> {
    * resolves once none of their processes is left, with each last exit status by name.
    */
   async stopAll(timeoutMs: number = DEFAULT_STOP_TIMEOUT_MS): Promise<Map<string, ExitStatus>> {
-    const names = [...this.members.keys()];
+    const names = [...new Set([...this.members.keys(), ...this.removals.keys()])];
     const statuses = await Promise.all(names.map((name) => this.remove(name, timeoutMs)));
+    // A name removed and added again meanwhile may still have its old process ending.
+    await Promise.all([...this.removals.values()]);
     const result = new Map<string, ExitStatus>();
     names.forEach((name, index) => {
       const status = statuses[index];

@@ -14,6 +14,7 @@ export type {
 } from './group';
 export type { DeviceOptions } from './config';
 export { DeviceAbortError, DeviceError, NotSupportedError, OptionError } from './errors';
-export type { DeviceErrorDetails, DeviceErrorReason, OptionErrorKind } from './errors';
+export type { DeviceErrorDetails, DeviceErrorReason, OptionErrorKind, OptionErrorReason } from './errors';
 export { CAPABILITIES } from './help';
+export type { DeviceStats, QueueStats } from './stats';
 export type { CachePolicy, IdRange, LogLevel, SandboxMode, SeccompAction } from './validate';
