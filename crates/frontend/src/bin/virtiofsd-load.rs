@@ -2,6 +2,11 @@
 //!
 //! virtiofsd-load bench --socket PATH --workload W [--queues N] [--depth D] [--seconds S] [--ops N] [--json]
 //! virtiofsd-load probe --socket PATH
+//! virtiofsd-load hold --socket PATH [--creates N] [--write-bytes B] [--missing-lookups K]
+//!
+//! `hold` sends a known request mix (for checking a device's statistics), prints what it sent
+//! as one JSON line, and keeps the connection until its stdin closes: the device exits when its
+//! frontend goes away, so statistics must be read while the connection lasts.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,7 +18,8 @@ use virtiofsd_frontend::{Options, Session};
 const USAGE: &str = "usage:
   virtiofsd-load bench --socket PATH --workload W [--queues N] [--depth D] [--seconds S] [--ops N] [--json]
       W: lookup | create | readdirplus | randread | randwrite | seqread | seqwrite
-  virtiofsd-load probe --socket PATH";
+  virtiofsd-load probe --socket PATH
+  virtiofsd-load hold --socket PATH [--creates N] [--write-bytes B] [--missing-lookups K]";
 
 struct Args {
     command: String,
@@ -24,12 +30,15 @@ struct Args {
     seconds: f64,
     ops: Option<u64>,
     json: bool,
+    creates: u64,
+    write_bytes: u64,
+    missing_lookups: u64,
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
     let mut it = argv.iter();
     let command = it.next().ok_or("missing command")?.clone();
-    if command != "bench" && command != "probe" {
+    if !["bench", "probe", "hold"].contains(&command.as_str()) {
         return Err(format!("unknown command '{command}'"));
     }
     let mut a = Args {
@@ -41,6 +50,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         seconds: 5.0,
         ops: None,
         json: false,
+        creates: 1,
+        write_bytes: 0,
+        missing_lookups: 0,
     };
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -70,6 +82,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--queues" => a.queues = num(value()?)? as usize,
             "--depth" => a.depth = num(value()?)? as usize,
             "--ops" => a.ops = Some(num(value()?)?),
+            "--creates" => a.creates = num(value()?)?,
+            "--write-bytes" => a.write_bytes = num(value()?)?,
+            "--missing-lookups" => a.missing_lookups = num(value()?)?,
             "--seconds" => {
                 let v = value()?;
                 a.seconds = v
@@ -86,6 +101,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
     }
     if a.command == "bench" && a.workload.is_none() {
         return Err("--workload is required".into());
+    }
+    if a.command == "hold" && a.creates == 0 && a.write_bytes > 0 {
+        return Err("--write-bytes needs a file: --creates must be at least 1".into());
     }
     if a.queues == 0 || a.depth == 0 || a.depth > 64 {
         return Err("--queues must be at least 1 and --depth between 1 and 64".into());
@@ -127,6 +145,64 @@ fn probe(s: &mut Session) -> virtiofsd_frontend::Result<()> {
     Ok(())
 }
 
+/// Bytes per WRITE and READ of `hold`.
+const HOLD_CHUNK: u64 = 64 * 1024;
+
+/// `hold`: CREATE `creates` files (RELEASE all but the first), WRITE `write_bytes` into the
+/// first and READ them back in [`HOLD_CHUNK`] pieces, LOOKUP `missing_lookups` names that do
+/// not exist (each ENOENT); then print the request counts and wait for stdin to close.
+fn hold(s: &mut Session, a: &Args) -> virtiofsd_frontend::Result<()> {
+    s.init()?;
+    let tag = std::process::id();
+    let mut first = None;
+    for i in 0..a.creates {
+        let name = format!("stats-{tag}-{i}");
+        let (entry, open) = s.create(ROOT_ID, name.as_bytes(), libc::O_RDWR as u32, 0o644, 0)?;
+        match first {
+            None => first = Some((entry.nodeid, open.fh)),
+            Some(_) => s.release(entry.nodeid, open.fh)?,
+        }
+    }
+    let (mut writes, mut reads, mut read_bytes) = (0u64, 0u64, 0u64);
+    if let Some((node, fh)) = first {
+        let mut offset = 0;
+        while offset < a.write_bytes {
+            let len = HOLD_CHUNK.min(a.write_bytes - offset);
+            let data = vec![0x5a; len as usize];
+            let n = s.write(node, fh, offset, &data)?;
+            offset += u64::from(n);
+            writes += 1;
+        }
+        let mut offset = 0;
+        while offset < a.write_bytes {
+            let len = HOLD_CHUNK.min(a.write_bytes - offset) as u32;
+            read_bytes += s.read(node, fh, offset, len)?.len() as u64;
+            offset += u64::from(len);
+            reads += 1;
+        }
+    }
+    let mut enoent = 0u64;
+    for i in 0..a.missing_lookups {
+        let name = format!("missing-{tag}-{i}");
+        match s.lookup(ROOT_ID, name.as_bytes()) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => enoent += 1,
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    println!(
+        "{{\"creates\":{},\"releases\":{},\"writes\":{writes},\"bytesWritten\":{},\"reads\":{reads},\"bytesRead\":{read_bytes},\"lookups\":{},\"enoent\":{enoent}}}",
+        a.creates,
+        a.creates.saturating_sub(1),
+        a.write_bytes,
+        a.missing_lookups
+    );
+    use std::io::{Read, Write};
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let a = match parse(&argv) {
@@ -146,6 +222,9 @@ fn main() -> ExitCode {
         Session::connect_retry(&socket, &opts, Duration::from_secs(5)).and_then(|mut s| {
             if a.command == "probe" {
                 return probe(&mut s);
+            }
+            if a.command == "hold" {
+                return hold(&mut s, &a);
             }
             s.init()?;
             let workload = a.workload.expect("checked in parse");

@@ -229,6 +229,11 @@ impl Daemon {
         }
     }
 
+    /// The pid this harness started: what a management tool would signal.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The process that serves the device: follow first children down
     /// (ours: node CLI -> forked device; reference: itself or its sandboxed child).
     pub fn device_pid(&self) -> u32 {
