@@ -28,21 +28,37 @@ pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, Sandbo
     }
     // CLONE_NEWPID applies to children only: the serving process is the next one.
     fork_and_wait(on_exit)?;
-    sys::set_parent_death_signal(libc::SIGKILL);
     setup_root(opts.shared_dir)
 }
 
-/// Forks; the parent waits for the child and never returns, the child returns.
+/// Forks; the parent waits for the child and never returns, the child returns, bound to die
+/// with its parent.
 fn fork_and_wait(on_exit: &dyn Fn()) -> Result<(), SandboxError> {
+    // The parent holds the write end for its whole life: its death is end of file here, which
+    // closes the window between the fork and the child's PR_SET_PDEATHSIG (getppid cannot tell:
+    // across a PID namespace it reads 0 whoever the parent is).
+    let (alive_r, alive_w) = pipe()?;
     // Blocked before the fork so a child that ends at once still leaves SIGCHLD pending.
     let old = block(&waiter_signals()).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
     let pid = sys::fork().map_err(|e| SandboxError::Sys("fork", e));
     match pid {
         Ok(0) => {
+            drop(alive_w);
+            sys::set_parent_death_signal(libc::SIGKILL);
+            if parent_gone(&alive_r) {
+                // SAFETY: ends this forked child at once; nobody waits for it any more.
+                unsafe { libc::_exit(1) };
+            }
+            drop(alive_r);
             set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
             Ok(())
         }
-        Ok(child) => wait_forwarding(child, on_exit),
+        Ok(child) => {
+            drop(alive_r);
+            // Kept open until this process ends (wait_forwarding never returns).
+            let _alive = alive_w;
+            wait_forwarding(child, on_exit)
+        }
         Err(e) => {
             let _ = set_mask(&old);
             Err(e)
@@ -62,6 +78,9 @@ fn unshare_in_child_mapped_by_parent(
     match sys::fork().map_err(|e| SandboxError::Sys("fork", e))? {
         0 => {
             drop((ready_r, go_w));
+            // Before the handshake: a parent that dies after this kills us, one that died
+            // before never sends the go byte.
+            sys::set_parent_death_signal(libc::SIGKILL);
             set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
             sys::unshare(flags).map_err(|e| SandboxError::Sys("unshare", e))?;
             write_byte(&ready_w).map_err(|e| SandboxError::Sys("sync", e))?;
@@ -284,6 +303,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Whether the other end of `fd` (a pipe's read end) has been closed by every writer.
+fn parent_gone(fd: &OwnedFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout only samples the state.
+    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    n > 0 && pollfd.revents & libc::POLLHUP != 0
+}
+
 fn write_byte(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: one byte from a valid buffer.
     let n = unsafe { libc::write(fd.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
@@ -302,5 +333,21 @@ fn read_byte(fd: &OwnedFd) -> bool {
             continue;
         }
         return n == 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parent_is_gone_once_every_write_end_is_closed() {
+        let (r, w) = pipe().unwrap();
+        assert!(!parent_gone(&r), "the writer is still there");
+        // A byte in the pipe is not a departure.
+        write_byte(&w).unwrap();
+        assert!(!parent_gone(&r));
+        drop(w);
+        assert!(parent_gone(&r));
     }
 }
