@@ -8,6 +8,7 @@ import { deviceEnvironment, nativeArtifacts } from './native';
 import { escapeLogText } from './log';
 import { DeviceMessage, LineSplitter, LineTooLongError, ProtocolError, STOP_COMMAND, parseDeviceMessage } from './protocol';
 import { LogLevel } from './validate';
+import { DEFAULT_STATS_TIMEOUT_MS, DeviceStats, StatsRequests } from './stats';
 
 /** How a device process ended: an exit code, or the signal that killed it (the other is `null`). */
 export interface ExitStatus {
@@ -133,6 +134,8 @@ export class Device extends EventEmitter<DeviceEvents> {
   private referenced = true;
   /** Signals that `kill()` or `stop()` sent: an exit by one of them is not an error. */
   private readonly requestedSignals = new Set<NodeJS.Signals>();
+  /** `stats()` calls waiting for their replies. */
+  private readonly statsRequests = new StatsRequests();
 
   static {
     constructDevice = (child, config) => new Device(CONSTRUCTION_TOKEN, child, config);
@@ -220,6 +223,30 @@ export class Device extends EventEmitter<DeviceEvents> {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The device's statistics now (see `DeviceStats`): request counts, errors, bytes, latency per
+   * queue, what it holds, its confinement. Rejects with a DeviceError whose reason is `exited`
+   * when the process ends (or has ended) first, `timeout` without a reply within `timeoutMs`,
+   * `protocol` once the device broke the control protocol, and `misuse` with 64 calls already
+   * waiting.
+   */
+  stats(timeoutMs: number = DEFAULT_STATS_TIMEOUT_MS): Promise<DeviceStats> {
+    if (this.status !== null) {
+      return Promise.reject(new DeviceError(`device exited (${describeExit(this.status)})`, 'exited', this.status));
+    }
+    if (this.controlBroken) return Promise.reject(new DeviceError('the device broke the control protocol', 'protocol'));
+    return this.statsRequests.request(
+      (line) => {
+        if (!this.control.destroyed && this.control.writable) this.control.write(line, () => undefined);
+      },
+      timeoutMs,
+      (why) =>
+        why === 'timeout'
+          ? new DeviceError(`device ${this.pid} sent no stats within ${timeoutMs} ms`, 'timeout')
+          : new DeviceError('too many stats() calls waiting for this device', 'misuse'),
+    );
   }
 
   /** Sends a signal to the device process; a no-op once it has exited. */
@@ -349,6 +376,9 @@ export class Device extends EventEmitter<DeviceEvents> {
       case 'log':
         this.emitRecord(message.level, message.target, message.message);
         break;
+      case 'stats':
+        this.statsRequests.settle(message.id, message.stats);
+        break;
       case 'error': {
         const text = escapeLogText(message.message);
         this.fatal = text;
@@ -404,6 +434,7 @@ export class Device extends EventEmitter<DeviceEvents> {
     this.status = status;
     this.isConnected = false;
     this.control.destroy();
+    this.statsRequests.rejectAll(new DeviceError(`device exited (${describeExit(status)})`, 'exited', status));
     if (this.readyWaiter !== null) {
       this.readyWaiter.reject(this.startFailure(status));
       this.readyWaiter = null;

@@ -1,13 +1,15 @@
 // Control protocol between this process and a device process: newline-delimited JSON over a
 // socketpair. Parsing is strict so a confused peer is noticed instead of misread.
 import { LOG_LEVELS, LogLevel } from './validate';
+import { DeviceStats, StatsFormatError, parseDeviceStats, parseStatsId } from './stats';
 
 export type DeviceMessage =
   | { event: 'listening'; socket: string }
   | { event: 'connected' }
   | { event: 'disconnected' }
   | { event: 'log'; level: Exclude<LogLevel, 'off'>; target: string; message: string }
-  | { event: 'error'; message: string };
+  | { event: 'error'; message: string }
+  | { event: 'stats'; id: number; stats: DeviceStats };
 
 export class ProtocolError extends Error {
   constructor(message: string) {
@@ -50,6 +52,13 @@ export function parseDeviceMessage(line: string): DeviceMessage {
     }
     case 'error':
       return { event, message: field(record, 'message') };
+    case 'stats':
+      try {
+        return { event, id: parseStatsId(record.id), stats: parseDeviceStats(record.stats) };
+      } catch (error) {
+        if (error instanceof StatsFormatError) throw new ProtocolError(error.message);
+        throw error;
+      }
     default:
       throw new ProtocolError(`unknown control event '${event}'`);
   }
