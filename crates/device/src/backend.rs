@@ -1,5 +1,6 @@
 //! The vhost-user-fs backend: feature negotiation, config space and virtqueue processing.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, Ordering as AtomicOrdering};
@@ -319,6 +320,8 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         }
         let mem = self.memory();
         let limit = self.pool_limit(vring);
+        // One clock read per chain in a burst: a chain answered here ends when the next starts.
+        let clock = Cell::new(None);
         loop {
             if let Err(e) = vring.disable_notification() {
                 self.mark_broken(ctl, vring, queue_index, &QueueFault::from(e));
@@ -341,7 +344,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
                         return Ok(());
                     }
                 };
-                if let Err(fault) = self.serve_chain(vring, &mem, queue_index, ctl, chain) {
+                if let Err(fault) = self.serve_chain(vring, &mem, queue_index, ctl, chain, &clock) {
                     self.mark_broken(ctl, vring, queue_index, &fault);
                     return Ok(());
                 }
@@ -367,10 +370,11 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         queue_index: usize,
         ctl: &QueueCtl,
         chain: Chain,
+        clock: &Cell<Option<Instant>>,
     ) -> Result<(), QueueFault> {
         let head = chain.head_index();
         // From the pop to the used element; finished when dropped, on every path below.
-        let pending = Pending::start(self.stats.queue(queue_index));
+        let pending = Pending::start(self.stats.queue(queue_index), clock);
         guest_log!(
             log::Level::Debug,
             "queue {queue_index}: request in descriptor {head}"
