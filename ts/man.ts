@@ -47,7 +47,10 @@ export function manPage(table: readonly OptionSpec[] = OPTION_TABLE): string {
         'mount -t virtiofs TAG /mnt. Guest RAM must be shared memory (for QEMU, a memory-backend-memfd or ' +
         'memory-backend-file with share=on).',
       'The command line is that of upstream virtiofsd 1.13. The daemon serves one frontend connection and exits when ' +
-        'it disconnects; SIGTERM, SIGINT and SIGHUP stop it cleanly and remove the socket it created.',
+        'it disconnects; SIGTERM, SIGINT and SIGHUP stop it cleanly and remove the socket it created. SIGUSR1 ' +
+        'makes it print its statistics (requests and errors by opcode and errno, bytes, latency per queue, ' +
+        'inodes, handles and descriptors held, sandbox and seccomp state) as one JSON line on stderr, or with ' +
+        '--syslog to the system log, and go on serving.',
       NOT_SUPPORTED_NOTE,
       'The package\'s virtiofsd-descriptor command prints or installs the vhost-user backend descriptor ' +
         '(50-virtiofsd.json) through which libvirt finds this program.',
