@@ -34,29 +34,31 @@ pub fn enter(opts: &Options<'_>, on_exit: &dyn Fn()) -> Result<Sandboxed, Sandbo
 /// Forks; the parent waits for the child and never returns, the child returns, bound to die
 /// with its parent.
 fn fork_and_wait(on_exit: &dyn Fn()) -> Result<(), SandboxError> {
-    // The parent holds the write end for its whole life: its death is end of file here, which
-    // closes the window between the fork and the child's PR_SET_PDEATHSIG (getppid cannot tell:
-    // across a PID namespace it reads 0 whoever the parent is).
-    let (alive_r, alive_w) = pipe()?;
+    // Closes the window between the fork and the child's PR_SET_PDEATHSIG (getppid cannot tell:
+    // across a PID namespace it reads 0 whoever the parent is). The child arms the signal, then
+    // checks that the parent's end is still open, then says so; the parent keeps its end until
+    // then, and holds nothing afterwards.
+    let (armed_child, armed_parent) = socket_pair()?;
     // Blocked before the fork so a child that ends at once still leaves SIGCHLD pending.
     let old = block(&waiter_signals()).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
     let pid = sys::fork().map_err(|e| SandboxError::Sys("fork", e));
     match pid {
         Ok(0) => {
-            drop(alive_w);
+            drop(armed_parent);
             sys::set_parent_death_signal(libc::SIGKILL);
-            if parent_gone(&alive_r) {
+            if peer_gone(&armed_child) || write_byte(&armed_child).is_err() {
                 // SAFETY: ends this forked child at once; nobody waits for it any more.
                 unsafe { libc::_exit(1) };
             }
-            drop(alive_r);
+            drop(armed_child);
             set_mask(&old).map_err(|e| SandboxError::Sys("sigprocmask", e))?;
             Ok(())
         }
         Ok(child) => {
-            drop(alive_r);
-            // Kept open until this process ends (wait_forwarding never returns).
-            let _alive = alive_w;
+            drop(armed_child);
+            // A byte once armed, end of file if the child died first: either way, go on waiting.
+            let _ = read_byte(&armed_parent);
+            drop(armed_parent);
             wait_forwarding(child, on_exit)
         }
         Err(e) => {
@@ -303,8 +305,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Whether the other end of `fd` (a pipe's read end) has been closed by every writer.
-fn parent_gone(fd: &OwnedFd) -> bool {
+/// Whether the peer of `fd`, which never sends anything, has closed its end.
+fn peer_gone(fd: &OwnedFd) -> bool {
     let mut pollfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
@@ -312,7 +314,26 @@ fn parent_gone(fd: &OwnedFd) -> bool {
     };
     // SAFETY: one valid pollfd; a zero timeout only samples the state.
     let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    n > 0 && pollfd.revents & libc::POLLHUP != 0
+    // End of file reads as POLLIN (and POLLHUP once both directions are shut).
+    n > 0 && pollfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(SandboxError::Sys("socketpair", io::Error::last_os_error()));
+    }
+    // SAFETY: socketpair just created both descriptors; each is owned once.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn write_byte(fd: &OwnedFd) -> io::Result<()> {
@@ -341,13 +362,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_parent_is_gone_once_every_write_end_is_closed() {
-        let (r, w) = pipe().unwrap();
-        assert!(!parent_gone(&r), "the writer is still there");
-        // A byte in the pipe is not a departure.
-        write_byte(&w).unwrap();
-        assert!(!parent_gone(&r));
-        drop(w);
-        assert!(parent_gone(&r));
+    fn a_peer_is_gone_once_it_closed_its_end() {
+        let (ours, theirs) = socket_pair().unwrap();
+        assert!(!peer_gone(&ours), "the peer is still there");
+        // Our own byte towards the peer changes nothing on our side.
+        write_byte(&ours).unwrap();
+        assert!(!peer_gone(&ours));
+        drop(theirs);
+        assert!(peer_gone(&ours));
     }
 }
