@@ -107,7 +107,12 @@ pub fn run(config: DaemonConfig, control: Option<UnixStream>) -> i32 {
     logger::log_panics();
     let reporter = Reporter { channel };
     match serve(&config, &reporter, commands, log_fd) {
-        Ok(()) => 0,
+        Ok(()) => {
+            // The frontend left: its `disconnected` event and the last records are still queued
+            // for the log thread, and the process exits when this returns.
+            logger::flush(logger::EXIT_FLUSH);
+            0
+        }
         Err(e) => {
             let message = describe(&e);
             match &reporter.channel {
