@@ -6,8 +6,9 @@
 //! default that answers `ENOSYS`, so an operation a filesystem does not implement is reported to
 //! the guest rather than silently ignored.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::io::{ZeroCopyReader, ZeroCopyWriter};
@@ -20,8 +21,18 @@ pub type Handle = u64;
 /// The inode of the shared directory itself.
 pub const ROOT_ID: Inode = 1;
 
+/// The id a request's credentials carry when the guest's id is one the translation rules forbid
+/// (`--translate-uid forbid-guest:...`). No file can be owned by it (it is `(uid_t)-1`, which
+/// chown(2) reads as "leave alone"), and a filesystem must refuse to act as it with `EPERM`. The
+/// request itself still runs: what needs no credentials (a lookup, a read) works as for anyone
+/// else, as upstream virtiofsd does it.
+pub const FORBIDDEN_ID: u32 = u32::MAX;
+
 /// Who is asking: the credentials of the guest process behind the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The ids are host ids: the dispatcher has already applied the device's id translation, so a
+/// filesystem never translates. An id the rules forbid is [`FORBIDDEN_ID`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Context {
     pub uid: u32,
     pub gid: u32,
@@ -30,6 +41,21 @@ pub struct Context {
     /// `FUSE_EXT_GROUPS` request extension once `FUSE_CREATE_SUPP_GROUP` is negotiated (the
     /// kernel sends the one group that decides the new inode's group, if any).
     pub supplementary_gid: Option<u32>,
+    /// The security label the guest's LSM gives the inode a create-type request makes, sent in
+    /// the request extension once `FUSE_SECURITY_CTX` is negotiated. `None` for every other
+    /// request and when the guest has no label to give. Shared, so a clone of the context costs
+    /// a reference count, not a copy.
+    pub security_context: Option<Arc<SecurityContext>>,
+}
+
+/// A security label to set on a new inode: an extended attribute in the `security.` namespace
+/// (for example `security.selinux`) and its value, exactly as the guest kernel sent them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityContext {
+    /// The attribute name, at most `XATTR_NAME_MAX` bytes.
+    pub name: CString,
+    /// The value, at most `XATTR_SIZE_MAX` bytes and never empty.
+    pub value: Vec<u8>,
 }
 
 /// A looked-up or newly created inode, as the guest will cache it.
@@ -166,7 +192,7 @@ pub trait FileSystem: Send + Sync {
 
     fn batch_forget(&self, ctx: Context, requests: &[(Inode, u64)]) {
         for &(inode, count) in requests {
-            self.forget(ctx, inode, count);
+            self.forget(ctx.clone(), inode, count);
         }
     }
 

@@ -6,7 +6,9 @@
 //! implement [`filesystem::FileSystem`].
 
 pub mod abi;
+mod ext;
 pub mod filesystem;
+mod ids;
 pub mod io;
 pub mod memory;
 pub mod ratelimit;
@@ -17,5 +19,5 @@ mod stats_tests;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use filesystem::{Context, Entry, FileSystem};
+pub use filesystem::{Context, Entry, FileSystem, SecurityContext, FORBIDDEN_ID};
 pub use server::Server;

@@ -4,6 +4,10 @@
 //! Every request is validated before the filesystem sees it: the header length must match the bytes
 //! present, arguments must be complete, and names must be well-formed single path components.
 //! Malformed requests get an `EINVAL` reply where a reply is possible, and never panic.
+//!
+//! This is also where guest and host ids meet: the device's id translation is applied to every
+//! request before the filesystem sees it and to every reply before the guest does (the crate's
+//! private `ids` module), so a filesystem only ever deals in host ids.
 
 use std::ffi::CStr;
 use std::fmt;
@@ -13,11 +17,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use virtiofsd_policy::IdPolicy;
+
 use crate::abi::{self, *};
+use crate::ext;
 use crate::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, InitOptions, LockRequest, SetAttr, SetTime,
     XattrReply,
 };
+use crate::ids::WireIds;
 use crate::io::{ReplyWriter, RequestReader, ZeroCopyReader};
 use crate::stats::{self, RequestStats};
 
@@ -55,7 +63,6 @@ pub const DISPATCHER_UNSUPPORTED: u64 = FUSE_EXPORT_SUPPORT
     | FUSE_NO_OPENDIR_SUPPORT
     | FUSE_MAP_ALIGNMENT
     | FUSE_HAS_INODE_DAX
-    | FUSE_SECURITY_CTX
     | FUSE_PASSTHROUGH
     | FUSE_OVER_IO_URING
     | FUSE_REQUEST_TIMEOUT
@@ -192,6 +199,8 @@ pub struct Server<F: FileSystem> {
     negotiated: AtomicU64,
     /// Requests, errors and bytes, counted per thread (see [`crate::stats`]).
     stats: RequestStats,
+    /// The id translation applied to every request and reply (see [`crate::ids`]).
+    ids: WireIds,
 }
 
 impl<F: FileSystem> Server<F> {
@@ -202,7 +211,23 @@ impl<F: FileSystem> Server<F> {
             lifecycle: Mutex::new(()),
             negotiated: AtomicU64::new(0),
             stats: RequestStats::new(),
+            ids: WireIds::default(),
         }
+    }
+
+    /// Serves with `policy` translating ids between guest and host (`--translate-uid`,
+    /// `--translate-gid`): the filesystem sees host ids in every request (a guest id the rules
+    /// forbid as [`crate::filesystem::FORBIDDEN_ID`]; SETATTR giving a file to one answers
+    /// `EPERM`), the guest sees guest ids in every reply, and POSIX ACL values are rewritten
+    /// both ways. Without it ids are the same numbers on both sides.
+    pub fn with_id_policy(mut self, policy: IdPolicy) -> Self {
+        self.ids = WireIds::new(policy);
+        self
+    }
+
+    /// The id translation this server applies.
+    pub fn id_policy(&self) -> &IdPolicy {
+        self.ids.policy()
     }
 
     /// The request counters of this server.
@@ -319,7 +344,9 @@ impl<F: FileSystem> Server<F> {
             gid: h.gid,
             pid: h.pid,
             supplementary_gid: None,
+            security_context: None,
         };
+        self.ids.credentials_to_host(&mut ctx);
 
         let op = match opcode {
             Ok(Opcode::Init) => {
@@ -354,16 +381,18 @@ impl<F: FileSystem> Server<F> {
             return reply_error(&mut w, h.unique, libc::EINVAL);
         }
         let args = read_args(r, args_len)?;
-        if creates_inode(op) && self.negotiated_flags() & FUSE_CREATE_SUPP_GROUP != 0 {
-            let ext = read_args(r, ext_len)?;
-            match supplementary_group(&ext) {
-                Ok(gid) => ctx.supplementary_gid = gid,
-                Err(errno) => return reply_error(&mut w, h.unique, errno),
+        let wanted = self.extensions_wanted(op);
+        if wanted.any() {
+            let raw = read_args(r, ext_len)?;
+            if let Err(errno) = self.apply_extensions(&raw, wanted, &mut ctx) {
+                return reply_error(&mut w, h.unique, errno);
             }
         }
         let node = h.nodeid;
-        // What the operation took that the guest learns about only through the reply.
+        // What the operation took that the guest learns about only through the reply, and the
+        // credentials to give it back with (the operation consumes its own).
         let mut taken = Taken::default();
+        let undo_ctx = ctx.clone();
         let result = match op {
             Opcode::Read => return self.read(ctx, &h, &args, w),
             Opcode::Readdir | Opcode::Readdirplus => {
@@ -410,10 +439,40 @@ impl<F: FileSystem> Server<F> {
                     "request {}: {op:?} reply not delivered ({e}); undoing it",
                     h.unique
                 );
-                self.undo(ctx, taken);
+                self.undo(undo_ctx, taken);
             }
         }
         replied
+    }
+
+    /// The extension records `op` carries that the negotiated flags make the dispatcher read:
+    /// only create-type requests carry any, and a request with none wanted leaves its extension
+    /// area unread.
+    fn extensions_wanted(&self, op: Opcode) -> ext::Wanted {
+        if !creates_inode(op) {
+            return ext::Wanted::default();
+        }
+        let flags = self.negotiated_flags();
+        ext::Wanted {
+            groups: flags & FUSE_CREATE_SUPP_GROUP != 0,
+            security_context: flags & FUSE_SECURITY_CTX != 0,
+        }
+    }
+
+    /// Puts what a create-type request's extension area says into `ctx`: the supplementary
+    /// group, as a host id, and the security label.
+    fn apply_extensions(
+        &self,
+        raw: &[u8],
+        wanted: ext::Wanted,
+        ctx: &mut Context,
+    ) -> Result<(), i32> {
+        let found = ext::parse(raw, wanted)?;
+        ctx.supplementary_gid = found
+            .supplementary_gid
+            .map(|g| self.ids.supplementary_gid_to_host(g));
+        ctx.security_context = found.security_context;
+        Ok(())
     }
 
     /// Gives back what an operation took when its reply could not be delivered: the guest never
@@ -421,13 +480,16 @@ impl<F: FileSystem> Server<F> {
     fn undo(&self, ctx: Context, taken: Taken) {
         for t in taken.into_iter() {
             match t {
-                Undo::Forget { inode } => self.fs.forget(ctx, inode, 1),
+                Undo::Forget { inode } => self.fs.forget(ctx.clone(), inode, 1),
                 Undo::Release {
                     inode,
                     flags,
                     handle,
                 } => {
-                    if let Err(e) = self.fs.release(ctx, inode, flags, handle, false, None) {
+                    if let Err(e) = self
+                        .fs
+                        .release(ctx.clone(), inode, flags, handle, false, None)
+                    {
                         crate::guest_log!(log::Level::Debug, "undo RELEASE failed: {e}");
                     }
                 }
@@ -436,7 +498,7 @@ impl<F: FileSystem> Server<F> {
                     flags,
                     handle,
                 } => {
-                    if let Err(e) = self.fs.releasedir(ctx, inode, flags, handle) {
+                    if let Err(e) = self.fs.releasedir(ctx.clone(), inode, flags, handle) {
                         crate::guest_log!(log::Level::Debug, "undo RELEASEDIR failed: {e}");
                     }
                 }
@@ -557,7 +619,7 @@ impl<F: FileSystem> Server<F> {
             .lookup(ctx, parent, name)
             .map_err(|e| os_error(Opcode::Lookup, e))?;
         taken.entry(&entry);
-        Ok(entry_out(&entry).as_bytes().to_vec())
+        Ok(entry_out(&entry, &self.ids).as_bytes().to_vec())
     }
 
     fn getattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
@@ -567,17 +629,18 @@ impl<F: FileSystem> Server<F> {
             .fs
             .getattr(ctx, node, handle)
             .map_err(|e| os_error(Opcode::Getattr, e))?;
-        Ok(attr_out(&st, timeout).as_bytes().to_vec())
+        Ok(attr_out(&st, timeout, &self.ids).as_bytes().to_vec())
     }
 
     fn setattr(&self, ctx: Context, node: u64, args: &[u8]) -> OpResult {
         let (s, _) = arg::<SetattrIn>(args)?;
-        let (attr, handle) = decode_setattr(&s);
+        let (mut attr, handle) = decode_setattr(&s);
+        self.ids.owner_to_host(&mut attr)?;
         let (st, timeout) = self
             .fs
             .setattr(ctx, node, attr, handle)
             .map_err(|e| os_error(Opcode::Setattr, e))?;
-        Ok(attr_out(&st, timeout).as_bytes().to_vec())
+        Ok(attr_out(&st, timeout, &self.ids).as_bytes().to_vec())
     }
 
     fn symlink(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
@@ -588,7 +651,7 @@ impl<F: FileSystem> Server<F> {
             .symlink(ctx, target, parent, name)
             .map_err(|e| os_error(Opcode::Symlink, e))?;
         taken.entry(&entry);
-        Ok(entry_out(&entry).as_bytes().to_vec())
+        Ok(entry_out(&entry, &self.ids).as_bytes().to_vec())
     }
 
     fn mknod(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
@@ -599,7 +662,7 @@ impl<F: FileSystem> Server<F> {
             .mknod(ctx, parent, name, m.mode, m.rdev, m.umask)
             .map_err(|e| os_error(Opcode::Mknod, e))?;
         taken.entry(&entry);
-        Ok(entry_out(&entry).as_bytes().to_vec())
+        Ok(entry_out(&entry, &self.ids).as_bytes().to_vec())
     }
 
     fn mkdir(&self, ctx: Context, parent: u64, args: &[u8], taken: &mut Taken) -> OpResult {
@@ -610,7 +673,7 @@ impl<F: FileSystem> Server<F> {
             .mkdir(ctx, parent, name, m.mode, m.umask)
             .map_err(|e| os_error(Opcode::Mkdir, e))?;
         taken.entry(&entry);
-        Ok(entry_out(&entry).as_bytes().to_vec())
+        Ok(entry_out(&entry, &self.ids).as_bytes().to_vec())
     }
 
     fn remove(&self, ctx: Context, op: Opcode, parent: u64, args: &[u8]) -> OpResult {
@@ -648,7 +711,7 @@ impl<F: FileSystem> Server<F> {
             .link(ctx, l.oldnodeid, new_parent, name)
             .map_err(|e| os_error(Opcode::Link, e))?;
         taken.entry(&entry);
-        Ok(entry_out(&entry).as_bytes().to_vec())
+        Ok(entry_out(&entry, &self.ids).as_bytes().to_vec())
     }
 
     fn open(
@@ -693,7 +756,7 @@ impl<F: FileSystem> Server<F> {
             taken.handle(false, entry.inode, c.flags, handle);
         }
         taken.entry(&entry);
-        let mut out = entry_out(&entry).as_bytes().to_vec();
+        let mut out = entry_out(&entry, &self.ids).as_bytes().to_vec();
         out.extend_from_slice(open_out(handle, options).as_bytes());
         Ok(out)
     }
@@ -803,12 +866,12 @@ impl<F: FileSystem> Server<F> {
         let cap = (rd.size as usize).min(room).min(MAX_WRITE as usize);
         let mut buf: Vec<u8> = Vec::with_capacity(cap);
         let result = if op == Opcode::Readdir {
-            let mut add = |d: DirEntry<'_>| push_dirent(&mut buf, cap, None, &d);
+            let mut add = |d: DirEntry<'_>| push_dirent(&mut buf, cap, None, &d, &self.ids);
             self.fs
                 .readdir(ctx, node, rd.fh, rd.size, rd.offset, &mut add)
         } else {
             let mut add = |d: DirEntry<'_>, e: Entry| {
-                let used = push_dirent(&mut buf, cap, Some(&e), &d)?;
+                let used = push_dirent(&mut buf, cap, Some(&e), &d, &self.ids)?;
                 if used > 0 {
                     taken.entry(&e);
                 }
@@ -886,6 +949,7 @@ impl<F: FileSystem> Server<F> {
             .fs
             .getxattr(ctx, node, name, size)
             .map_err(|e| os_error(Opcode::Getxattr, e))?;
+        let value = self.ids.xattr_reply_to_guest(name, size, value)?;
         xattr_reply(value, size, |_| true)
     }
 
@@ -915,8 +979,9 @@ impl<F: FileSystem> Server<F> {
             return Err(libc::E2BIG);
         }
         let value = rest.get(..size as usize).ok_or(libc::EINVAL)?;
+        let value = self.ids.xattr_value_to_host(name, value)?;
         self.fs
-            .setxattr(ctx, node, name, value, flags, setxattr_flags)
+            .setxattr(ctx, node, name, &value, flags, setxattr_flags)
             .map_err(|e| os_error(Opcode::Setxattr, e))?;
         Ok(Vec::new())
     }
@@ -1050,7 +1115,7 @@ impl<F: FileSystem> Server<F> {
             taken.handle(false, entry.inode, c.flags, handle);
         }
         taken.entry(&entry);
-        let mut out = entry_out(&entry).as_bytes().to_vec();
+        let mut out = entry_out(&entry, &self.ids).as_bytes().to_vec();
         out.extend_from_slice(open_out(handle, options).as_bytes());
         Ok(out)
     }
@@ -1067,7 +1132,7 @@ impl<F: FileSystem> Server<F> {
             attr_valid_nsec: timeout.subsec_nanos(),
             flags: 0,
             spare: [0; 2],
-            stat: statx_from(&st),
+            stat: statx_from(&st, &self.ids),
         };
         Ok(out.as_bytes().to_vec())
     }
@@ -1180,40 +1245,13 @@ fn decode_lock(args: &[u8]) -> Result<LockRequest, i32> {
     })
 }
 
-/// Requests that create an inode, which carry the `FUSE_EXT_GROUPS` extension.
+/// Requests that create an inode, which carry the `FUSE_EXT_GROUPS` and security-context
+/// extensions.
 fn creates_inode(op: Opcode) -> bool {
     matches!(
         op,
         Opcode::Mknod | Opcode::Mkdir | Opcode::Create | Opcode::Symlink | Opcode::Tmpfile
     )
-}
-
-/// Finds the supplementary group in a request's extensions: a sequence of 8-byte aligned
-/// records, each an `ExtHeader` whose `size` covers the header. Unknown records are skipped.
-fn supplementary_group(mut ext: &[u8]) -> Result<Option<u32>, i32> {
-    let mut found = None;
-    while !ext.is_empty() {
-        let (h, _) = arg::<ExtHeader>(ext)?;
-        let size = h.size as usize;
-        if size < size_of::<ExtHeader>() || !size.is_multiple_of(8) || size > ext.len() {
-            return Err(libc::EINVAL);
-        }
-        let body = &ext[size_of::<ExtHeader>()..size];
-        if h.typ == FUSE_EXT_GROUPS {
-            let (g, groups) = arg::<SuppGroups>(body)?;
-            let count = g.nr_groups as usize;
-            if groups.len() / 4 < count {
-                return Err(libc::EINVAL);
-            }
-            if count > 0 {
-                let mut first = [0u8; 4];
-                first.copy_from_slice(&groups[..4]);
-                found = Some(u32::from_ne_bytes(first));
-            }
-        }
-        ext = &ext[size..];
-    }
-    Ok(found)
 }
 
 /// Parses a symlink target, which is an arbitrary non-empty path.
@@ -1235,6 +1273,7 @@ fn push_dirent(
     cap: usize,
     entry: Option<&Entry>,
     d: &DirEntry<'_>,
+    ids: &WireIds,
 ) -> io::Result<usize> {
     // The kernel rejects the whole reply with EIO for such names; fail the same way, early.
     if d.name.is_empty()
@@ -1261,7 +1300,7 @@ fn push_dirent(
         typ: d.file_type,
     };
     if let Some(e) = entry {
-        buf.extend_from_slice(entry_out(e).as_bytes());
+        buf.extend_from_slice(entry_out(e, ids).as_bytes());
     }
     buf.extend_from_slice(dirent.as_bytes());
     buf.extend_from_slice(d.name);
@@ -1362,7 +1401,7 @@ fn decode_setattr(s: &SetattrIn) -> (SetAttr, Option<u64>) {
 // `stat64` and `statvfs64` field types differ between architectures, so some casts are no-ops on
 // one and needed on another.
 #[allow(clippy::unnecessary_cast)]
-pub(crate) fn attr_from_stat(st: &libc::stat64, flags: u32) -> Attr {
+pub(crate) fn attr_from_stat(st: &libc::stat64, flags: u32, ids: &WireIds) -> Attr {
     Attr {
         ino: st.st_ino as u64,
         size: st.st_size as u64,
@@ -1375,8 +1414,8 @@ pub(crate) fn attr_from_stat(st: &libc::stat64, flags: u32) -> Attr {
         ctimensec: st.st_ctime_nsec as u32,
         mode: st.st_mode as u32,
         nlink: st.st_nlink as u32,
-        uid: st.st_uid as u32,
-        gid: st.st_gid as u32,
+        uid: ids.uid_to_guest(st.st_uid as u32),
+        gid: ids.gid_to_guest(st.st_gid as u32),
         rdev: st.st_rdev as u32,
         blksize: st.st_blksize as u32,
         flags,
@@ -1409,14 +1448,14 @@ fn sx_time(t: &libc::statx_timestamp) -> SxTime {
     }
 }
 
-fn statx_from(st: &libc::statx) -> Statx {
+fn statx_from(st: &libc::statx, ids: &WireIds) -> Statx {
     Statx {
         mask: st.stx_mask,
         blksize: st.stx_blksize,
         attributes: st.stx_attributes,
         nlink: st.stx_nlink,
-        uid: st.stx_uid,
-        gid: st.stx_gid,
+        uid: ids.uid_to_guest(st.stx_uid),
+        gid: ids.gid_to_guest(st.stx_gid),
         mode: st.stx_mode,
         spare0: 0,
         ino: st.stx_ino,
@@ -1435,7 +1474,7 @@ fn statx_from(st: &libc::statx) -> Statx {
     }
 }
 
-pub(crate) fn entry_out(e: &Entry) -> EntryOut {
+pub(crate) fn entry_out(e: &Entry, ids: &WireIds) -> EntryOut {
     EntryOut {
         nodeid: e.inode,
         generation: e.generation,
@@ -1443,16 +1482,16 @@ pub(crate) fn entry_out(e: &Entry) -> EntryOut {
         attr_valid: e.attr_timeout.as_secs(),
         entry_valid_nsec: e.entry_timeout.subsec_nanos(),
         attr_valid_nsec: e.attr_timeout.subsec_nanos(),
-        attr: attr_from_stat(&e.attr, e.attr_flags),
+        attr: attr_from_stat(&e.attr, e.attr_flags, ids),
     }
 }
 
-fn attr_out(st: &libc::stat64, timeout: Duration) -> AttrOut {
+fn attr_out(st: &libc::stat64, timeout: Duration, ids: &WireIds) -> AttrOut {
     AttrOut {
         attr_valid: timeout.as_secs(),
         attr_valid_nsec: timeout.subsec_nanos(),
         dummy: 0,
-        attr: attr_from_stat(st, 0),
+        attr: attr_from_stat(st, 0, ids),
     }
 }
 

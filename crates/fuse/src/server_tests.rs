@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use virtiofsd_policy::{IdMapping, IdRule, IdRuleKind};
+
 use super::*;
 use crate::filesystem::{AddDirEntry, AddDirEntryPlus, Handle, Inode, OpenOptions};
-use crate::filesystem::{FileLock, LockRequest, XattrReply};
+use crate::filesystem::{FileLock, LockRequest, SecurityContext, XattrReply, FORBIDDEN_ID};
 use crate::io::{ZeroCopyReader, ZeroCopyWriter};
 use crate::testing::*;
 
@@ -87,6 +89,8 @@ struct MockFs {
     written: Mutex<Vec<u8>>,
     destroyed: AtomicUsize,
     fail_reads: bool,
+    /// The context of every call that records one, in order.
+    seen: Mutex<Vec<Context>>,
 }
 
 impl MockFs {
@@ -98,15 +102,20 @@ impl MockFs {
             written: Mutex::new(Vec::new()),
             destroyed: AtomicUsize::new(0),
             fail_reads: false,
+            seen: Mutex::new(Vec::new()),
         }
     }
 
     fn rec(&self, s: String) {
         self.calls.lock().unwrap().push(s);
     }
+
+    fn saw(&self, ctx: &Context) {
+        self.seen.lock().unwrap().push(ctx.clone());
+    }
 }
 
-fn c(ctx: Context) -> String {
+fn c(ctx: &Context) -> String {
     format!("{}/{}/{}", ctx.uid, ctx.gid, ctx.pid)
 }
 
@@ -119,7 +128,8 @@ impl FileSystem for MockFs {
         self.destroyed.fetch_add(1, Ordering::SeqCst);
     }
     fn lookup(&self, ctx: Context, parent: Inode, name: &CStr) -> io::Result<Entry> {
-        self.rec(format!("lookup {} {parent} {name:?}", c(ctx)));
+        self.rec(format!("lookup {} {parent} {name:?}", c(&ctx)));
+        self.saw(&ctx);
         match name_error(name) {
             Some(e) => Err(e),
             None => Ok(entry(100)),
@@ -142,12 +152,13 @@ impl FileSystem for MockFs {
     }
     fn setattr(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         attr: SetAttr,
         handle: Option<Handle>,
     ) -> io::Result<(libc::stat64, Duration)> {
         self.rec(format!("setattr {inode} {attr:?} {handle:?}"));
+        self.saw(&ctx);
         Ok((stat(inode), Duration::from_secs(1)))
     }
     fn readlink(&self, _ctx: Context, inode: Inode) -> io::Result<Vec<u8>> {
@@ -156,17 +167,18 @@ impl FileSystem for MockFs {
     }
     fn symlink(
         &self,
-        _ctx: Context,
+        ctx: Context,
         target: &CStr,
         parent: Inode,
         name: &CStr,
     ) -> io::Result<Entry> {
         self.rec(format!("symlink {target:?} {parent} {name:?}"));
+        self.saw(&ctx);
         Ok(entry(101))
     }
     fn mknod(
         &self,
-        _ctx: Context,
+        ctx: Context,
         parent: Inode,
         name: &CStr,
         mode: u32,
@@ -174,17 +186,19 @@ impl FileSystem for MockFs {
         umask: u32,
     ) -> io::Result<Entry> {
         self.rec(format!("mknod {parent} {name:?} {mode:o} {rdev} {umask:o}"));
+        self.saw(&ctx);
         Ok(entry(102))
     }
     fn mkdir(
         &self,
-        _ctx: Context,
+        ctx: Context,
         parent: Inode,
         name: &CStr,
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
         self.rec(format!("mkdir {parent} {name:?} {mode:o} {umask:o}"));
+        self.saw(&ctx);
         Ok(entry(103))
     }
     fn unlink(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
@@ -211,12 +225,13 @@ impl FileSystem for MockFs {
     }
     fn link(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         new_parent: Inode,
         new_name: &CStr,
     ) -> io::Result<Entry> {
         self.rec(format!("link {inode} {new_parent} {new_name:?}"));
+        self.saw(&ctx);
         Ok(entry(inode))
     }
     fn open(
@@ -231,7 +246,7 @@ impl FileSystem for MockFs {
     }
     fn create(
         &self,
-        _ctx: Context,
+        ctx: Context,
         parent: Inode,
         name: &CStr,
         mode: u32,
@@ -242,6 +257,7 @@ impl FileSystem for MockFs {
         self.rec(format!(
             "create {parent} {name:?} {mode:o} {flags:#o} {umask:o} kill={kill_suidgid}"
         ));
+        self.saw(&ctx);
         Ok((entry(104), Some(78), abi::FOPEN_DIRECT_IO))
     }
     fn read(
@@ -409,12 +425,13 @@ impl FileSystem for MockFs {
     }
     fn getxattr(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         name: &CStr,
         size: u32,
     ) -> io::Result<XattrReply> {
         self.rec(format!("getxattr {inode} {name:?} {size}"));
+        self.saw(&ctx);
         xattr_answer(name.to_bytes())
     }
     fn listxattr(&self, _ctx: Context, inode: Inode, size: u32) -> io::Result<XattrReply> {
@@ -427,7 +444,7 @@ impl FileSystem for MockFs {
     }
     fn setxattr(
         &self,
-        _ctx: Context,
+        ctx: Context,
         inode: Inode,
         name: &CStr,
         value: &[u8],
@@ -437,6 +454,7 @@ impl FileSystem for MockFs {
         self.rec(format!(
             "setxattr {inode} {name:?} {value:?} {flags} {setxattr_flags}"
         ));
+        self.saw(&ctx);
         Ok(())
     }
     fn removexattr(&self, _ctx: Context, inode: Inode, name: &CStr) -> io::Result<()> {
@@ -487,7 +505,7 @@ impl FileSystem for MockFs {
         Ok(length as usize + 7)
     }
     fn syncfs(&self, ctx: Context, inode: Inode) -> io::Result<()> {
-        self.rec(format!("syncfs {} {inode}", c(ctx)));
+        self.rec(format!("syncfs {} {inode}", c(&ctx)));
         Ok(())
     }
     fn getlk(&self, _ctx: Context, inode: Inode, request: LockRequest) -> io::Result<FileLock> {
@@ -525,6 +543,7 @@ impl FileSystem for MockFs {
             "tmpfile {parent} {mode:o} {flags:#o} {umask:o} {:?}",
             ctx.supplementary_gid
         ));
+        self.saw(&ctx);
         Ok((entry(105), Some(79), abi::FOPEN_KEEP_CACHE))
     }
     fn statx(
@@ -546,6 +565,9 @@ impl FileSystem for MockFs {
         st.stx_btime.tv_nsec = 88;
         st.stx_dev_major = 8;
         st.stx_rdev_minor = 3;
+        // Host ids inside the test policy's map rules (guest 1005 and 1001).
+        st.stx_uid = 100_005;
+        st.stx_gid = 200_001;
         Ok((st, Duration::new(4, 9)))
     }
 }
@@ -558,6 +580,8 @@ fn xattr_answer(name: &[u8]) -> io::Result<XattrReply> {
         b"user.huge-size" => Ok(XattrReply::Size(1 << 20)),
         b"user.big" => Ok(XattrReply::Data(vec![b'b'; 100])),
         b"user.missing" => Err(io::Error::from_raw_os_error(libc::ENODATA)),
+        b"system.posix_acl_access" => Ok(XattrReply::Data(host_acl())),
+        b"system.posix_acl_default" => Ok(XattrReply::Data(b"not an ACL".to_vec())),
         _ => Ok(XattrReply::Data(b"value".to_vec())),
     }
 }
@@ -1901,12 +1925,10 @@ fn init_passes_lock_xattr_and_group_flags_through() {
         | FUSE_POSIX_ACL;
     let s = ready_with(wants);
     assert_eq!(s.negotiated_flags() & wants, wants);
-    // Still never negotiated: the dispatcher does not decode security contexts.
-    let s = ready_with(0);
-    let mut fs = MockFs::new();
-    fs.wants = FUSE_SECURITY_CTX;
-    drop(s);
-    let s = Server::new(fs);
+    // Security labels are the filesystem's choice: agreed when it asks, not otherwise.
+    let s = ready_with(FUSE_SECURITY_CTX);
+    assert_ne!(s.negotiated_flags() & FUSE_SECURITY_CTX, 0);
+    let s = Server::new(MockFs::new());
     ok(
         &call(&s, init_request(1, OFFERED | FUSE_SECURITY_CTX), ROOM).unwrap(),
         1,
@@ -2696,4 +2718,720 @@ fn taken_keeps_push_order_inline_and_spilled() {
             Undo::Forget { inode: 10 },
         ]
     );
+}
+
+// ---- id translation at the wire boundary ----
+
+fn id_rule(first: u32, count: u32, kind: IdRuleKind, target: u32) -> IdRule {
+    IdRule {
+        first,
+        count,
+        kind,
+        target,
+    }
+}
+
+/// uids: guest 0 squashed to host 65534, guest 1000..1010 mapped to host 100000.., guest 5000
+/// forbidden; host 7 (the mock's owner) shown as guest 700.
+/// gids: guest 1001 mapped to host 200001, guest 6000 forbidden; host 8 shown as guest 800.
+fn test_policy() -> IdPolicy {
+    use IdRuleKind::*;
+    IdPolicy {
+        uid: IdMapping::new(
+            vec![
+                id_rule(0, 1, Squash, 65534),
+                id_rule(1000, 10, Range, 100_000),
+                id_rule(5000, 1, Fail, 0),
+            ],
+            vec![
+                id_rule(7, 1, Squash, 700),
+                id_rule(100_000, 10, Range, 1000),
+            ],
+        )
+        .unwrap(),
+        gid: IdMapping::new(
+            vec![id_rule(1001, 1, Range, 200_001), id_rule(6000, 1, Fail, 0)],
+            vec![id_rule(8, 1, Range, 800), id_rule(200_001, 1, Range, 1001)],
+        )
+        .unwrap(),
+    }
+}
+
+fn ready_policy(policy: IdPolicy, wants: u64) -> Server<MockFs> {
+    let mut fs = MockFs::new();
+    fs.wants = wants;
+    let s = Server::new(fs).with_id_policy(policy);
+    ok(
+        &call(&s, init_request(1, OFFERED | wants), ROOM).unwrap(),
+        1,
+    );
+    assert_eq!(s.negotiated_flags() & wants, wants);
+    calls(&s);
+    seen(&s);
+    s
+}
+
+/// The contexts the filesystem was given since the last call.
+fn seen(s: &Server<MockFs>) -> Vec<Context> {
+    std::mem::take(&mut *s.fs().seen.lock().unwrap())
+}
+
+fn last_seen(s: &Server<MockFs>) -> Context {
+    seen(s).pop().expect("the filesystem was called")
+}
+
+/// `req` as sent by guest `uid`:`gid`.
+fn as_guest(mut req: Vec<u8>, uid: u32, gid: u32) -> Vec<u8> {
+    req[24..28].copy_from_slice(&uid.to_ne_bytes());
+    req[28..32].copy_from_slice(&gid.to_ne_bytes());
+    req
+}
+
+fn owner(a: &Attr) -> (u32, u32) {
+    (a.uid, a.gid)
+}
+
+const ACL_USER_OBJ: u16 = 0x01;
+const ACL_USER: u16 = 0x02;
+const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
+const ACL_MASK: u16 = 0x10;
+const ACL_OTHER: u16 = 0x20;
+const ACL_UNDEFINED: u32 = u32::MAX;
+
+/// A `posix_acl_xattr` value (version 2, then `{ tag, perm, id }` entries, little-endian).
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+/// The ACL the mock reads back for `system.posix_acl_access`, in host ids.
+fn host_acl() -> Vec<u8> {
+    acl(&[
+        (ACL_USER_OBJ, 7, ACL_UNDEFINED),
+        (ACL_USER, 6, 100_003),
+        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED),
+        (ACL_GROUP, 4, 8),
+        (ACL_MASK, 7, ACL_UNDEFINED),
+        (ACL_OTHER, 0, ACL_UNDEFINED),
+    ])
+}
+
+fn setattr_in(valid: u32, uid: u32, gid: u32) -> SetattrIn {
+    SetattrIn {
+        valid,
+        uid,
+        gid,
+        ..Default::default()
+    }
+}
+
+fn xattr_set(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut args = SetxattrInCompat {
+        size: value.len() as u32,
+        flags: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    args.extend_from_slice(name);
+    args.push(0);
+    args.extend_from_slice(value);
+    args
+}
+
+#[test]
+fn every_reply_with_attributes_shows_guest_ids() {
+    let s = ready_policy(test_policy(), 0);
+    let guest = (700, 800);
+    let entry_of = |payload: Vec<u8>| -> EntryOut { decode(&payload[..size_of::<EntryOut>()]) };
+
+    let out = entry_of(ok(&send(&s, Opcode::Lookup, 1, &[b"f\0"]), 42));
+    assert_eq!(owner(&out.attr), guest, "LOOKUP");
+    let g = GetattrIn::default();
+    let out: AttrOut = decode(&ok(&send(&s, Opcode::Getattr, 5, &[g.as_bytes()]), 42));
+    assert_eq!(owner(&out.attr), guest, "GETATTR");
+    let sa = setattr_in(FATTR_MODE, 0, 0);
+    let out: AttrOut = decode(&ok(&send(&s, Opcode::Setattr, 5, &[sa.as_bytes()]), 42));
+    assert_eq!(owner(&out.attr), guest, "SETATTR");
+
+    let payload = ok(
+        &send(
+            &s,
+            Opcode::Readdirplus,
+            1,
+            &[read_in(55, 0, 4096).as_bytes()],
+        ),
+        42,
+    );
+    let entries = parse_dirents(&payload, true);
+    assert_eq!(entries.len(), DIR.len());
+    for (e, d, _) in &entries[2..] {
+        assert_eq!(owner(&e.unwrap().attr), guest, "READDIRPLUS {}", d.ino);
+    }
+
+    let cr = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o100600,
+        umask: 0,
+        open_flags: 0,
+    };
+    let m = MknodIn {
+        mode: libc::S_IFIFO | 0o600,
+        ..Default::default()
+    };
+    let d = MkdirIn {
+        mode: 0o700,
+        umask: 0,
+    };
+    let l = LinkIn { oldnodeid: 9 };
+    let creates: [(Opcode, Vec<&[u8]>); 6] = [
+        (Opcode::Create, vec![cr.as_bytes(), b"f\0"]),
+        (Opcode::Mknod, vec![m.as_bytes(), b"p\0"]),
+        (Opcode::Mkdir, vec![d.as_bytes(), b"d\0"]),
+        (Opcode::Symlink, vec![b"ln\0", b"target\0"]),
+        (Opcode::Link, vec![l.as_bytes(), b"hard\0"]),
+        (Opcode::Tmpfile, vec![cr.as_bytes(), b"/\0"]),
+    ];
+    for (op, args) in creates {
+        let out = entry_of(ok(&send(&s, op, 1, &args), 42));
+        assert_eq!(owner(&out.attr), guest, "{op:?}");
+    }
+
+    let x = StatxIn {
+        sx_mask: libc::STATX_BASIC_STATS,
+        ..Default::default()
+    };
+    let out: StatxOut = decode(&ok(&send(&s, Opcode::Statx, 8, &[x.as_bytes()]), 42));
+    assert_eq!((out.stat.uid, out.stat.gid), (1005, 1001), "STATX");
+}
+
+#[test]
+fn the_filesystem_sees_host_credentials() {
+    let s = ready_policy(test_policy(), FUSE_CREATE_SUPP_GROUP);
+    let lookup = |uid, gid| {
+        let req = as_guest(request(Opcode::Lookup as u32, 42, 1, &[b"f\0"]), uid, gid);
+        ok(&call(&s, req, ROOM).unwrap(), 42);
+        let ctx = last_seen(&s);
+        assert_eq!(ctx.pid, TEST_PID);
+        (ctx.uid, ctx.gid)
+    };
+    assert_eq!(lookup(TEST_UID, TEST_GID), (100_000, 200_001));
+    assert_eq!(lookup(1009, 1001), (100_009, 200_001));
+    assert_eq!(lookup(0, 0), (65534, 0));
+    // Not covered by any rule: the same number on the host.
+    assert_eq!(lookup(1010, 3000), (1010, 3000));
+    // Forbidden ids still look up (reads work); acting as them is the filesystem's to refuse.
+    assert_eq!(lookup(5000, 6000), (FORBIDDEN_ID, FORBIDDEN_ID));
+
+    // The supplementary group of a create arrives in the extension area, and is a host id too.
+    let d = MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    };
+    for (guest, host) in [(1001, 200_001), (6000, FORBIDDEN_ID), (4, 4)] {
+        let req = with_ext(
+            Opcode::Mkdir,
+            1,
+            &[d.as_bytes(), b"d\0"],
+            &groups_ext(&[guest]),
+        );
+        ok(&call(&s, req, ROOM).unwrap(), 42);
+        let ctx = last_seen(&s);
+        assert_eq!(
+            (ctx.uid, ctx.gid, ctx.supplementary_gid),
+            (100_000, 200_001, Some(host)),
+            "supplementary group {guest}"
+        );
+    }
+}
+
+#[test]
+fn setattr_gives_files_to_host_ids_and_refuses_forbidden_ones() {
+    let s = ready_policy(test_policy(), 0);
+    let chown = |valid, uid, gid| {
+        send(
+            &s,
+            Opcode::Setattr,
+            5,
+            &[setattr_in(valid, uid, gid).as_bytes()],
+        )
+    };
+    ok(&chown(FATTR_UID | FATTR_GID, 1003, 1001), 42);
+    let call = last_call(&s);
+    assert!(
+        call.contains("uid: Some(100003), gid: Some(200001)"),
+        "{call}"
+    );
+    ok(&chown(FATTR_UID, 0, 6000), 42);
+    let call = last_call(&s);
+    // The gid is not being set, so its (forbidden) value does not matter.
+    assert!(call.contains("uid: Some(65534), gid: None"), "{call}");
+    // Acting on a forbidden id: EPERM, and the filesystem is not asked.
+    assert_eq!(errno(&chown(FATTR_UID, 5000, 0)), libc::EPERM);
+    assert_eq!(errno(&chown(FATTR_GID, 0, 6000)), libc::EPERM);
+    assert_eq!(
+        errno(&chown(FATTR_UID | FATTR_GID, 1000, 6000)),
+        libc::EPERM
+    );
+    assert!(calls(&s).is_empty());
+}
+
+#[test]
+fn acl_values_are_translated_both_ways() {
+    let s = ready_policy(test_policy(), 0);
+    let guest_acl = acl(&[
+        (ACL_USER_OBJ, 7, ACL_UNDEFINED),
+        (ACL_USER, 6, 1002),
+        (ACL_USER, 4, 3000),
+        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED),
+        (ACL_GROUP, 5, 1001),
+        (ACL_MASK, 7, ACL_UNDEFINED),
+        (ACL_OTHER, 0, ACL_UNDEFINED),
+    ]);
+    // Guest 1002 is host 100002 and now sorts after the unmapped 3000, as the kernel wants.
+    let stored = acl(&[
+        (ACL_USER_OBJ, 7, ACL_UNDEFINED),
+        (ACL_USER, 4, 3000),
+        (ACL_USER, 6, 100_002),
+        (ACL_GROUP_OBJ, 5, ACL_UNDEFINED),
+        (ACL_GROUP, 5, 200_001),
+        (ACL_MASK, 7, ACL_UNDEFINED),
+        (ACL_OTHER, 0, ACL_UNDEFINED),
+    ]);
+    for name in [
+        b"system.posix_acl_access".as_slice(),
+        b"system.posix_acl_default",
+    ] {
+        ok(
+            &send(&s, Opcode::Setxattr, 9, &[&xattr_set(name, &guest_acl)]),
+            42,
+        );
+        assert!(last_call(&s).contains(&format!("{stored:?}")));
+    }
+    // A forbidden id in an entry, and a value that is no ACL, are refused before the filesystem.
+    let forbidden = acl(&[(ACL_USER, 6, 5000), (ACL_MASK, 7, ACL_UNDEFINED)]);
+    let set = |value: &[u8]| {
+        send(
+            &s,
+            Opcode::Setxattr,
+            9,
+            &[&xattr_set(b"system.posix_acl_access", value)],
+        )
+    };
+    assert_eq!(errno(&set(&forbidden)), libc::EPERM);
+    assert_eq!(errno(&set(b"\x02\0\0\0\x02\0")), libc::EINVAL);
+    assert!(calls(&s).is_empty());
+    // Other names are values like any other, whatever they look like.
+    ok(
+        &send(
+            &s,
+            Opcode::Setxattr,
+            9,
+            &[&xattr_set(b"user.acl", &forbidden)],
+        ),
+        42,
+    );
+    assert!(last_call(&s).contains(&format!("{forbidden:?}")));
+
+    // Reading: host 100003 is guest 1003, host group 8 is guest 800.
+    let get = |name: &[u8], size: u32| {
+        let n = [name, b"\0"].concat();
+        send(&s, Opcode::Getxattr, 9, &[getxattr_in(size).as_bytes(), &n])
+    };
+    let value = ok(&get(b"system.posix_acl_access", 1000), 42);
+    assert_eq!(
+        value,
+        acl(&[
+            (ACL_USER_OBJ, 7, ACL_UNDEFINED),
+            (ACL_USER, 6, 1003),
+            (ACL_GROUP_OBJ, 5, ACL_UNDEFINED),
+            (ACL_GROUP, 4, 800),
+            (ACL_MASK, 7, ACL_UNDEFINED),
+            (ACL_OTHER, 0, ACL_UNDEFINED),
+        ])
+    );
+    // A buffer exactly the host value's size is enough: translation never lengthens it.
+    let exact = host_acl().len() as u32;
+    assert_eq!(ok(&get(b"system.posix_acl_access", exact), 42), value);
+    // A size query answers the host's size, untouched.
+    let out: GetxattrOut = decode(&ok(&get(b"system.posix_acl_access", 0), 42));
+    assert_eq!(out.size, exact);
+    // A malformed ACL from the filesystem is its fault: EIO.
+    assert_eq!(errno(&get(b"system.posix_acl_default", 100)), libc::EIO);
+    assert_eq!(ok(&get(b"user.x", 100), 42), b"value");
+}
+
+#[test]
+fn the_identity_policy_changes_no_byte() {
+    let plain = ready();
+    let explicit = ready_policy(IdPolicy::default(), 0);
+    assert!(explicit.id_policy().is_identity());
+    assert!(!ready_policy(test_policy(), 0).id_policy().is_identity());
+    let x = StatxIn::default();
+    let requests: Vec<(Opcode, Vec<Vec<u8>>)> = vec![
+        (Opcode::Lookup, vec![b"f\0".to_vec()]),
+        (
+            Opcode::Getattr,
+            vec![GetattrIn::default().as_bytes().to_vec()],
+        ),
+        (Opcode::Statx, vec![x.as_bytes().to_vec()]),
+        (
+            Opcode::Readdirplus,
+            vec![read_in(55, 0, 4096).as_bytes().to_vec()],
+        ),
+        (
+            Opcode::Getxattr,
+            vec![
+                getxattr_in(100).as_bytes().to_vec(),
+                b"system.posix_acl_access\0".to_vec(),
+            ],
+        ),
+        (
+            Opcode::Getxattr,
+            vec![
+                getxattr_in(100).as_bytes().to_vec(),
+                b"system.posix_acl_default\0".to_vec(),
+            ],
+        ),
+    ];
+    for (op, args) in &requests {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        let a = send(&plain, *op, 5, &args);
+        assert_eq!(a, send(&explicit, *op, 5, &args), "{op:?}");
+    }
+    // The host's ids and values as they are: owner 7:8, the mock's ACL bytes, and even a
+    // malformed ACL (the host judged it, not the dispatcher).
+    let out: AttrOut = decode(&ok(
+        &send(
+            &explicit,
+            Opcode::Getattr,
+            5,
+            &[GetattrIn::default().as_bytes()],
+        ),
+        42,
+    ));
+    assert_eq!(owner(&out.attr), (7, 8));
+    let n = b"system.posix_acl_access\0";
+    let v = ok(
+        &send(
+            &explicit,
+            Opcode::Getxattr,
+            5,
+            &[getxattr_in(100).as_bytes(), n],
+        ),
+        42,
+    );
+    assert_eq!(v, host_acl());
+    let junk = b"\x02\0\0\0\x02\0";
+    ok(
+        &send(
+            &explicit,
+            Opcode::Setxattr,
+            9,
+            &[&xattr_set(b"system.posix_acl_access", junk)],
+        ),
+        42,
+    );
+    assert!(last_call(&explicit).contains(&format!("{junk:?}")));
+    // Credentials and new owners are not touched, the sentinel included.
+    let req = as_guest(request(Opcode::Lookup as u32, 42, 1, &[b"f\0"]), 5000, 0);
+    ok(&call(&explicit, req, ROOM).unwrap(), 42);
+    let ctx = seen(&explicit).pop().unwrap();
+    assert_eq!((ctx.uid, ctx.gid), (5000, 0));
+    let sa = setattr_in(FATTR_UID | FATTR_GID, 5000, 6000);
+    ok(&send(&explicit, Opcode::Setattr, 5, &[sa.as_bytes()]), 42);
+    assert!(last_call(&explicit).contains("uid: Some(5000), gid: Some(6000)"));
+}
+
+// ---- security labels (FUSE_SECURITY_CTX) ----
+
+const SELINUX: &[u8] = b"security.selinux";
+const LABEL: &[u8] = b"system_u:object_r:container_file_t:s0\0";
+
+/// A security-context extension with `nr` in the type field and one record, laid out as the
+/// kernel lays it out: `fuse_secctx { size, padding }`, the name and its NUL, the value, padding.
+fn secctx_ext(nr: u32, name: &[u8], value: &[u8]) -> Vec<u8> {
+    let record = (size_of::<Secctx>() + name.len() + 1 + value.len()).next_multiple_of(8);
+    let mut ext = ExtHeader {
+        size: (size_of::<ExtHeader>() + record) as u32,
+        typ: nr,
+    }
+    .as_bytes()
+    .to_vec();
+    let rec = Secctx {
+        size: value.len() as u32,
+        padding: 0,
+    };
+    ext.extend_from_slice(rec.as_bytes());
+    ext.extend_from_slice(name);
+    ext.push(0);
+    ext.extend_from_slice(value);
+    ext.resize(size_of::<ExtHeader>() + record, 0);
+    ext
+}
+
+/// The record the kernel sends when the guest's LSM gives no label.
+fn no_label_ext() -> Vec<u8> {
+    ExtHeader { size: 8, typ: 0 }.as_bytes().to_vec()
+}
+
+fn label(ctx: &Context) -> Option<(Vec<u8>, Vec<u8>)> {
+    ctx.security_context
+        .as_ref()
+        .map(|l| (l.name.as_bytes().to_vec(), l.value.clone()))
+}
+
+/// The five create-type requests, each with `ext` as its extension area.
+fn creates_with(ext: &[u8]) -> Vec<(Opcode, Vec<u8>)> {
+    let cr = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o100600,
+        umask: 0,
+        open_flags: 0,
+    };
+    let m = MknodIn {
+        mode: libc::S_IFIFO | 0o600,
+        ..Default::default()
+    };
+    let d = MkdirIn {
+        mode: 0o700,
+        umask: 0,
+    };
+    vec![
+        (
+            Opcode::Create,
+            with_ext(Opcode::Create, 1, &[cr.as_bytes(), b"f\0"], ext),
+        ),
+        (
+            Opcode::Mknod,
+            with_ext(Opcode::Mknod, 1, &[m.as_bytes(), b"p\0"], ext),
+        ),
+        (
+            Opcode::Mkdir,
+            with_ext(Opcode::Mkdir, 1, &[d.as_bytes(), b"d\0"], ext),
+        ),
+        (
+            Opcode::Symlink,
+            with_ext(Opcode::Symlink, 1, &[b"ln\0", b"target\0"], ext),
+        ),
+        (
+            Opcode::Tmpfile,
+            with_ext(Opcode::Tmpfile, 1, &[cr.as_bytes(), b"/\0"], ext),
+        ),
+    ]
+}
+
+#[test]
+fn a_security_label_reaches_the_filesystem() {
+    let s = ready_with(FUSE_SECURITY_CTX);
+    for (op, req) in creates_with(&secctx_ext(1, SELINUX, LABEL)) {
+        ok(&call(&s, req, ROOM).unwrap(), 42);
+        let ctx = s.fs().seen.lock().unwrap().pop().unwrap();
+        assert_eq!(
+            label(&ctx),
+            Some((SELINUX.to_vec(), LABEL.to_vec())),
+            "{op:?}"
+        );
+        assert_eq!(ctx.supplementary_gid, None);
+    }
+    // No label from the guest's LSM, or no extension at all.
+    for ext in [no_label_ext(), Vec::new()] {
+        for (op, req) in creates_with(&ext) {
+            ok(&call(&s, req, ROOM).unwrap(), 42);
+            let ctx = s.fs().seen.lock().unwrap().pop().unwrap();
+            assert_eq!(ctx.security_context, None, "{op:?}");
+        }
+    }
+
+    // With both extensions negotiated the kernel sends the label first, then the group.
+    let s = ready_with(FUSE_SECURITY_CTX | FUSE_CREATE_SUPP_GROUP);
+    let mut ext = secctx_ext(1, SELINUX, LABEL);
+    ext.extend_from_slice(&groups_ext(&[4321]));
+    for (op, req) in creates_with(&ext) {
+        ok(&call(&s, req, ROOM).unwrap(), 42);
+        let ctx = s.fs().seen.lock().unwrap().pop().unwrap();
+        assert_eq!(label(&ctx).map(|l| l.0), Some(SELINUX.to_vec()), "{op:?}");
+        assert_eq!(ctx.supplementary_gid, Some(4321), "{op:?}");
+    }
+    // LINK makes no inode, so carries no label; nothing is read from its extension area.
+    let l = LinkIn { oldnodeid: 9 };
+    let req = with_ext(
+        Opcode::Link,
+        1,
+        &[l.as_bytes(), b"hard\0"],
+        &secctx_ext(1, SELINUX, LABEL),
+    );
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert_eq!(
+        s.fs().seen.lock().unwrap().pop().unwrap().security_context,
+        None
+    );
+
+    // Not negotiated: the record is not read (and the label not delivered).
+    let s = ready_with(FUSE_CREATE_SUPP_GROUP);
+    for (op, req) in creates_with(&ext) {
+        ok(&call(&s, req, ROOM).unwrap(), 42);
+        let ctx = s.fs().seen.lock().unwrap().pop().unwrap();
+        assert_eq!(
+            (ctx.security_context.is_none(), ctx.supplementary_gid),
+            (true, Some(4321)),
+            "{op:?}"
+        );
+    }
+    let s = ready();
+    let (_, req) = creates_with(&secctx_ext(1, SELINUX, LABEL)).remove(2);
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    assert_eq!(
+        s.fs().seen.lock().unwrap().pop().unwrap().security_context,
+        None
+    );
+}
+
+#[test]
+fn a_label_is_delivered_with_host_credentials() {
+    let s = ready_policy(test_policy(), FUSE_SECURITY_CTX);
+    let (_, req) = creates_with(&secctx_ext(1, SELINUX, LABEL)).remove(0);
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    let ctx = last_seen(&s);
+    assert_eq!((ctx.uid, ctx.gid), (100_000, 200_001));
+    let expected = SecurityContext {
+        name: std::ffi::CString::new(SELINUX).unwrap(),
+        value: LABEL.to_vec(),
+    };
+    assert_eq!(ctx.security_context.as_deref(), Some(&expected));
+}
+
+/// Every malformed security-context extension, with what is wrong with it.
+fn malformed_security_contexts() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = secctx_ext(1, SELINUX, LABEL);
+    let set_u32 = |mut v: Vec<u8>, at: usize, x: u32| {
+        v[at..at + 4].copy_from_slice(&x.to_ne_bytes());
+        v
+    };
+    // Offsets: header size 0, header type 4, record size 8, record padding 12, name 16.
+    let header_len = valid.len() as u32;
+    let mut no_nul = valid.clone();
+    for b in &mut no_nul[16..] {
+        *b = b'x';
+    }
+    let long_name = [b"security.".as_slice(), &[b'n'; 247]].concat();
+    assert_eq!(long_name.len(), MAX_XATTR_NAME_LEN + 1);
+    let mut trailing = valid.clone();
+    trailing.extend_from_slice(&[0; 8]);
+    let trailing = set_u32(trailing, 0, header_len + 8);
+    let mut two = valid.clone();
+    two.extend_from_slice(&valid);
+    let mut empty_with_body = no_label_ext();
+    empty_with_body.extend_from_slice(&[0; 8]);
+    let empty_with_body = set_u32(empty_with_body, 0, 16);
+    vec![
+        ("two labels", set_u32(valid.clone(), 4, 2)),
+        (
+            "the most labels a type can say",
+            set_u32(valid.clone(), 4, FUSE_MAX_NR_SECCTX),
+        ),
+        (
+            "header size past the area",
+            set_u32(valid.clone(), 0, header_len + 8),
+        ),
+        (
+            "header size overflowing",
+            set_u32(valid.clone(), 0, u32::MAX),
+        ),
+        (
+            "header size misaligned",
+            set_u32(valid.clone(), 0, header_len - 4),
+        ),
+        ("header size zero", set_u32(valid.clone(), 0, 0)),
+        ("header without a record", set_u32(valid.clone(), 0, 8)),
+        (
+            "value size overflowing",
+            set_u32(valid.clone(), 8, u32::MAX),
+        ),
+        (
+            "value size past the record",
+            set_u32(valid.clone(), 8, LABEL.len() as u32 + 8),
+        ),
+        (
+            "value shorter than the record",
+            set_u32(valid.clone(), 8, LABEL.len() as u32 - 8),
+        ),
+        ("empty value", set_u32(valid.clone(), 8, 0)),
+        ("name without NUL", no_nul),
+        ("name of 256 bytes", secctx_ext(1, &long_name, LABEL)),
+        (
+            "value over 64 KiB",
+            secctx_ext(1, SELINUX, &vec![b'v'; 64 * 1024 + 1]),
+        ),
+        ("bytes after the record", trailing),
+        ("no label but a body", empty_with_body),
+        ("two records", two),
+        ("empty name", secctx_ext(1, b"", LABEL)),
+        (
+            "name outside security.",
+            secctx_ext(1, b"trusted.overlay.opaque", b"y"),
+        ),
+        ("bare security. prefix", secctx_ext(1, b"security.", LABEL)),
+    ]
+}
+
+#[test]
+fn malformed_security_contexts_are_refused() {
+    let s = ready_with(FUSE_SECURITY_CTX | FUSE_CREATE_SUPP_GROUP);
+    for (what, ext) in malformed_security_contexts() {
+        for (op, req) in creates_with(&ext) {
+            let reply = call(&s, req, ROOM).unwrap();
+            assert_eq!(errno(&reply), libc::EINVAL, "{what}: {op:?}");
+        }
+    }
+    assert!(calls(&s).is_empty());
+    // The largest legitimate label still passes.
+    let name = [b"security.".as_slice(), &[b'n'; 246]].concat();
+    let value = vec![b'v'; 64 * 1024];
+    let (_, req) = creates_with(&secctx_ext(1, &name, &value)).remove(2);
+    ok(&call(&s, req, ROOM).unwrap(), 42);
+    let ctx = s.fs().seen.lock().unwrap().pop().unwrap();
+    assert_eq!(label(&ctx), Some((name, value)));
+}
+
+#[test]
+fn mutated_security_contexts_never_panic() {
+    let s = ready_with(FUSE_SECURITY_CTX | FUSE_CREATE_SUPP_GROUP);
+    let mut rng = XorShift(0x5ec_c7c7);
+    let mut seed = secctx_ext(1, SELINUX, LABEL);
+    seed.extend_from_slice(&groups_ext(&[1]));
+    for _ in 0..20_000 {
+        let mut ext = seed.clone();
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(ext.len() as u64) as usize;
+            // Mostly small values, which hit the length checks' edges.
+            ext[at] = if rng.below(2) == 0 {
+                rng.below(4) as u8 * 8
+            } else {
+                rng.next() as u8
+            };
+        }
+        let cut = if rng.below(4) == 0 {
+            rng.below(ext.len() as u64 / 8) as usize * 8
+        } else {
+            ext.len()
+        };
+        let d = MkdirIn {
+            mode: 0o700,
+            umask: 0,
+        };
+        let req = with_ext(Opcode::Mkdir, 1, &[d.as_bytes(), b"d\0"], &ext[..cut]);
+        let reply = call(&s, req, ROOM).unwrap();
+        let (h, _) = parse_reply(&reply).unwrap();
+        assert!(
+            h.error == 0 || h.error == -libc::EINVAL,
+            "errno {}",
+            -h.error
+        );
+    }
 }

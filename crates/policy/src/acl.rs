@@ -104,13 +104,16 @@ fn has_id(tag: u16) -> bool {
     tag == TAG_USER || tag == TAG_GROUP
 }
 
+/// Rewrites the ids of `value` with `map`, unless `identity` says the direction has no rules:
+/// then the value is neither parsed nor copied.
 fn translate<'a>(
     value: &'a [u8],
+    identity: bool,
     uids: &IdMapping,
     gids: &IdMapping,
     map: impl Fn(&IdMapping, u32) -> Result<u32, Forbidden>,
 ) -> Result<Cow<'a, [u8]>, AclError> {
-    if uids.is_identity() && gids.is_identity() {
+    if identity {
         return Ok(Cow::Borrowed(value));
     }
     let mut entries = parse(value)?;
@@ -130,7 +133,10 @@ pub fn to_host<'a>(
     uids: &IdMapping,
     gids: &IdMapping,
 ) -> Result<Cow<'a, [u8]>, AclError> {
-    translate(value, uids, gids, |m, id| m.to_host(id))
+    // Only the guest-to-host tables matter here: rules that change only what the guest sees
+    // leave what it sets alone.
+    let identity = uids.guest_to_host().is_identity() && gids.guest_to_host().is_identity();
+    translate(value, identity, uids, gids, |m, id| m.to_host(id))
 }
 
 /// A value read on the host, with host ids replaced by guest ids. Never longer than `value`.
@@ -139,7 +145,8 @@ pub fn to_guest<'a>(
     uids: &IdMapping,
     gids: &IdMapping,
 ) -> Result<Cow<'a, [u8]>, AclError> {
-    translate(value, uids, gids, |m, id| Ok(m.to_guest(id)))
+    let identity = uids.host_to_guest().is_identity() && gids.host_to_guest().is_identity();
+    translate(value, identity, uids, gids, |m, id| Ok(m.to_guest(id)))
 }
 
 #[cfg(test)]
@@ -180,6 +187,53 @@ mod tests {
         assert!(matches!(to_host(&v, &id, &id), Ok(Cow::Borrowed(_))));
         // Not parsed at all: a malformed value reaches the host, which judges it.
         assert!(matches!(to_host(b"xx", &id, &id), Ok(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn each_direction_is_free_when_its_own_tables_are_empty() {
+        // Only guest-to-host rules: what the host reads back is passed as it is, not parsed
+        // (a malformed value included) and not copied; what the guest sets is translated.
+        let only_in = IdMapping::new(
+            vec![IdRule {
+                first: 0,
+                count: 1,
+                kind: IdRuleKind::Squash,
+                target: 65534,
+            }],
+            vec![],
+        )
+        .unwrap();
+        let id = IdMapping::default();
+        let v = acl(&[(TAG_USER, 4, 0)]);
+        assert!(matches!(to_guest(&v, &only_in, &id), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            to_guest(b"xx", &only_in, &id),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert_eq!(
+            to_host(&v, &only_in, &id).unwrap().as_ref(),
+            acl(&[(TAG_USER, 4, 65534)])
+        );
+        // Only host-to-guest rules: the other way round.
+        let only_out = IdMapping::new(vec![], vec![map_rule(5, 500)]).unwrap();
+        let host = acl(&[(TAG_GROUP, 4, 5)]);
+        assert!(matches!(
+            to_host(&host, &id, &only_out),
+            Ok(Cow::Borrowed(_))
+        ));
+        assert_eq!(
+            to_guest(&host, &id, &only_out).unwrap().as_ref(),
+            acl(&[(TAG_GROUP, 4, 500)])
+        );
+    }
+
+    fn map_rule(first: u32, target: u32) -> IdRule {
+        IdRule {
+            first,
+            count: 1,
+            kind: IdRuleKind::Range,
+            target,
+        }
     }
 
     #[test]
