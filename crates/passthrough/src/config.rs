@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use virtiofsd_policy::XattrMap;
+
 use crate::consts::{FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE};
 
 /// How long the guest may cache metadata and whether it may cache file data (`--cache`).
@@ -152,8 +154,25 @@ pub struct Config {
     /// Ask the guest to send setuid/setgid-clearing requests (`FUSE_HANDLE_KILLPRIV_V2`).
     pub killpriv_v2: bool,
     /// Serve extended attributes; without it every xattr request answers `ENOSYS`, which makes
-    /// the guest stop asking (as upstream virtiofsd without `--xattr`).
+    /// the guest stop asking (as upstream virtiofsd without `--xattr`). `xattr_map`,
+    /// `posix_acl` and `security_label` each imply it: [`crate::PassthroughFs::new`] turns it on
+    /// when any of them is set (each needs xattrs served to mean anything to the guest), and
+    /// [`crate::PassthroughFs::config`] shows the value in force.
     pub xattr: bool,
+    /// `--xattrmap`: how guest xattr names become host names and back. `None` passes every
+    /// name unchanged.
+    pub xattr_map: Option<XattrMap>,
+    /// `--posix-acl`: let the guest kernel enforce POSIX ACLs (`FUSE_POSIX_ACL`, with
+    /// `FUSE_DONT_MASK` and `FUSE_SETXATTR_EXT`; INIT fails with `EPROTO` without them). New
+    /// inodes then follow a local filesystem: the guest's umask is ignored where the parent
+    /// directory has a default ACL (which the host kernel applies instead). Without it the ACL
+    /// names answer `EOPNOTSUPP` and are not listed, so the guest never believes it has ACLs
+    /// that its kernel does not apply.
+    pub posix_acl: bool,
+    /// `--security-label`: ask for the guest's security context on create-type requests
+    /// (`FUSE_SECURITY_CTX`; INIT fails with `EPROTO` without it) and store it on each new inode
+    /// before the guest sees the inode; a new inode that cannot be labelled is removed again.
+    pub security_label: bool,
     /// How inodes are held on the host.
     pub inode_file_handles: FileHandleMode,
     /// Honour the guest's `O_NOATIME`; otherwise it is stripped.
@@ -181,6 +200,9 @@ impl Config {
             announce_submounts: false,
             killpriv_v2: false,
             xattr: false,
+            xattr_map: None,
+            posix_acl: false,
+            security_label: false,
             inode_file_handles: FileHandleMode::Never,
             preserve_noatime: false,
             posix_locks: true,
@@ -219,6 +241,7 @@ mod tests {
         let c = Config::new("/x");
         assert_eq!(c.inode_file_handles, FileHandleMode::Never);
         assert!(c.posix_locks && c.flock && !c.xattr && !c.preserve_noatime);
+        assert!(c.xattr_map.is_none() && !c.posix_acl && !c.security_label);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use virtiofsd_fuse::filesystem::Context;
+use virtiofsd_fuse::filesystem::{Context, FORBIDDEN_ID};
 
 use crate::oslib;
 
@@ -58,7 +58,14 @@ impl ScopedCreds {
 
     /// Becomes the caller of `ctx`, including the supplementary group the guest kernel sent
     /// (which decides whether the caller may create in a directory of that group).
+    ///
+    /// An id the translation rules forbid ([`FORBIDDEN_ID`]) is refused with `EPERM` before
+    /// anything is switched: `(uid_t)-1` is no id at all (`setfsuid(-1)` only reports the
+    /// current one), so nothing may be done as it, and the guest must learn it was refused.
     pub fn for_ctx(ctx: &Context) -> io::Result<Self> {
+        if is_forbidden(ctx) {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
         // Anyone but root gets exactly the group the guest sent, never the daemon's own
         // supplementary groups, which would grant access the guest caller does not have.
         let groups: Vec<libc::gid_t> = ctx.supplementary_gid.into_iter().collect();
@@ -82,6 +89,13 @@ impl ScopedCreds {
             }
         }
     }
+}
+
+/// Whether `ctx` carries an id the guest may not act as.
+fn is_forbidden(ctx: &Context) -> bool {
+    ctx.uid == FORBIDDEN_ID
+        || ctx.gid == FORBIDDEN_ID
+        || ctx.supplementary_gid == Some(FORBIDDEN_ID)
 }
 
 impl Drop for ScopedCreds {
@@ -143,6 +157,7 @@ mod tests {
             gid: 1000,
             pid: 1,
             supplementary_gid: Some(4242),
+            ..Context::default()
         };
         {
             let _g = ScopedCreds::for_ctx(&ctx).unwrap();
@@ -151,5 +166,42 @@ mod tests {
             assert_eq!(other.join().unwrap(), before);
         }
         assert_eq!(oslib::getgroups().unwrap(), before);
+    }
+
+    #[test]
+    fn forbidden_ids_are_refused_before_switching() {
+        let (uid0, gid0) = (oslib::current_fsuid(), oslib::current_fsgid());
+        let groups0 = oslib::getgroups().unwrap();
+        let user = Context {
+            uid: 1000,
+            gid: 1000,
+            pid: 1,
+            supplementary_gid: Some(4242),
+            ..Context::default()
+        };
+        for ctx in [
+            Context {
+                uid: FORBIDDEN_ID,
+                ..user.clone()
+            },
+            Context {
+                gid: FORBIDDEN_ID,
+                ..user.clone()
+            },
+            Context {
+                supplementary_gid: Some(FORBIDDEN_ID),
+                ..user.clone()
+            },
+        ] {
+            let e = ScopedCreds::for_ctx(&ctx).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+            // Nothing was switched, not even for a moment that would need restoring.
+            assert_eq!(
+                (oslib::current_fsuid(), oslib::current_fsgid()),
+                (uid0, gid0)
+            );
+            assert_eq!(oslib::getgroups().unwrap(), groups0);
+        }
+        drop(ScopedCreds::for_ctx(&user).unwrap());
     }
 }

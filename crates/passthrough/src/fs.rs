@@ -123,6 +123,11 @@ pub struct PassthroughFs {
     killpriv_v2: AtomicBool,
     /// Set at INIT once the guest accepted submount announcements.
     submounts: AtomicBool,
+    /// Set at INIT once POSIX ACLs were negotiated (`Config::posix_acl`).
+    posix_acl: AtomicBool,
+    /// The host name of a renamed `security.capability`, which the daemon must drop where the
+    /// host kernel would drop the real one (see `xattr_names::mapped_capability`).
+    pub(crate) mapped_capability: Option<CString>,
     umask_once: Once,
 }
 
@@ -135,7 +140,11 @@ impl PassthroughFs {
 
     /// Like [`PassthroughFs::new`] with a `/proc/self/fd` handle opened by the caller: a sandbox
     /// opens it before the host's /proc becomes unreachable.
-    pub fn with_proc_self_fd(cfg: Config, proc_self_fd: OwnedFd) -> io::Result<PassthroughFs> {
+    pub fn with_proc_self_fd(mut cfg: Config, proc_self_fd: OwnedFd) -> io::Result<PassthroughFs> {
+        // Each of these is about xattrs the guest reads and writes; without xattrs served they
+        // would negotiate behaviour the guest could never see (ACLs it cannot read, labels it
+        // cannot check), so they turn xattrs on, as upstream's command line does.
+        cfg.xattr |= cfg.xattr_map.is_some() || cfg.posix_acl || cfg.security_label;
         if cfg.xattr {
             // The xattr calls name inodes relative to the working directory (see xattr.rs);
             // nothing else in a device process uses relative paths.
@@ -160,6 +169,8 @@ impl PassthroughFs {
             writeback: AtomicBool::new(false),
             killpriv_v2: AtomicBool::new(false),
             submounts: AtomicBool::new(false),
+            posix_acl: AtomicBool::new(false),
+            mapped_capability: crate::xattr_names::mapped_capability(cfg.xattr_map.as_ref()),
             umask_once: Once::new(),
             cfg,
         })
@@ -198,7 +209,7 @@ impl PassthroughFs {
     }
 
     /// Opens `name` in `dir` as `O_PATH` without following any symlink or leaving `dir`.
-    fn open_child_path(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    pub(crate) fn open_child_path(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
         const FLAGS: i32 = libc::O_PATH | libc::O_NOFOLLOW;
         if !self.no_openat2.load(Ordering::Relaxed) {
             let resolve =
@@ -375,19 +386,36 @@ impl PassthroughFs {
         Ok(m)
     }
 
-    /// Runs a create-type operation as the caller, then looks up what it made.
-    fn create_as<F>(&self, ctx: Context, parent: Inode, name: &CStr, op: F) -> io::Result<Entry>
+    /// Runs a create-type operation as the caller, labels what it made when the guest sent a
+    /// security label, then looks it up. `op` gets the parent and the umask in force: the
+    /// guest's `umask`, unless ACLs make the host apply the parent's default ACL instead (`None`
+    /// for inodes without a mode of their own).
+    fn create_as<F>(
+        &self,
+        ctx: Context,
+        parent: Inode,
+        name: &CStr,
+        umask: Option<u32>,
+        op: F,
+    ) -> io::Result<Entry>
     where
-        F: FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+        F: FnOnce(BorrowedFd<'_>, u32) -> io::Result<()>,
     {
         self.check_writable()?;
         check_name(name)?;
         let parent = self.inodes.get(parent)?;
+        let label = self.label_for(&ctx)?;
+        // Taken before the create: once the inode exists, only the label may fail.
+        let token = label.as_ref().map(|_| self.fd_token()).transpose()?;
+        let umask = umask.map_or(0, |u| self.creation_umask(&parent, u));
         {
             let _creds = ScopedCreds::for_ctx(&ctx)?;
-            op(parent.fd()?.as_fd())?;
+            op(parent.fd()?.as_fd(), umask)?;
         }
-        self.do_lookup(&parent, name)
+        match (label, token) {
+            (Some(label), Some(token)) => self.label_new(&parent, name, &label, token),
+            _ => self.do_lookup(&parent, name),
+        }
     }
 
     /// chmod without following a symlink: through the open handle when there is one, else the
@@ -407,6 +435,11 @@ impl PassthroughFs {
                 mode,
             ),
         }
+    }
+
+    /// Whether POSIX ACLs were negotiated with the guest.
+    pub(crate) fn posix_acl_on(&self) -> bool {
+        self.posix_acl.load(Ordering::Relaxed)
     }
 
     fn killpriv_negotiated(&self) -> bool {
@@ -550,6 +583,7 @@ impl FileSystem for PassthroughFs {
             // The long SETXATTR form carries FUSE_SETXATTR_ACL_KILL_SGID.
             want |= FUSE_SETXATTR_EXT;
         }
+        want |= self.required_init_flags(opts.offered)?;
         if self.cfg.readdirplus {
             want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
         }
@@ -577,6 +611,8 @@ impl FileSystem for PassthroughFs {
             .store(got & FUSE_SUBMOUNTS != 0, Ordering::Relaxed);
         self.killpriv_v2
             .store(got & FUSE_HANDLE_KILLPRIV_V2 != 0, Ordering::Relaxed);
+        self.posix_acl
+            .store(got & FUSE_POSIX_ACL != 0, Ordering::Relaxed);
         Ok(got)
     }
 
@@ -624,6 +660,7 @@ impl FileSystem for PassthroughFs {
             self.chmod(&data, h, mode & 0o7777)?;
         }
         if attr.uid.is_some() || attr.gid.is_some() {
+            self.drop_mapped_capability(&data)?;
             oslib::fchownat(
                 data.fd()?.as_fd(),
                 oslib::EMPTY,
@@ -633,13 +670,16 @@ impl FileSystem for PassthroughFs {
             )?;
         }
         if let Some(size) = attr.size {
-            match h {
-                Some(h) => oslib::ftruncate(h.fd(), size)?,
+            let opened;
+            let fd = match h {
+                Some(h) => h.fd(),
                 None => {
-                    let opened = self.open_inode(&data, libc::O_WRONLY)?;
-                    oslib::ftruncate(opened.fd.as_fd(), size)?;
+                    opened = self.open_inode(&data, libc::O_WRONLY)?;
+                    opened.fd.as_fd()
                 }
-            }
+            };
+            self.drop_mapped_capability_fd(fd)?;
+            oslib::ftruncate(fd, size)?;
         }
         if attr.kill_suidgid && attr.mode.is_none() {
             self.kill_priv(&data, h)?;
@@ -665,7 +705,9 @@ impl FileSystem for PassthroughFs {
         parent: Inode,
         name: &CStr,
     ) -> io::Result<Entry> {
-        self.create_as(ctx, parent, name, |dir| oslib::symlinkat(target, dir, name))
+        self.create_as(ctx, parent, name, None, |dir, _| {
+            oslib::symlinkat(target, dir, name)
+        })
     }
 
     fn mknod(
@@ -677,8 +719,8 @@ impl FileSystem for PassthroughFs {
         rdev: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
-        self.create_as(ctx, parent, name, |dir| {
+        self.create_as(ctx, parent, name, Some(umask), |dir, umask| {
+            let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
             oslib::mknodat(dir, name, mode, u64::from(rdev))
         })
     }
@@ -691,8 +733,9 @@ impl FileSystem for PassthroughFs {
         mode: u32,
         umask: u32,
     ) -> io::Result<Entry> {
-        let mode = mode & 0o7777 & !umask;
-        self.create_as(ctx, parent, name, |dir| oslib::mkdirat(dir, name, mode))
+        self.create_as(ctx, parent, name, Some(umask), |dir, umask| {
+            oslib::mkdirat(dir, name, mode & 0o7777 & !umask)
+        })
     }
 
     fn unlink(&self, _ctx: Context, parent: Inode, name: &CStr) -> io::Result<()> {
@@ -781,6 +824,9 @@ impl FileSystem for PassthroughFs {
         let data = self.inodes.get(inode)?;
         let GuestFd { fd, token } = self.open_inode(&data, flags)?;
         let truncates = flags & libc::O_TRUNC != 0;
+        if truncates {
+            self.drop_mapped_capability_fd(fd.as_fd())?;
+        }
         if truncates && must_kill_priv(&ctx, kill_suidgid, self.killpriv_negotiated()) {
             kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
         }
@@ -803,14 +849,22 @@ impl FileSystem for PassthroughFs {
         let parent = self.inodes.get(parent)?;
         let excl = flags as i32 & libc::O_EXCL;
         let flags = self.host_open_flags(flags) | excl;
-        let mode = mode & 0o7777 & !umask;
+        let mode = mode & 0o7777 & !self.creation_umask(&parent, umask);
         let (entry, GuestFd { fd, token }) =
             self.create_or_open(&ctx, &parent, name, flags, mode)?;
-        if kill_suidgid {
-            if let Err(e) = kill_priv_fd(fd.as_fd(), Some(ctx.gid)) {
-                self.inodes.forget(entry.inode, 1);
-                return Err(e);
+        // An existing file may have been opened and truncated instead.
+        let truncated = || -> io::Result<()> {
+            if flags & libc::O_TRUNC != 0 {
+                self.drop_mapped_capability_fd(fd.as_fd())?;
             }
+            if kill_suidgid {
+                kill_priv_fd(fd.as_fd(), Some(ctx.gid))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = truncated() {
+            self.inodes.forget(entry.inode, 1);
+            return Err(e);
         }
         let h = self.handles.insert(entry.inode, fd, Some(token));
         Ok((entry, Some(h), self.cfg.cache.open_options(false)))
@@ -846,6 +900,8 @@ impl FileSystem for PassthroughFs {
         if must_kill_priv(&ctx, kill_suidgid, self.killpriv_negotiated()) {
             kill_priv_fd(h.fd(), Some(ctx.gid))?;
         }
+        // Every write, whoever writes, as the host kernel drops the real capability.
+        self.drop_mapped_capability_fd(h.fd())?;
         r.read_to_file(h.fd(), size as usize, offset)
     }
 
@@ -921,7 +977,7 @@ impl FileSystem for PassthroughFs {
 
     fn readdirplus(
         &self,
-        ctx: Context,
+        _ctx: Context,
         inode: Inode,
         handle: Handle,
         size: u32,
@@ -948,7 +1004,7 @@ impl FileSystem for PassthroughFs {
             };
             match add(e, entry) {
                 Ok(0) => {
-                    self.forget(ctx, entry.inode, 1);
+                    self.inodes.forget(entry.inode, 1);
                     Ok(false)
                 }
                 Ok(_) => {
@@ -956,7 +1012,7 @@ impl FileSystem for PassthroughFs {
                     Ok(true)
                 }
                 Err(e) => {
-                    self.forget(ctx, entry.inode, 1);
+                    self.inodes.forget(entry.inode, 1);
                     Err(e)
                 }
             }

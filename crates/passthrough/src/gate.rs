@@ -19,6 +19,7 @@ use crate::budget::FdToken;
 use crate::credentials::ScopedCreds;
 use crate::fs::{err, PassthroughFs};
 use crate::inode::{InodeData, InodeFile};
+use crate::label::remove_new;
 use crate::oslib;
 
 /// What may be opened for the guest, by file type; the errno for everything else.
@@ -96,6 +97,9 @@ impl PassthroughFs {
     ) -> io::Result<(Entry, GuestFd)> {
         let guest_excl = flags & libc::O_EXCL != 0;
         let create_flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        // Only a file made here is labelled; an existing one keeps its label, as it would on a
+        // local filesystem.
+        let label = self.label_for(ctx)?;
         for _ in 0..CREATE_RACE_RETRIES {
             let made = {
                 let token = self.fd_token()?;
@@ -105,6 +109,12 @@ impl PassthroughFs {
             };
             match made {
                 Ok(new) => {
+                    if let Some(label) = &label {
+                        if let Err(e) = label.set_fd(new.fd.as_fd()) {
+                            remove_new(parent.fd()?.as_fd(), name, &new.fd);
+                            return Err(e);
+                        }
+                    }
                     // Named by the descriptor, not looked up again: a concurrent rename cannot
                     // make the reply describe another file.
                     let path_token = self.fd_token()?;

@@ -2,6 +2,7 @@
 //!
 //! [`PassthroughFs`] implements [`virtiofsd_fuse::FileSystem`]; raw syscalls live in [`oslib`].
 
+mod acl;
 mod budget;
 mod census;
 mod config;
@@ -11,21 +12,30 @@ mod fs;
 mod gate;
 mod handle;
 mod inode;
+mod label;
 mod locks;
+mod negotiate;
 mod newops;
 pub mod oslib;
 mod xattr;
+mod xattr_names;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_acl;
 #[cfg(test)]
 mod tests_fh;
 #[cfg(test)]
 mod tests_gate;
 #[cfg(test)]
+mod tests_label;
+#[cfg(test)]
 mod tests_locks;
 #[cfg(test)]
 mod tests_posix;
+#[cfg(test)]
+mod tests_xattrmap;
 
 pub use census::Census;
 pub use config::{CachePolicy, Config, FileHandleMode, UnknownCachePolicy, UnknownFileHandleMode};

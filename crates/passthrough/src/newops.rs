@@ -110,13 +110,18 @@ impl PassthroughFs {
             return Err(err(libc::EINVAL));
         }
         flags &= !libc::O_NOFOLLOW;
-        let mode = mode & 0o7777 & !umask;
+        let mode = mode & 0o7777 & !self.creation_umask(&parent, umask);
+        let label = self.label_for(&ctx)?;
         let token = self.fd_token()?;
         let fd: OwnedFd = {
             let pfd = parent.fd()?;
             let _creds = ScopedCreds::for_ctx(&ctx)?;
             oslib::openat(pfd.as_fd(), c".", flags, mode)?
         };
+        if let Some(label) = label {
+            // Nameless: closing the descriptor on the way out is all the undo it needs.
+            label.set_fd(fd.as_fd())?;
+        }
         // The file has no name to look up: its O_PATH descriptor comes from the magic link.
         let path_token = self.fd_token()?;
         let path_fd = oslib::openat(

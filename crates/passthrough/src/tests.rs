@@ -23,6 +23,7 @@ pub(crate) const ROOT: Context = Context {
     gid: 0,
     pid: 1,
     supplementary_gid: None,
+    security_context: None,
 };
 
 pub(crate) struct TestDir(pub(crate) PathBuf);
@@ -778,11 +779,12 @@ fn readdirplus_takes_one_lookup_per_accepted_entry() {
 #[test]
 fn creates_run_as_the_caller() {
     let (d, fs) = setup();
-    let user = Context {
+    const USER: Context = Context {
         uid: 1234,
         gid: 1234,
         pid: 2,
         supplementary_gid: None,
+        security_context: None,
     };
     let (e, h, _) = fs
         .create(ROOT, ROOT_ID, c"mine", 0o644, libc::O_RDWR as u32, 0, false)
@@ -793,7 +795,7 @@ fn creates_run_as_the_caller() {
 
     let (e, h, _) = fs
         .create(
-            user,
+            USER,
             ROOT_ID,
             c"theirs",
             0o644,
@@ -802,22 +804,22 @@ fn creates_run_as_the_caller() {
             false,
         )
         .unwrap();
-    fs.release(user, e.inode, 0, h.unwrap(), false, None)
+    fs.release(USER, e.inode, 0, h.unwrap(), false, None)
         .unwrap();
     let m = fs::metadata(d.join("theirs")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1234, 1234));
-    let dir = fs.mkdir(user, ROOT_ID, c"tdir", 0o755, 0).unwrap();
+    let dir = fs.mkdir(USER, ROOT_ID, c"tdir", 0o755, 0).unwrap();
     assert_eq!((dir.attr.st_uid, dir.attr.st_gid), (1234, 1234));
-    let l = fs.symlink(user, c"x", ROOT_ID, c"tlink").unwrap();
+    let l = fs.symlink(USER, c"x", ROOT_ID, c"tlink").unwrap();
     assert_eq!(l.attr.st_uid, 1234);
     let n = fs
-        .mknod(user, ROOT_ID, c"tfifo", libc::S_IFIFO | 0o600, 0, 0)
+        .mknod(USER, ROOT_ID, c"tfifo", libc::S_IFIFO | 0o600, 0, 0)
         .unwrap();
     assert_eq!(n.attr.st_uid, 1234);
     // The caller's permissions apply: a root-owned 0755 directory is not writable for them.
     let sub = fs.mkdir(ROOT, ROOT_ID, c"rootdir", 0o755, 0).unwrap();
     assert_eq!(
-        errno(fs.mkdir(user, sub.inode, c"x", 0o755, 0)),
+        errno(fs.mkdir(USER, sub.inode, c"x", 0o755, 0)),
         libc::EACCES
     );
     // And the daemon thread is root again afterwards.
@@ -835,11 +837,12 @@ fn statfs_access_and_destroy() {
     let st = fs.statfs(ROOT, ROOT_ID).unwrap();
     assert!(st.f_bsize > 0 && st.f_blocks > 0);
     let e = lookup(&fs, "f");
-    let user = Context {
+    const USER: Context = Context {
         uid: 1000,
         gid: 1000,
         pid: 3,
         supplementary_gid: None,
+        security_context: None,
     };
     fs.access(ROOT, e.inode, (libc::R_OK | libc::W_OK) as u32)
         .unwrap();
@@ -847,12 +850,12 @@ fn statfs_access_and_destroy() {
         errno(fs.access(ROOT, e.inode, libc::X_OK as u32)),
         libc::EACCES
     );
-    fs.access(user, e.inode, libc::R_OK as u32).unwrap();
+    fs.access(USER, e.inode, libc::R_OK as u32).unwrap();
     assert_eq!(
-        errno(fs.access(user, e.inode, libc::W_OK as u32)),
+        errno(fs.access(USER, e.inode, libc::W_OK as u32)),
         libc::EACCES
     );
-    fs.access(user, e.inode, libc::F_OK as u32).unwrap();
+    fs.access(USER, e.inode, libc::F_OK as u32).unwrap();
 
     let (h, _) = fs
         .open(ROOT, e.inode, libc::O_RDONLY as u32, false)

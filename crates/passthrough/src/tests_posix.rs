@@ -17,6 +17,7 @@ const USER: Context = Context {
     gid: 1000,
     pid: 2,
     supplementary_gid: None,
+    security_context: None,
 };
 
 #[test]
@@ -137,7 +138,7 @@ fn acl_with_named_user() -> Vec<u8> {
 #[test]
 fn acls_pass_through_and_acl_kill_sgid_clears_setgid() {
     let (d, fs) = setup_with(|c| {
-        c.xattr = true;
+        c.posix_acl = true;
         c.killpriv_v2 = true;
     });
     for name in ["keep", "kill"] {
@@ -338,7 +339,7 @@ fn supplementary_group_grants_create_access() {
         supplementary_gid: Some(5000),
         ..USER
     };
-    let e = fs.mkdir(member, team, c"yes", 0o755, 0).unwrap();
+    let e = fs.mkdir(member.clone(), team, c"yes", 0o755, 0).unwrap();
     assert_eq!((e.attr.st_uid, e.attr.st_gid), (1000, 1000));
     let (e, h, _) = fs
         .create(member, team, c"file", 0o640, libc::O_RDWR as u32, 0, false)
@@ -465,4 +466,43 @@ fn readdir_offsets_survive_deletions_between_calls() {
             String::from_utf8_lossy(&name)
         );
     }
+}
+
+#[test]
+fn forbidden_ids_create_nothing() {
+    use virtiofsd_fuse::filesystem::FORBIDDEN_ID;
+    let (d, fs) = setup();
+    for ctx in [
+        Context {
+            uid: FORBIDDEN_ID,
+            ..USER
+        },
+        Context {
+            gid: FORBIDDEN_ID,
+            ..USER
+        },
+    ] {
+        assert_eq!(
+            errno(fs.mkdir(ctx.clone(), ROOT_ID, c"d", 0o755, 0)),
+            libc::EPERM
+        );
+        assert_eq!(
+            errno(fs.create(
+                ctx.clone(),
+                ROOT_ID,
+                c"f",
+                0o644,
+                libc::O_RDWR as u32,
+                0,
+                false
+            )),
+            libc::EPERM
+        );
+        assert_eq!(
+            errno(fs.tmpfile(ctx, ROOT_ID, 0o644, libc::O_RDWR as u32, 0)),
+            libc::EPERM
+        );
+    }
+    assert_eq!(fs::read_dir(&d.0).unwrap().count(), 0);
+    assert_eq!(fs.inode_count(), 1);
 }

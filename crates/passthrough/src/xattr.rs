@@ -1,4 +1,5 @@
-//! Extended attributes, served only with `Config::xattr`.
+//! Extended attributes, served only with `Config::xattr`, their names passed through the policy
+//! of [`crate::xattr_names`].
 //!
 //! Every call names the inode by the magic link of its `O_PATH` descriptor, which reaches the file
 //! itself whatever its type (a symlink's own attributes, never its target's) without opening it:
@@ -12,14 +13,17 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use virtiofsd_fuse::filesystem::{Context, Inode, XattrReply};
+use virtiofsd_policy::acl;
 
 use crate::fs::{err, PassthroughFs};
+use crate::inode::InodeData;
 use crate::oslib;
+use crate::xattr_names::{Access, XattrNames};
 
 /// The guest saw that the caller may not keep setgid when setting an access ACL.
 pub use virtiofsd_fuse::abi::FUSE_SETXATTR_ACL_KILL_SGID;
 
-fn proc_path(fd: BorrowedFd<'_>) -> CString {
+pub(crate) fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // Decimal digits never contain NUL.
     CString::new(std::os::fd::AsRawFd::as_raw_fd(&fd).to_string()).unwrap_or_default()
 }
@@ -48,6 +52,14 @@ impl PassthroughFs {
         }
     }
 
+    /// The name policy in force: the configured map, and whether ACLs were negotiated.
+    pub(crate) fn xattr_names(&self) -> XattrNames<'_> {
+        XattrNames {
+            map: self.cfg.xattr_map.as_ref(),
+            acl: self.posix_acl_on(),
+        }
+    }
+
     pub(crate) fn do_getxattr(
         &self,
         _ctx: Context,
@@ -56,10 +68,11 @@ impl PassthroughFs {
         size: u32,
     ) -> io::Result<XattrReply> {
         self.xattr_enabled()?;
+        let name = self.xattr_names().host_name(name, Access::Read)?;
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
         let path = proc_path(fd.as_fd());
-        reply(size, |buf| oslib::getxattr(&path, name, buf))
+        reply(size, |buf| oslib::getxattr(&path, &name, buf))
     }
 
     pub(crate) fn do_listxattr(
@@ -72,17 +85,21 @@ impl PassthroughFs {
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
         let path = proc_path(fd.as_fd());
-        if ctx.uid == 0 {
-            return reply(size, |buf| oslib::listxattr(&path, buf));
-        }
         // The daemon may see trusted.* names that the caller may not: a local filesystem lists
         // them only to CAP_SYS_ADMIN, and the guest kernel does not filter FUSE's list.
-        let names = visible_names(&full_list(&path)?);
-        let len = u32::try_from(names.len()).map_err(|_| err(libc::E2BIG))?;
+        let privileged = ctx.uid == 0;
+        let names = self.xattr_names();
+        if names.list_is_identity(privileged) {
+            return reply(size, |buf| oslib::listxattr(&path, buf));
+        }
+        // Renamed and hidden names change the length, so the size answer comes from the very
+        // list the guest would get.
+        let list = names.guest_list(&full_list(&path)?, privileged);
+        let len = u32::try_from(list.len()).map_err(|_| err(libc::E2BIG))?;
         match size {
             0 => Ok(XattrReply::Size(len)),
             s if len > s => Err(err(libc::ERANGE)),
-            _ => Ok(XattrReply::Data(names)),
+            _ => Ok(XattrReply::Data(list)),
         }
     }
 
@@ -97,14 +114,19 @@ impl PassthroughFs {
     ) -> io::Result<()> {
         self.xattr_enabled()?;
         self.check_writable()?;
+        let name = self.xattr_names().host_name(name, Access::Write)?;
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
         let path = proc_path(fd.as_fd());
-        oslib::setxattr(&path, name, value, flags as libc::c_int)?;
+        oslib::setxattr(&path, &name, value, flags as libc::c_int)?;
+        // Setting an access ACL updates the mode to match (the host kernel does it), but the
+        // daemon has CAP_FSETID, so the host keeps setgid: the guest kernel says when the caller
+        // could not have (it is sent only with ACLs negotiated, and heeded only then, as
+        // upstream).
         if setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID != 0
-            && name.to_bytes() == b"system.posix_acl_access"
+            && self.posix_acl_on()
+            && name.to_bytes() == acl::ACCESS
         {
-            // The host (we are privileged) keeps setgid; the guest decided the caller may not.
             let st = oslib::stat_fd(fd.as_fd())?;
             if st.st_mode & libc::S_ISGID != 0 {
                 self.chmod(&data, None, st.st_mode & 0o7777 & !libc::S_ISGID)?;
@@ -121,9 +143,42 @@ impl PassthroughFs {
     ) -> io::Result<()> {
         self.xattr_enabled()?;
         self.check_writable()?;
+        let name = self.xattr_names().host_name(name, Access::Write)?;
         let data = self.inodes.get(inode)?;
         let fd = data.fd()?;
-        oslib::removexattr(&proc_path(fd.as_fd()), name)
+        oslib::removexattr(&proc_path(fd.as_fd()), &name)
+    }
+
+    /// Drops the renamed `security.capability` of the file open as `fd` (not `O_PATH`), as the
+    /// host kernel drops the real one when a file is written, truncated or chowned: a
+    /// capability must not survive a change of the program it was granted to. Without a
+    /// renaming map this does nothing (the host kernel does it).
+    pub(crate) fn drop_mapped_capability_fd(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        match &self.mapped_capability {
+            Some(name) => ignore_absent(oslib::fremovexattr(fd, name)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::drop_mapped_capability_fd`] for an inode named by its `O_PATH` descriptor. Only
+    /// regular files carry file capabilities, and other types may refuse the renamed name's
+    /// namespace (user.* on a symlink is `EPERM`), so they are left alone.
+    pub(crate) fn drop_mapped_capability(&self, data: &InodeData) -> io::Result<()> {
+        match &self.mapped_capability {
+            Some(name) if data.file_type == libc::S_IFREG => {
+                let fd = data.fd()?;
+                ignore_absent(oslib::removexattr(&proc_path(fd.as_fd()), name))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Success for an attribute that was not there or cannot be there.
+fn ignore_absent(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => Ok(()),
+        r => r,
     }
 }
 
@@ -140,28 +195,5 @@ fn full_list(path: &CStr) -> io::Result<Vec<u8>> {
             Err(e) if e.raw_os_error() == Some(libc::ERANGE) => continue,
             Err(e) => return Err(e),
         }
-    }
-}
-
-/// `list` without the names an unprivileged caller cannot see.
-fn visible_names(list: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(list.len());
-    for name in list.split_inclusive(|&b| b == 0) {
-        if !name.starts_with(b"trusted.") {
-            out.extend_from_slice(name);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::visible_names;
-
-    #[test]
-    fn trusted_names_are_hidden_from_unprivileged_callers() {
-        let list = b"user.a\0trusted.t\0security.s\0trusted.u\0";
-        assert_eq!(visible_names(list), b"user.a\0security.s\0".to_vec());
-        assert_eq!(visible_names(b""), Vec::<u8>::new());
     }
 }

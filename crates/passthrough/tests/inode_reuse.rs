@@ -14,6 +14,7 @@ const ROOT: Context = Context {
     gid: 0,
     pid: 1,
     supplementary_gid: None,
+    security_context: None,
 };
 
 fn cstr(s: &str) -> CString {
