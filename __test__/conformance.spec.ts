@@ -7,39 +7,35 @@
 // every case where the two transcripts differ is in KNOWN_DIFFERENCES, with the reason.
 // docs/conformance-guest.md holds the same tables for readers.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { GuestError, repoRoot, runGuest, type DaemonSpec, type GuestRun } from './guest/harness.ts';
+import { repoRoot, type DaemonSpec, type GuestRun } from './guest/harness.ts';
+import {
+  describeTranscript as describe,
+  failures,
+  helper,
+  parseTranscript as parse,
+  removeHelper,
+  runGuestRetrying,
+  type Transcript,
+} from './guest/suite.ts';
 
 function each(names: string[], reason: string): Record<string, string> {
   return Object.fromEntries(names.map((name) => [name, reason]));
 }
 
-const REF_NO_SYS_ADMIN =
-  'reference keeps only its default capability set (no CAP_SYS_ADMIN), which the host requires to write trusted.* and security.* xattrs';
+const REF_TRUSTED_LISTED =
+  'the reference runs LISTXATTR with its own CAP_SYS_ADMIN and passes the list through, so an unprivileged guest user sees trusted.* names (the host file system lists them to privileged callers only, and the guest kernel does not filter a FUSE list)';
 const REF_NO_TMPFILE = 'reference 1.13 does not implement FUSE_TMPFILE: open(O_TMPFILE) answers EOPNOTSUPP';
 const REF_SGID_RULE =
   'Linux >= 6.2 strips setgid (even without group-exec) when a caller outside the file group writes; the reference leaves it';
 const REF_TRUNC_SUID =
   'without --killpriv-v2 (the default) the reference does not clear setuid when a non-owner opens with O_TRUNC; the guest kernel leaves that to the server';
 
-/** Cases the reference daemon (upstream virtiofsd 1.13, run with --xattr) gets wrong, and why. */
+/** Cases the reference daemon (upstream virtiofsd 1.13, run with DAEMON_ARGS) gets wrong, and why. */
 const REFERENCE_FAILS: Record<string, string> = {
-  ...each(
-    [
-      'xattr-trusted-set',
-      'xattr-trusted-get',
-      'xattr-trusted-list',
-      'xattr-security-set',
-      'xattr-security-get',
-      'xattr-security-remove',
-      'xattr-trusted-on-symlink',
-      'xattr-trusted-on-symlink-read',
-    ],
-    REF_NO_SYS_ADMIN,
-  ),
+  'xattr-trusted-user-hidden': REF_TRUSTED_LISTED,
   ...each(['tmpfile-create-link', 'tmpfile-content', 'tmpfile-not-listed', 'tmpfile-owner-user'], REF_NO_TMPFILE),
   'write-nonowner-clears-sgid-nox': REF_SGID_RULE,
   'open-trunc-nonowner-clears-suid': REF_TRUNC_SUID,
@@ -54,65 +50,6 @@ const KNOWN_DIFFERENCES: Record<string, string> = {
 };
 
 const MIN_CASES = 300;
-const LINE = /^([a-z0-9][a-z0-9-]*): (ok|FAIL got .* want .*)$/;
-const SUMMARY = /^summary: total=(\d+) passed=(\d+) failed=(\d+)$/;
-
-interface Transcript {
-  /** Case name -> "ok" or "FAIL got X want Y", in script order. */
-  cases: Map<string, string>;
-  /** Lines that are neither a case nor the summary: the script or the helper misbehaved. */
-  unexpected: string[];
-  summary?: { total: number; passed: number; failed: number };
-}
-
-function parse(output: string): Transcript {
-  const cases = new Map<string, string>();
-  const unexpected: string[] = [];
-  let summary: Transcript['summary'];
-  for (const line of output.split('\n')) {
-    if (line === '') continue;
-    const m = LINE.exec(line);
-    if (m?.[1] && m[2]) {
-      if (cases.has(m[1])) unexpected.push(`duplicate case: ${line}`);
-      cases.set(m[1], m[2]);
-      continue;
-    }
-    const s = SUMMARY.exec(line);
-    if (s) {
-      summary = { total: Number(s[1]), passed: Number(s[2]), failed: Number(s[3]) };
-      continue;
-    }
-    unexpected.push(line);
-  }
-  return { cases, unexpected, summary };
-}
-
-function failures(tr: Transcript): string[] {
-  return [...tr.cases].filter(([, value]) => value !== 'ok').map(([name, value]) => `${name}: ${value}`);
-}
-
-let helperBuilt: Promise<Buffer> | undefined;
-/** The helper, compiled statically (the initramfs has no libc). */
-function helper(): Promise<Buffer> {
-  helperBuilt ??= (async () => {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'virtiofsd-cx-'));
-    try {
-      const out = path.join(dir, 'cx');
-      const src = path.join(repoRoot, 'scripts', 'guest', 'conformance-helper.c');
-      const cc = spawnSync('gcc', ['-static', '-O2', '-Wall', '-Wextra', '-Werror', '-o', out, src], { encoding: 'utf8' });
-      if (cc.error || cc.status !== 0) {
-        throw new Error(
-          `cannot build the guest helper with \`gcc -static\` (the conformance suite needs gcc and a static libc, ` +
-            `e.g. Debian's gcc and libc6-dev): ${cc.error?.message ?? ''}\n${cc.stderr}`,
-        );
-      }
-      return await fs.readFile(out);
-    } finally {
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-  })();
-  return helperBuilt;
-}
 
 const runs = new Map<string, Promise<{ run: GuestRun; transcript: Transcript }>>();
 const dirs: string[] = [];
@@ -120,24 +57,15 @@ function suite(label: string, daemon: DaemonSpec): Promise<{ run: GuestRun; tran
   let pending = runs.get(label);
   if (!pending) {
     pending = (async () => {
-      const dir = await fs.mkdtemp(path.join(os.tmpdir(), `virtiofsd-conf-${label}-`));
-      dirs.push(dir);
-      await fs.chmod(dir, 0o755);
       const script = await fs.readFile(path.join(repoRoot, 'scripts', 'guest', 'conformance.sh'), 'utf8');
-      const files = [{ name: 'test/cx', data: await helper(), mode: 0o755 }];
-      const once = async (sharedDir: string) => runGuest({ daemon, sharedDir, script, files, timeoutMs: 300_000 });
-      let run: GuestRun;
-      try {
-        run = await once(dir);
-      } catch (error) {
-        // TCG guests on a loaded host occasionally panic in kernel text patching (clocksource
-        // watchdog); that says nothing about the daemon, so such a run is retried once, afresh.
-        if (!(error instanceof GuestError) || !/Kernel panic/.test(error.console)) throw error;
-        const retryDir = await fs.mkdtemp(path.join(os.tmpdir(), `virtiofsd-conf-${label}-retry-`));
-        dirs.push(retryDir);
-        await fs.chmod(retryDir, 0o755);
-        run = await once(retryDir);
-      }
+      const files = [{ name: 'test/cx', data: (await helper()).data, mode: 0o755 }];
+      const freshDir = async () => {
+        const dir = await fs.mkdtemp(path.join(os.tmpdir(), `virtiofsd-conf-${label}-`));
+        dirs.push(dir);
+        await fs.chmod(dir, 0o755);
+        return dir;
+      };
+      const { run } = await runGuestRetrying(freshDir, { daemon, script, files, timeoutMs: 300_000 });
       return { run, transcript: parse(run.output) };
     })();
     runs.set(label, pending);
@@ -145,20 +73,17 @@ function suite(label: string, daemon: DaemonSpec): Promise<{ run: GuestRun; tran
   return pending;
 }
 
-// trusted.* and security.* xattrs need CAP_SYS_ADMIN on the host, which the sandbox drops by
-// default (as upstream does); the suite checks our xattr handling with it given back.
-const ours = () => suite('ours', { kind: 'ours', extraArgs: ['--xattr', '--modcaps=+sys_admin'] });
-const reference = () => suite('reference', { kind: 'reference', extraArgs: ['--xattr'] });
+// trusted.* and security.* xattrs need CAP_SYS_ADMIN on the host, which both sandboxes drop by
+// default; both daemons get it back, so the xattr cases compare daemons, not capability sets.
+const DAEMON_ARGS = ['--xattr', '--modcaps=+sys_admin'];
+const ours = () => suite('ours', { kind: 'ours', extraArgs: DAEMON_ARGS });
+const reference = () => suite('reference', { kind: 'reference', extraArgs: DAEMON_ARGS });
 
 test.after.always(async () => {
   await Promise.allSettled(runs.values());
   for (const dir of dirs) await fs.rm(dir, { recursive: true, force: true });
+  await removeHelper();
 });
-
-function describe(tr: Transcript): string {
-  const s = tr.summary;
-  return s ? `${s.passed}/${s.total} cases pass` : 'no summary line';
-}
 
 test.serial('reference daemon: the suite runs and fails only where REFERENCE_FAILS says', async (t) => {
   const { run, transcript } = await reference();
@@ -169,12 +94,13 @@ test.serial('reference daemon: the suite runs and fails only where REFERENCE_FAI
   t.deepEqual(unlisted, [], 'reference failures missing from REFERENCE_FAILS (a wrong expectation in the suite, or a reference bug to list)');
   const passingNow = Object.keys(REFERENCE_FAILS).filter((name) => transcript.cases.get(name) === 'ok');
   t.deepEqual(passingNow, [], 'REFERENCE_FAILS lists cases the reference passes: remove them');
-  t.log(`reference: ${describe(transcript)} in ${run.durationMs} ms`);
+  for (const line of failures(transcript)) t.log(line);
+  t.log(`reference (${DAEMON_ARGS.join(' ')}): ${describe(transcript)} in ${run.durationMs} ms`);
 });
 
 test.serial('our daemon: every case passes', async (t) => {
   const { run, transcript } = await ours();
-  t.log(`ours (--xattr --modcaps=+sys_admin): ${describe(transcript)} in ${run.durationMs} ms`);
+  t.log(`ours (${DAEMON_ARGS.join(' ')}): ${describe(transcript)} in ${run.durationMs} ms`);
   t.deepEqual(transcript.unexpected, [], `unexpected lines in our transcript:\n${run.output}`);
   t.truthy(transcript.summary, `no summary line; the script stopped early:\n${run.output}`);
   t.true(transcript.cases.size >= MIN_CASES, `only ${transcript.cases.size} cases ran`);

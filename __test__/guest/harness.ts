@@ -41,6 +41,8 @@ export interface RunGuestOptions {
   tag?: string;
   /** Guest RAM in MiB; default 1024. */
   memoryMiB?: number;
+  /** Extra guest kernel command-line parameters, e.g. ['lsm=selinux']; each one word. */
+  kernelArgs?: string[];
 }
 
 export interface DaemonExit {
@@ -181,6 +183,10 @@ function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: s
   const tag = opts.tag ?? 'myfs';
   if (!Number.isInteger(mem) || mem < 128) throw new Error(`memoryMiB must be an integer >= 128, got ${mem}`);
   const queues = opts.numRequestQueues ? `,num-request-queues=${opts.numRequestQueues}` : '';
+  const extra = opts.kernelArgs ?? [];
+  for (const arg of extra) {
+    if (!/^[\x21-\x7e]+$/.test(arg)) throw new Error(`kernel argument must be one printable word: ${JSON.stringify(arg)}`);
+  }
   return [
     // One host thread for both vCPUs: with multi-threaded TCG, a vCPU sometimes runs code the
     // other is patching (static keys, via int3) and the guest oopses while booting.
@@ -200,7 +206,7 @@ function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: s
     '-initrd', initrd,
     // tsc=reliable: no clocksource watchdog, which under emulation on a loaded host may find the
     // TSC unstable and switch clocksources mid-test.
-    '-append', `console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable vfs_tag=${tag}`,
+    '-append', [`console=ttyS0 quiet loglevel=3 panic=-1 tsc=reliable vfs_tag=${tag}`, ...extra].join(' '),
   ];
 }
 

@@ -1,8 +1,11 @@
 // Guest-side helper of scripts/guest/conformance.sh: one system call (or one small scenario) per
 // invocation, printing a single deterministic word -- "ok", a value, or the errno name -- because
 // busybox applets only print localized messages and cannot reach xattrs, record locks, O_TMPFILE,
-// renameat2, fallocate modes, SEEK_HOLE/SEEK_DATA or copy_file_range.
-// Built statically on the host at test time (see __test__/conformance.spec.ts).
+// renameat2, fallocate modes, SEEK_HOLE/SEEK_DATA, copy_file_range or POSIX ACLs (aclset/aclget
+// read and write the raw system.posix_acl_* values, no libacl needed).
+// Built statically on the host at test time (see __test__/conformance.spec.ts); the policy suite
+// (__test__/policy.spec.ts) also runs the same binary on the host, to read a shared directory's
+// owners, xattrs and ACLs as the host stores them.
 //
 //   cx [-u UID:GID[:G1,G2...]] OP ARGS...
 //
@@ -598,6 +601,127 @@ static int op_fdwork(const char *path) {
   return 0;
 }
 
+// POSIX ACLs without libacl: the value of system.posix_acl_{access,default} as the kernel
+// exchanges it (struct posix_acl_xattr_header/entry): le32 version 2, then {le16 tag, le16 perm,
+// le32 id} entries sorted by tag, then id. SPEC is the compact text form with numeric ids,
+// "u::rwx,u:1000:rw-,g::r-x,g:2000:r--,m::rwx,o::r--"; "aclget" prints the same form back (or the
+// errno name), so a value read in the guest and one read on the host compare as words.
+#define ACL_VERSION 2
+#define ACL_USER_OBJ 0x01
+#define ACL_USER 0x02
+#define ACL_GROUP_OBJ 0x04
+#define ACL_GROUP 0x08
+#define ACL_MASK 0x10
+#define ACL_OTHER 0x20
+#define ACL_UNDEFINED_ID 0xffffffffu
+#define ACL_MAX_ENTRIES 64
+
+struct acl_ent {
+  uint16_t tag, perm;
+  uint32_t id;
+};
+
+static const char *acl_xattr(const char *which) {
+  if (!strcmp(which, "access")) return "system.posix_acl_access";
+  if (!strcmp(which, "default")) return "system.posix_acl_default";
+  return NULL;
+}
+
+static int acl_cmp(const void *a, const void *b) {
+  const struct acl_ent *x = a, *y = b;
+  if (x->tag != y->tag) return x->tag < y->tag ? -1 : 1;
+  return x->id < y->id ? -1 : x->id > y->id;
+}
+
+// Parses SPEC into e (at most ACL_MAX_ENTRIES); returns the count, -1 on a syntax error.
+static int acl_parse(const char *spec, struct acl_ent *e) {
+  char buf[4096];
+  int n = 0;
+  snprintf(buf, sizeof buf, "%s", spec);
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (n == ACL_MAX_ENTRIES) return -1;
+    char *c1 = strchr(tok, ':');
+    char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    if (!c2 || strlen(c2 + 1) != 3) return -1;
+    *c1 = *c2 = 0;
+    const char *tag = tok, *id = c1 + 1, *perm = c2 + 1;
+    int named = *id != 0;
+    if (!strcmp(tag, "u") || !strcmp(tag, "user")) e[n].tag = named ? ACL_USER : ACL_USER_OBJ;
+    else if (!strcmp(tag, "g") || !strcmp(tag, "group")) e[n].tag = named ? ACL_GROUP : ACL_GROUP_OBJ;
+    else if ((!strcmp(tag, "m") || !strcmp(tag, "mask")) && !named) e[n].tag = ACL_MASK;
+    else if ((!strcmp(tag, "o") || !strcmp(tag, "other")) && !named) e[n].tag = ACL_OTHER;
+    else return -1;
+    char *end;
+    e[n].id = named ? (uint32_t)strtoul(id, &end, 10) : ACL_UNDEFINED_ID;
+    if (named && *end) return -1;
+    e[n].perm = 0;
+    for (int i = 0; i < 3; i++) {
+      if (perm[i] == "rwx"[i]) e[n].perm |= (uint16_t)(4 >> i);
+      else if (perm[i] != '-') return -1;
+    }
+    n++;
+  }
+  qsort(e, (size_t)n, sizeof e[0], acl_cmp);
+  return n;
+}
+
+static void put16(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v, p[1] = (unsigned char)(v >> 8); }
+static void put32(unsigned char *p, uint32_t v) { put16(p, (uint16_t)v), put16(p + 2, (uint16_t)(v >> 16)); }
+static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get32(const unsigned char *p) { return get16(p) | (uint32_t)get16(p + 2) << 16; }
+
+static int op_aclset(const char *path, const char *which, const char *spec) {
+  const char *name = acl_xattr(which);
+  if (!name) return usage("acl type: access|default");
+  struct acl_ent e[ACL_MAX_ENTRIES];
+  int n = acl_parse(spec, e);
+  if (n < 0) return usage("acl spec: TAG:[ID]:PERM,... with TAG u|g|m|o and PERM like rw-");
+  unsigned char value[4 + 8 * ACL_MAX_ENTRIES];
+  put32(value, ACL_VERSION);
+  for (int i = 0; i < n; i++) {
+    put16(value + 4 + 8 * i, e[i].tag);
+    put16(value + 6 + 8 * i, e[i].perm);
+    put32(value + 8 + 8 * i, e[i].id);
+  }
+  return res(setxattr(path, name, value, 4 + 8 * (size_t)n, 0));
+}
+
+static int op_aclget(const char *path, const char *which) {
+  const char *name = acl_xattr(which);
+  if (!name) return usage("acl type: access|default");
+  unsigned char value[4 + 8 * 1024];
+  ssize_t r = getxattr(path, name, value, sizeof value);
+  if (r < 0) return res(-1);
+  if (r < 4 || (r - 4) % 8 || get32(value) != ACL_VERSION) {
+    printf("malformed(%zd bytes)\n", r);
+    return 0;
+  }
+  if (r == 4) puts("<empty>");
+  for (ssize_t off = 4; off < r; off += 8) {
+    uint16_t tag = get16(value + off), perm = get16(value + off + 2);
+    uint32_t id = get32(value + off + 4);
+    const char *t = tag == ACL_USER_OBJ || tag == ACL_USER     ? "u"
+                    : tag == ACL_GROUP_OBJ || tag == ACL_GROUP ? "g"
+                    : tag == ACL_MASK                          ? "m"
+                    : tag == ACL_OTHER                         ? "o"
+                                                               : "?";
+    printf("%s:", t);
+    if (tag == ACL_USER || tag == ACL_GROUP) printf("%u", id);
+    else if (id != ACL_UNDEFINED_ID || !strcmp(t, "?")) printf("#%u/%#x", id, tag);
+    printf(":%c%c%c%s", perm & 4 ? 'r' : '-', perm & 2 ? 'w' : '-', perm & 1 ? 'x' : '-', off + 8 < r ? "," : "\n");
+  }
+  return 0;
+}
+
+// "uid:gid mode" of PATH without following a symlink, the mode in octal with its special bits.
+static int op_owner(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) < 0) return res(-1);
+  printf("%u:%u %o\n", (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)(st.st_mode & 07777));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int i = 1;
   if (i + 1 < argc && !strcmp(argv[i], "-u")) {
@@ -708,5 +832,8 @@ int main(int argc, char **argv) {
   if (!strcmp(op, "count")) { NEED(1); return op_count(a[0]); }
   if (!strcmp(op, "mkfiles")) { NEED(2); return op_mkfiles(a[0], num(a[1])); }
   if (!strcmp(op, "fdwork")) { NEED(1); return op_fdwork(a[0]); }
+  if (!strcmp(op, "aclset")) { NEED(3); return op_aclset(a[0], a[1], a[2]); }
+  if (!strcmp(op, "aclget")) { NEED(2); return op_aclget(a[0], a[1]); }
+  if (!strcmp(op, "owner")) { NEED(1); return op_owner(a[0]); }
   return usage("unknown operation");
 }
