@@ -65,10 +65,10 @@ test('missing value: exit 2, as upstream', (t) => {
 
 test('not supported options: exit 1 naming the option', (t) => {
   const cases: Array<[string[], string]> = [
-    [['--security-label'], '--security-label'],
-    [['--posix-acl'], '--posix-acl'],
     [['--migration-mode=find-paths'], '--migration-mode'],
-    [['--translate-uid=map:0:1000:1'], '--translate-uid'],
+    [['--migration-on-error=abort'], '--migration-on-error'],
+    [['--migration-verify-handles'], '--migration-verify-handles'],
+    [['--posix-acl', '--migration-confirm-paths'], '--migration-confirm-paths'],
   ];
   for (const [args, option] of cases) {
     const { status, stdout, stderr } = run([...args, '--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock']);
@@ -76,6 +76,28 @@ test('not supported options: exit 1 naming the option', (t) => {
     t.is(stdout, '');
     t.true(stderr.startsWith(`virtiofsd: not supported yet: ${option}\n`), stderr);
   }
+});
+
+test('the policy options are accepted and compiled before the device starts', (t) => {
+  // From a copy without the native artifacts: the run gets past compilation, then fails to start.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfsd-cli-'));
+  const copy = path.join(dir, 'pkg');
+  fs.cpSync(path.join(root, 'dist'), path.join(copy, 'dist'), { recursive: true });
+  fs.copyFileSync(path.join(root, 'package.json'), path.join(copy, 'package.json'));
+  const script = path.join(copy, 'dist', 'cli.js');
+  const policies = ['--posix-acl', '--security-label', '--xattrmap=:map::user.virtiofs.:', '--translate-uid=map:1000:101000:1000', '--translate-gid', 'squash-guest/0/0/10', '-o', 'no_security_label'];
+  const started = run(['--shared-dir', dir, '--socket-path', path.join(dir, 's.sock'), ...policies], script);
+  t.is(started.status, 1);
+  t.regex(started.stderr, /^virtiofsd: the native package for linux-[a-z0-9]+-[a-z]+ is missing/m);
+  t.notRegex(started.stderr, /not supported/);
+  // A rule that does not parse is a usage error (2); rules that conflict are refused after parsing (1).
+  const syntax = run(['--shared-dir', dir, '--socket-path', path.join(dir, 's.sock'), '--translate-uid=map:1:2'], script);
+  t.is(syntax.status, 2);
+  t.is(syntax.stderr, `virtiofsd: invalid value 'map:1:2' for '--translate-uid': 'map' takes 3 values (map:<guest>:<host>:<count>), got 2\n${HINT}`);
+  const overlap = run(['--shared-dir', dir, '--socket-path', path.join(dir, 's.sock'), '--translate-gid=map:0:0:10', '--translate-gid=forbid-guest:9:1'], script);
+  t.is(overlap.status, 1);
+  t.is(overlap.stderr, `virtiofsd: '--translate-gid' rules 'map:0:0:10' and 'forbid-guest:9:1' overlap: both translate guest gids 9\n${HINT}`);
+  fs.rmSync(dir, { recursive: true });
 });
 
 test('missing shared dir: exit 2, as upstream', (t) => {

@@ -172,6 +172,39 @@ test('a device failing to start: error event with reason failed, ready rejects, 
   t.deepEqual(result.processes, []);
 });
 
+test('a device with every policy option starts; one whose tables cannot work fails naming why', async (t) => {
+  // Rules any identity can use: host ids 0 (root, or the user's own id in its namespace) only.
+  const { result } = await libraryScenario(`
+    const policies = {
+      posixAcl: true,
+      securityLabel: true,
+      xattrMap: ':prefix:all:trusted.:user.virtiofs.: :ok:all:::',
+      translateUid: ['squash-host:0:1000:1', { type: 'forbid-guest', guest: 5000, count: 10 }],
+      translateGid: [{ type: 'map', guest: 0, host: 0, count: 1 }],
+    };
+    const socketPath = path.join(dir, 'policies.sock');
+    const warnings = [];
+    const device = await lib.startDevice({ sharedDir: dir, socketPath, ...policies }, { onLog: (r) => r.level === 'warn' && warnings.push(r.message) });
+    const listening = isSocket(socketPath);
+    await device.stop();
+    // The device checks the tables again: POSIX ACLs with an xattr map that refuses their names
+    // cannot work, which only the device's own rule matching can tell.
+    let refused = null;
+    const aclSocket = path.join(dir, 'acl.sock');
+    try {
+      await lib.startDevice({ sharedDir: dir, socketPath: aclSocket, posixAcl: true, xattrMap: ':bad:all:system.:: :ok:all:::' });
+    } catch (e) {
+      refused = { reason: e.reason, message: e.message };
+    }
+    return { listening, warnings, refused, processes: [...processesOf(socketPath), ...processesOf(aclSocket)] };
+  `);
+  t.true(result.listening);
+  t.deepEqual(result.warnings, []);
+  t.is(result.refused?.reason, 'failed');
+  t.regex(result.refused?.message ?? '', /posixAcl cannot work: xattrMap rule 0 refuses the guest name system\.posix_acl_access/);
+  t.deepEqual(result.processes, []);
+});
+
 test('Device cannot be constructed from outside the library', async (t) => {
   const { result } = await libraryScenario(`
     const attempts = [() => new lib.Device(), () => new lib.Device(Symbol('virtiofsd Device construction'), null, {})];

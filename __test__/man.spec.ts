@@ -18,7 +18,8 @@ const display = (spec: OptionSpec): string => (spec.long !== undefined ? `--${sp
 /** The --help entry of `spec`: its heading line up to the blank line before the next entry. */
 function helpEntry(spec: OptionSpec): string {
   const lines = HELP_TEXT.split('\n');
-  const at = lines.findIndex((line) => line.trimStart().startsWith(spec.long !== undefined ? (spec.short ? `-${spec.short}, --${spec.long}` : `--${spec.long}`) : `-${spec.short}`));
+  // Headings are indented by 2 or 6 columns, descriptions (which may name options) by 10.
+  const at = lines.findIndex((line) => !line.startsWith(' '.repeat(10)) && line.trimStart().startsWith(spec.long !== undefined ? (spec.short ? `-${spec.short}, --${spec.long}` : `--${spec.long}`) : `-${spec.short}`));
   if (at === -1) return '';
   const end = lines.indexOf('', at);
   return lines.slice(at, end === -1 ? undefined : end).join('\n');

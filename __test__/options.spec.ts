@@ -10,7 +10,8 @@ import { NotSupportedError, OptionError } from '../ts/errors.ts';
 import { HELP_TEXT } from '../ts/help.ts';
 import { formatLogLine, levelEnabled } from '../ts/log.ts';
 import { LineSplitter, ProtocolError, parseDeviceMessage } from '../ts/protocol.ts';
-import { parseIdRange, parseIdTranslation, validateXattrmap } from '../ts/validate.ts';
+import { parseIdRange } from '../ts/validate.ts';
+import { parseIdTranslation, parseXattrMap } from '../ts/policy.ts';
 
 const BASE = ['--shared-dir', '/tmp', '--socket-path', '/tmp/x.sock'];
 
@@ -176,21 +177,18 @@ test('--inode-file-handles requires an equal sign; fallback is a deprecated alia
 });
 
 test('unsupported flags are parsed then refused by name', (t) => {
-  for (const flag of ['--posix-acl', '--security-label', '--migration-verify-handles', '--migration-confirm-paths']) {
+  for (const flag of ['--migration-verify-handles', '--migration-confirm-paths']) {
     unsupported(t, [...BASE, flag], flag);
   }
 });
 
 test('unsupported value options are validated first, then refused', (t) => {
-  unsupported(t, [...BASE, '--xattrmap', ':map::user.virtiofs.:'], '--xattrmap');
   usageError(t, [...BASE, '--xattrmap=bad'], /invalid value 'bad' for '--xattrmap'/);
   usageError(t, [...BASE, '--modcaps=sys_admin'], /'sys_admin' is not \+capability or -capability/);
   usageError(t, [...BASE, '--uid-map=0:1:2'], /invalid value '0:1:2' for '--uid-map'/);
   usageError(t, [...BASE, '--gid-map=:0:1:2:3:'], "invalid value ':0:1:2:3:' for '--gid-map': expected 3 values, got 4");
-  unsupported(t, [...BASE, '--translate-uid=map:0:1000:1'], '--translate-uid');
-  unsupported(t, [...BASE, '--translate-gid=forbid-guest:0:10'], '--translate-gid');
-  usageError(t, [...BASE, '--translate-uid=foo:1:2:3'], /unknown mapping type 'foo'/);
-  usageError(t, [...BASE, '--translate-gid=guest:1:2'], /'guest' takes 3 values, got 2/);
+  usageError(t, [...BASE, '--translate-uid=foo:1:2:3'], /unknown type 'foo'/);
+  usageError(t, [...BASE, '--translate-gid=guest:1:2'], /'guest' takes 3 values \(guest:<guest>:<host>:<count>\), got 2/);
   unsupported(t, [...BASE, '--migration-mode=file-handles'], '--migration-mode');
   usageError(t, [...BASE, '--migration-mode=teleport'], /invalid value 'teleport' for '--migration-mode'/);
   unsupported(t, [...BASE, '--migration-on-error=guest-error'], '--migration-on-error');
@@ -231,8 +229,8 @@ test('id maps and translations accumulate across repeats', (t) => {
     { inside: 0, outside: 100, count: 1 },
     { inside: 1, outside: 200, count: 2 },
   ]);
-  t.deepEqual(parsed.options.translateUid.map((rule) => rule.type), ['host', 'squash-guest']);
-  t.deepEqual(parseIdTranslation('x', 'forbid-guest:7:3'), { type: 'forbid-guest', source: 7, target: null, count: 3 });
+  t.deepEqual(parsed.options.translateUid, ['host:1:2:3', 'squash-guest:0:5:10']);
+  t.deepEqual(parseIdTranslation('x', 'forbid-guest:7:3'), { type: 'forbid-guest', guest: 7, count: 3 });
   t.throws(() => parseIdRange('x', ':0:1:0:'), { message: /count must be at least 1/ });
   t.throws(() => parseIdRange('x', ':0:4294967295:2:'), { message: /exceeds the 32-bit ID space/ });
 });
@@ -318,7 +316,7 @@ test('short flags cluster like upstream', (t) => {
 });
 
 test('unsupported options are reported before missing required ones', (t) => {
-  unsupported(t, ['--posix-acl'], '--posix-acl');
+  unsupported(t, ['--migration-confirm-paths'], '--migration-confirm-paths');
 });
 
 test('--help, --version and --print-capabilities parse without required options', (t) => {
@@ -342,11 +340,14 @@ test('the help text documents every option the parser knows', (t) => {
   t.deepEqual([...LONG_OPTIONS].sort(), [...upstream].sort());
 });
 
-test('xattrmap rule syntax', (t) => {
-  t.is(validateXattrmap('x', ':prefix:all:trusted.:user.vm.: :ok:all:::'), ':prefix:all:trusted.:user.vm.: :ok:all:::');
-  t.throws(() => validateXattrmap('x', ':prefix:everywhere:a:b:'), { message: /unknown scope 'everywhere'/ });
-  t.throws(() => validateXattrmap('x', ':map:a:'), { message: /incomplete rule/ });
-  t.throws(() => validateXattrmap('x', ''), { message: /no rules given/ });
+test('xattrmap rule syntax (more in policy-options.spec.ts)', (t) => {
+  t.deepEqual(
+    parseXattrMap('x', ':prefix:all:trusted.:user.vm.: :ok:all:::').map((rule) => rule.text),
+    [':prefix:all:trusted.:user.vm.:', ':ok:all:::'],
+  );
+  t.throws(() => parseXattrMap('x', ':prefix:everywhere:a:b:'), { message: /unknown scope 'everywhere'/ });
+  t.throws(() => parseXattrMap('x', ':map:a:'), { message: /incomplete rule/ });
+  t.throws(() => parseXattrMap('x', ''), { message: /no rules given/ });
 });
 
 // Config compilation: the JSON contract with the Rust core.
@@ -376,6 +377,9 @@ test('CLI options compile to the device config', (t) => {
     announceSubmounts: false,
     killprivV2: true,
     xattr: true,
+    posixAcl: false,
+    securityLabel: false,
+    xattrMap: null,
     inodeFileHandles: 'prefer',
     preserveNoatime: true,
     posixLocks: true,
@@ -388,6 +392,8 @@ test('CLI options compile to the device config', (t) => {
     seccomp: 'none',
     uidMap: [],
     gidMap: [],
+    translateUid: { guestToHost: [], hostToGuest: [] },
+    translateGid: { guestToHost: [], hostToGuest: [] },
     modcaps: { add: [], drop: [] },
   });
   fs.rmSync(dir, { recursive: true });
@@ -464,7 +470,7 @@ test('a misspelt library key is an OptionError naming it, before any process sta
   // Command-line options without a library key are not library options.
   t.is(optionError(t, () => buildDeviceConfig({ ...base, syslog: true } as DeviceOptions))?.message, "unknown option 'syslog'");
   // Even unset: a key no option has is a mistake.
-  t.is(optionError(t, () => buildDeviceConfig({ ...base, posixAcl: undefined } as DeviceOptions))?.key, 'posixAcl');
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, posixAcls: undefined } as DeviceOptions))?.key, 'posixAcls');
   for (const notOptions of [[], 'x', 3]) {
     t.is(optionError(t, () => buildDeviceConfig(notOptions as never))?.reason, 'invalid-type');
   }
@@ -477,7 +483,8 @@ const EVERY_DEVICE_OPTION: Record<keyof DeviceOptions, true> = {
   readonly: true, readdirplus: true, writeback: true, allowDirectIo: true, allowMmap: true, announceSubmounts: true,
   killprivV2: true, xattr: true, inodeFileHandles: true, preserveNoatime: true, posixLocks: true, flock: true,
   rlimitNofile: true, logLevel: true, numRequestQueues: true, queueSize: true, sandbox: true, seccomp: true,
-  uidMap: true, gidMap: true, modcaps: true, cwd: true,
+  uidMap: true, gidMap: true, modcaps: true, cwd: true, posixAcl: true, securityLabel: true, xattrMap: true,
+  translateUid: true, translateGid: true,
 };
 
 test('the option table checks every library key and no other', (t) => {
@@ -485,7 +492,7 @@ test('the option table checks every library key and no other', (t) => {
 });
 
 test('a library value of the wrong type is an OptionError naming its key', (t) => {
-  const wrong: Record<string, unknown> = { boolean: 'yes', integer: '4', string: 5, tag: 5, enum: 1, modcaps: ['+chown'], idRanges: { inside: 0 } };
+  const wrong: Record<string, unknown> = { boolean: 'yes', integer: '4', string: 5, tag: 5, enum: 1, modcaps: ['+chown'], idRanges: { inside: 0 }, idTranslations: 'map:0:1:1', xattrMap: 5 };
   for (const [key, option] of LIBRARY_OPTIONS) {
     const error = optionError(t, () => checkDeviceOptions({ [key]: wrong[option.check.type] }));
     t.is(error?.key, key, `${key}: ${error?.message}`);
@@ -525,10 +532,10 @@ test('option errors of the command line name the option too', (t) => {
   const error = t.throws(() => parseArgs([...BASE, '--thread-pool-size=2048']), { instanceOf: OptionError });
   t.is(error?.key, '--thread-pool-size');
   t.is(error?.reason, 'out-of-range');
-  const parsed = parseArgs([...BASE, '--posix-acl']);
+  const parsed = parseArgs([...BASE, '--migration-verify-handles']);
   const refused = t.throws(() => checkRunnable(parsed), { instanceOf: NotSupportedError });
   t.is(refused?.reason, 'not-supported');
-  t.is(refused?.key, '--posix-acl');
+  t.is(refused?.key, '--migration-verify-handles');
 });
 
 // Control protocol and log formatting.

@@ -21,6 +21,7 @@ const VALUE_EXPORTS = [
   'DeviceGroup',
   'NotSupportedError',
   'OptionError',
+  'explainPolicy',
   'startDevice',
 ];
 
@@ -37,11 +38,17 @@ const TYPE_EXPORTS = [
   'DeviceStats',
   'ExitStatus',
   'GaveUpEvent',
+  'IdExplanation',
   'IdRange',
+  'IdTranslation',
+  'IdTranslationType',
   'LogLevel',
   'LogRecord',
   'OptionErrorKind',
   'OptionErrorReason',
+  'PolicyExplanation',
+  'PolicyQuery',
+  'PolicyRuleRef',
   'QueueStats',
   'RestartPolicy',
   'RestartedEvent',
@@ -49,6 +56,10 @@ const TYPE_EXPORTS = [
   'SandboxMode',
   'SeccompAction',
   'StartOptions',
+  'XattrExplanation',
+  'XattrMapRule',
+  'XattrMapScope',
+  'XattrOutcome',
 ];
 
 test.before(() => {

@@ -7,7 +7,7 @@
 //
 // Exit status: usage errors (unknown options, bad values) exit 2, as upstream's argument parser;
 // refusals at run time (bad shared directory, unsupported option, failed start) exit 1.
-import { DeviceConfig, cliConfig, configWarnings, deviceLabels } from './config';
+import { DeviceConfig, cliCompile, deviceLabels } from './config';
 import { DeviceError, OptionError } from './errors';
 import { HELP_TEXT, capabilitiesText, versionText } from './help';
 import { formatLogLine, levelEnabled } from './log';
@@ -79,11 +79,11 @@ export function compileCommandLine(argv: readonly string[], io: CliIo = defaultI
     return reportOptionError(error, io);
   }
   try {
-    const config = cliConfig(parsed.options, io.cwd, io.env);
+    const { config, warnings } = cliCompile(parsed.options, io.cwd, io.env);
     const warn = (message: string): void => {
       if (levelEnabled('warn', config.logLevel)) io.stderr(formatLogLine('warn', 'virtiofsd', message));
     };
-    for (const warning of [...parsed.warnings, ...configWarnings(config)]) warn(warning);
+    for (const warning of [...parsed.warnings, ...warnings]) warn(warning);
     return config;
   } catch (error) {
     return reportOptionError(error, io, 'run');

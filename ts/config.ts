@@ -6,6 +6,7 @@ import { OptionError } from './errors';
 import { DEFAULT_QUEUE_SIZE } from './generated/schema';
 import type { DeviceConfig, InodeFileHandleMode, LogTarget, SocketConfig } from './generated/schema';
 import { CliOptions, LIBRARY_OPTIONS } from './options';
+import { CLI_NAMING, CompiledPolicies, IdTranslation, LIBRARY_NAMING, PolicyNaming, XattrMapRule, compilePolicies, currentIdentity } from './policy';
 import {
   CachePolicy,
   IdRange,
@@ -42,8 +43,33 @@ export interface DeviceOptions {
   announceSubmounts?: boolean;
   /** Handle FUSE KILLPRIV_V2: the guest asks for setuid/setgid to be cleared on write, truncate and chown. */
   killprivV2?: boolean;
-  /** Serve extended attributes (default false, as upstream). */
+  /**
+   * Serve extended attributes (default false, as upstream; true when any of `posixAcl`,
+   * `securityLabel` and `xattrMap` is set, which `xattr: false` contradicts).
+   */
   xattr?: boolean;
+  /**
+   * Offer POSIX ACLs, enforced by the guest kernel (default false). With `translateUid` /
+   * `translateGid` the ids inside ACLs are translated too.
+   */
+  posixAcl?: boolean;
+  /** Store the security label (e.g. SELinux context) the guest sends with a new file (default false). */
+  securityLabel?: boolean;
+  /**
+   * Extended-attribute name rules, as `--xattrmap`: rule objects, or a string in upstream's rule
+   * language (`':map::user.virtiofs.:'`). Rules that lack a catch-all for guest or host names get
+   * a final `bad` rule for all names, with a warning.
+   */
+  xattrMap?: XattrMapRule[] | string;
+  /**
+   * UID translation done by the device, as `--translate-uid`: rule objects, or rule strings in
+   * upstream's syntax (`'map:1000:101000:1000'`). Two rules may not translate the same ids in one
+   * direction; host ids are ids as the device sees them (inside its user namespace when `uidMap`
+   * is set, or as an unprivileged namespace device).
+   */
+  translateUid?: (IdTranslation | string)[];
+  /** GID translation done by the device, as `--translate-gid`; see `translateUid`. */
+  translateGid?: (IdTranslation | string)[];
   /** Hold looked-up inodes as file handles instead of O_PATH descriptors (default 'never'). */
   inodeFileHandles?: InodeFileHandleMode;
   /** Honour the guest's O_NOATIME instead of dropping it. */
@@ -127,8 +153,24 @@ export function resolveSharedDir(dir: string, cwd: string): string {
   return absolute;
 }
 
+/** A compiled device configuration, what its options give up, and where each policy rule came from. */
+export interface CompiledDevice {
+  config: DeviceConfig;
+  /** Said before the device starts, by the CLI and the library. */
+  warnings: string[];
+  sources: CompiledPolicies['sources'];
+}
+
 /** Validates library options with the same rules as the command line and builds the device config. */
 export function buildDeviceConfig(input: DeviceOptions): DeviceConfig {
+  return compileDevice(input).config;
+}
+
+/**
+ * `buildDeviceConfig` with its warnings; `naming` says how messages name the options (the
+ * command line's names for a command-line device).
+ */
+export function compileDevice(input: DeviceOptions, naming: PolicyNaming = LIBRARY_NAMING): CompiledDevice {
   const options = checkDeviceOptions(input);
   const cwd = options.cwd ?? process.cwd();
   if (options.sharedDir === undefined) {
@@ -153,6 +195,13 @@ export function buildDeviceConfig(input: DeviceOptions): DeviceConfig {
     throw new OptionError("a vhost-user socket is required: set 'socketPath' or 'fd'", 'usage', { key: 'socketPath', reason: 'missing' });
   }
 
+  const sandbox = options.sandbox ?? 'namespace';
+  const uidMap = (options.uidMap ?? []).map(copyRange);
+  const gidMap = (options.gidMap ?? []).map(copyRange);
+  const idMapOption = uidMap.length > 0 ? 'uidMap' : gidMap.length > 0 ? 'gidMap' : null;
+  checkIdMapsAllowed(idMapOption, sandbox, process.geteuid?.());
+  const policies = compileDeviceOptionsPolicies(options, { sandbox, uidMap, gidMap }, naming);
+
   const config: DeviceConfig = {
     sharedDir,
     socket,
@@ -168,7 +217,10 @@ export function buildDeviceConfig(input: DeviceOptions): DeviceConfig {
     allowMmap: options.allowMmap ?? false,
     announceSubmounts: options.announceSubmounts ?? true,
     killprivV2: options.killprivV2 ?? false,
-    xattr: options.xattr ?? false,
+    xattr: policies.xattr,
+    posixAcl: options.posixAcl ?? false,
+    securityLabel: options.securityLabel ?? false,
+    xattrMap: policies.compiled.xattrMap,
     inodeFileHandles: options.inodeFileHandles ?? 'never',
     preserveNoatime: options.preserveNoatime ?? false,
     posixLocks: options.posixLocks ?? true,
@@ -177,16 +229,41 @@ export function buildDeviceConfig(input: DeviceOptions): DeviceConfig {
     logLevel: options.logLevel ?? 'info',
     logTargets: [],
     syslog: false,
-    sandbox: options.sandbox ?? 'namespace',
+    sandbox,
     seccomp: options.seccomp ?? 'kill',
     // Copies: the caller's objects stay theirs.
-    uidMap: (options.uidMap ?? []).map(copyRange),
-    gidMap: (options.gidMap ?? []).map(copyRange),
+    uidMap,
+    gidMap,
+    translateUid: policies.compiled.translateUid,
+    translateGid: policies.compiled.translateGid,
     modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', options.modcaps),
   };
-  const idMapOption = config.uidMap.length > 0 ? 'uidMap' : config.gidMap.length > 0 ? 'gidMap' : null;
-  checkIdMapsAllowed(idMapOption, config.sandbox, process.geteuid?.());
-  return config;
+  return { config, warnings: [...policies.compiled.warnings, ...configWarnings(config)], sources: policies.compiled.sources };
+}
+
+/**
+ * The policy part of checked library options: the compiled tables, and whether extended
+ * attributes are served (`posixAcl`, `securityLabel` and `xattrMap` need them: they imply `xattr`,
+ * and an explicit `xattr: false` beside them is refused rather than overridden).
+ */
+export function compileDeviceOptionsPolicies(
+  options: Partial<DeviceOptions>,
+  device: { sandbox: DeviceConfig['sandbox']; uidMap: IdRange[]; gidMap: IdRange[] },
+  naming: PolicyNaming = LIBRARY_NAMING,
+): { compiled: CompiledPolicies; xattr: boolean } {
+  const needing = [
+    options.posixAcl === true ? 'posixAcl' : null,
+    options.securityLabel === true ? 'securityLabel' : null,
+    options.xattrMap !== undefined ? 'xattrMap' : null,
+  ].filter((key): key is string => key !== null);
+  if (options.xattr === false && needing.length > 0) {
+    throw new OptionError(`'${needing[0]}' needs extended attributes, which 'xattr: false' turns off: leave 'xattr' unset or true`, 'usage', {
+      key: 'xattr',
+      reason: 'conflict',
+    });
+  }
+  const compiled = compilePolicies(options, { ...device, identity: currentIdentity() }, naming);
+  return { compiled, xattr: options.xattr === true || needing.length > 0 };
 }
 
 function copyRange({ inside, outside, count }: IdRange): IdRange {
@@ -211,7 +288,13 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
     allowMmap: cli.allowMmap,
     announceSubmounts: cli.announceSubmounts ?? true,
     killprivV2: cli.killprivV2 ?? false,
-    xattr: cli.xattr,
+    // As upstream, each of these implies --xattr, also after `-o no_xattr`.
+    xattr: cli.xattr || cli.posixAcl || cli.securityLabel || cli.xattrmap !== undefined,
+    posixAcl: cli.posixAcl,
+    securityLabel: cli.securityLabel,
+    xattrMap: cli.xattrmap,
+    translateUid: cli.translateUid,
+    translateGid: cli.translateGid,
     inodeFileHandles: cli.inodeFileHandles === 'fallback' ? 'prefer' : cli.inodeFileHandles,
     preserveNoatime: cli.preserveNoatime,
     posixLocks: !cli.noPosixLock,
@@ -232,7 +315,13 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
  * plus what only a command-line device has: `--syslog` and the `RUST_LOG` filter.
  */
 export function cliConfig(cli: CliOptions, cwd: string = process.cwd(), env: NodeJS.ProcessEnv = process.env): DeviceConfig {
-  const config = buildDeviceConfig(cliToDeviceOptions(cli, cwd));
+  return cliCompile(cli, cwd, env).config;
+}
+
+/** `cliConfig` with its warnings, which name the command-line options. */
+export function cliCompile(cli: CliOptions, cwd: string = process.cwd(), env: NodeJS.ProcessEnv = process.env): CompiledDevice {
+  const compiled = compileDevice(cliToDeviceOptions(cli, cwd), CLI_NAMING);
+  const { config } = compiled;
   config.syslog = cli.syslog;
   const rustLog = env.RUST_LOG;
   if (rustLog !== undefined && rustLog.trim() !== '') {
@@ -241,7 +330,7 @@ export function cliConfig(cli: CliOptions, cwd: string = process.cwd(), env: Nod
     config.logLevel = filter.level;
     config.logTargets = filter.targets;
   }
-  return config;
+  return compiled;
 }
 
 /**

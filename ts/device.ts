@@ -2,7 +2,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { DeviceConfig, DeviceOptions, buildDeviceConfig, configWarnings, deviceLabels } from './config';
+import { DeviceConfig, DeviceOptions, compileDevice, configWarnings, deviceLabels } from './config';
 import { DeviceAbortError, DeviceError } from './errors';
 import { deviceEnvironment, nativeArtifacts } from './native';
 import { escapeLogText } from './log';
@@ -451,7 +451,8 @@ export class Device extends EventEmitter<DeviceEvents> {
  */
 export async function startDevice(options: DeviceOptions, start: StartOptions = {}): Promise<Device> {
   if (start.signal?.aborted) throw abortError(start.signal);
-  return startFromConfig(buildDeviceConfig(options), start);
+  const { config, warnings } = compileDevice(options);
+  return startFromConfig(config, start, warnings);
 }
 
 function abortError(signal: AbortSignal): DeviceAbortError {
@@ -478,12 +479,12 @@ function spawnDevice(config: DeviceConfig): ChildProcess {
   return child;
 }
 
-/** @internal starts a device from an already validated config. */
-export async function startFromConfig(config: DeviceConfig, start: StartOptions = {}): Promise<Device> {
+/** @internal starts a device from an already validated config; `warnings` go to `onLog` first. */
+export async function startFromConfig(config: DeviceConfig, start: StartOptions = {}, warnings: string[] = configWarnings(config)): Promise<Device> {
   const { signal } = start;
   if (signal?.aborted) throw abortError(signal);
   const warn = (message: string): void => start.onLog?.({ level: 'warn', target: 'virtiofsd', message, time: new Date() });
-  for (const warning of configWarnings(config)) warn(warning);
+  for (const warning of warnings) warn(warning);
   const child = spawnDevice(config);
   if (child.pid === undefined) {
     const failure = await new Promise<Error>((resolve) => child.once('error', resolve));

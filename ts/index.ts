@@ -16,5 +16,8 @@ export type { DeviceOptions } from './config';
 export { DeviceAbortError, DeviceError, NotSupportedError, OptionError } from './errors';
 export type { DeviceErrorDetails, DeviceErrorReason, OptionErrorKind, OptionErrorReason } from './errors';
 export { CAPABILITIES } from './help';
+export { explainPolicy } from './explain';
+export type { IdExplanation, PolicyExplanation, PolicyQuery, PolicyRuleRef, XattrExplanation, XattrOutcome } from './explain';
+export type { IdTranslation, IdTranslationType, XattrMapRule, XattrMapScope } from './policy';
 export type { DeviceStats, QueueStats } from './stats';
 export type { CachePolicy, IdRange, LogLevel, SandboxMode, SeccompAction } from './validate';

@@ -1,5 +1,6 @@
 // Finds this platform's native artifacts: the device executable (the only program that serves a
-// device) and the addon (used by the command line to become that executable). Nothing here runs
+// device) and the addon (used by the command line to become that executable, and by
+// `explainPolicy` to ask the device's policy code). Nothing here runs
 // at import time, so parsing, `--help`, `--version` and `--print-capabilities` work where the
 // platform package is missing.
 import fs from 'node:fs';
@@ -98,6 +99,14 @@ function loadAddon(artifacts: NativeArtifacts): Binding {
   } catch (error) {
     throw new DeviceError(`cannot load the native addon ${artifacts.addon}: ${(error as Error).message}`, 'native');
   }
+}
+
+let addon: Binding | null = null;
+
+/** The addon, loaded on first use only (the library needs it for `explainPolicy` alone). */
+export function nativeAddon(): Binding {
+  addon ??= loadAddon(nativeArtifacts());
+  return addon;
 }
 
 export interface ExecRequest {

@@ -19,7 +19,6 @@ import {
   INODE_FILE_HANDLES,
   InodeFileHandles,
   IdRange,
-  IdTranslation,
   LogLevel,
   MIGRATION_MODES,
   MIGRATION_ON_ERROR,
@@ -34,15 +33,14 @@ import {
   parseEnum,
   parseFd,
   parseIdRange,
-  parseIdTranslation,
   parseLogLevel,
   parseUint,
   validateModcaps,
   validateNonEmpty,
   validateTag,
-  validateXattrmap,
   checkIdMapsAllowed,
 } from './validate';
+import { parseIdTranslation, parseXattrMap } from './policy';
 
 /** Everything the command line can say, after value validation. Absent = not given. */
 export interface CliOptions {
@@ -55,6 +53,7 @@ export interface CliOptions {
   threadPoolSize?: number;
   xattr: boolean;
   posixAcl: boolean;
+  /** The `--xattrmap` (or `-o xattrmap=`) rules as written, checked. */
   xattrmap?: string;
   sandbox?: SandboxMode;
   readonly: boolean;
@@ -75,8 +74,9 @@ export interface CliOptions {
   securityLabel: boolean;
   uidMap: IdRange[];
   gidMap: IdRange[];
-  translateUid: IdTranslation[];
-  translateGid: IdTranslation[];
+  /** `--translate-uid` rules as written, each checked; compiled with the other options. */
+  translateUid: string[];
+  translateGid: string[];
   preserveNoatime: boolean;
   /** From `-o no_flock` / `-o no_posix_lock`. */
   noFlock: boolean;
@@ -235,11 +235,30 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     sets('threadPoolSize', THREAD_POOL_SIZE),
   ),
   flag('xattr', { text: 'Support extended attributes' }, (o) => (o.xattr = true), sets('xattr', BOOLEAN)),
-  notYet(flag('posix-acl', { text: 'Support POSIX ACLs; implies --xattr' }, (o) => (o.posixAcl = true))),
-  notYet(
-    value('xattrmap', { text: 'Rules that rename extended attributes between guest and host, e.g. :map::user.virtiofs.:' }, (o, v, c) => {
-      o.xattrmap = validateXattrmap(c.name, v);
-    }),
+  flag(
+    'posix-acl',
+    {
+      text:
+        'Support POSIX ACLs, enforced by the guest kernel; implies --xattr. With --translate-uid/--translate-gid the ' +
+        'ids inside ACLs are translated too',
+    },
+    (o) => (o.posixAcl = true),
+    sets('posixAcl', BOOLEAN),
+  ),
+  value(
+    'xattrmap',
+    {
+      text:
+        'Rules that rename, pass, refuse or hide extended attributes between guest and host, e.g. ' +
+        ':map::user.virtiofs.: (upstream\'s rule language: :type:scope:key:prepend: with type prefix, ok, bad or ' +
+        'unsupported and scope client, server or all; :map:key:prepend: as the last rule); implies --xattr. Rules ' +
+        'without a catch-all get a final :bad:all::: (with a warning)',
+    },
+    (o, v, c) => {
+      parseXattrMap(c.name, v);
+      o.xattrmap = v;
+    },
+    sets('xattrMap', { type: 'xattrMap' }),
   ),
   value(
     'sandbox',
@@ -377,12 +396,11 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   ),
   // Upstream keeps -f for old scripts; it has no effect (the daemon always stays in the foreground).
   { short: 'f', takesValue: false, help: { text: 'Accepted for compatibility; does nothing', deprecated: true }, apply: () => undefined },
-  notYet(
-    flag(
-      'security-label',
-      { text: 'Store the security label the guest sends at file creation; implies --xattr' },
-      (o) => (o.securityLabel = true),
-    ),
+  flag(
+    'security-label',
+    { text: 'Store the security label the guest sends at file creation; implies --xattr' },
+    (o) => (o.securityLabel = true),
+    sets('securityLabel', BOOLEAN),
   ),
   value(
     'uid-map',
@@ -400,23 +418,30 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     },
     sets('gidMap', { type: 'idRanges' }),
   ),
-  notYet(
-    value(
-      'translate-uid',
-      {
-        text:
-          'UID translation done by the daemon, <type>:<source>:<target>:<count> with type guest, host, squash-guest, ' +
-          'squash-host or map, or forbid-guest:<base>:<count>; repeatable',
-      },
-      (o, v, c) => {
-        o.translateUid.push(parseIdTranslation(c.name, v));
-      },
-    ),
+  value(
+    'translate-uid',
+    {
+      text:
+        'UID translation done by the daemon, repeatable: map:<guest>:<host>:<count> (both ways), ' +
+        'guest:<guest>:<host>:<count>, host:<host>:<guest>:<count>, squash-guest:<guest>:<host>:<count> (the guest ' +
+        'range to one host id), squash-host:<host>:<guest>:<count> or forbid-guest:<guest>:<count>; any separator ' +
+        'that is not a letter, digit, - or _. Host ids are the ids the daemon sees (inside its user namespace with ' +
+        '--uid-map)',
+    },
+    (o, v, c) => {
+      parseIdTranslation(c.name, v);
+      o.translateUid.push(v);
+    },
+    sets('translateUid', { type: 'idTranslations' }),
   ),
-  notYet(
-    value('translate-gid', { text: 'Like --translate-uid, for GIDs' }, (o, v, c) => {
-      o.translateGid.push(parseIdTranslation(c.name, v));
-    }),
+  value(
+    'translate-gid',
+    { text: 'Like --translate-uid, for GIDs' },
+    (o, v, c) => {
+      parseIdTranslation(c.name, v);
+      o.translateGid.push(v);
+    },
+    sets('translateGid', { type: 'idTranslations' }),
   ),
   flag(
     'preserve-noatime',
@@ -626,6 +651,28 @@ function applyCompat(options: CliOptions, list: string, unsupported: string[]): 
       case 'modcaps':
         if (arg === null) throw bad();
         options.modcaps = validateModcaps('-o modcaps', arg);
+        break;
+      case 'xattrmap':
+        // As upstream, which splits the item on '=': a map holding one is not an xattrmap item.
+        if (arg === null || arg.includes('=')) throw bad();
+        parseXattrMap('-o xattrmap', arg);
+        options.xattrmap = arg;
+        break;
+      case 'posix_acl':
+        noValue();
+        options.posixAcl = true;
+        break;
+      case 'no_posix_acl':
+        noValue();
+        options.posixAcl = false;
+        break;
+      case 'security_label':
+        noValue();
+        options.securityLabel = true;
+        break;
+      case 'no_security_label':
+        noValue();
+        options.securityLabel = false;
         break;
       case 'xattr':
         noValue();

@@ -1,6 +1,7 @@
 // Value validators shared by the command line parser and the library API, so both reject the
 // same inputs with the same messages.
 import { OptionError, OptionErrorReason } from './errors';
+import { checkIdTranslations, checkXattrMap } from './policy';
 import {
   CACHE_MODES,
   CAPABILITY_NAMES,
@@ -34,9 +35,6 @@ export type MigrationMode = (typeof MIGRATION_MODES)[number];
 
 export const MIGRATION_ON_ERROR = ['abort', 'guest-error'] as const;
 export type MigrationOnError = (typeof MIGRATION_ON_ERROR)[number];
-
-export const TRANSLATE_TYPES = ['guest', 'host', 'squash-guest', 'squash-host', 'forbid-guest', 'map'] as const;
-export type TranslateType = (typeof TRANSLATE_TYPES)[number];
 
 function invalid(name: string, value: string, why: string, reason: OptionErrorReason = 'invalid-value'): OptionError {
   return new OptionError(`invalid value '${value}' for '${name}': ${why}`, 'usage', { key: name, reason });
@@ -115,38 +113,6 @@ export function parseIdRange(name: string, value: string): IdRange {
   return { inside, outside, count };
 }
 
-/** An in-daemon ID translation rule, as given to `--translate-uid`/`--translate-gid`. */
-export interface IdTranslation {
-  type: TranslateType;
-  source: number;
-  /** Absent for `forbid-guest`, which only names a range. */
-  target: number | null;
-  count: number;
-}
-
-export function parseIdTranslation(name: string, value: string): IdTranslation {
-  const [prefix, ...rest] = value.split(':');
-  const type = TRANSLATE_TYPES.find((candidate) => candidate === prefix);
-  if (type === undefined) {
-    throw invalid(name, value, `unknown mapping type '${prefix}' (expected one of ${TRANSLATE_TYPES.join(', ')})`);
-  }
-  const expected = type === 'forbid-guest' ? 2 : 3;
-  if (rest.length !== expected) {
-    throw invalid(name, value, `'${type}' takes ${expected} values, got ${rest.length}`);
-  }
-  const numbers = rest.map((field) => parseUint(name, field, MAX_ID));
-  const count = numbers[numbers.length - 1];
-  if (count === 0) {
-    throw invalid(name, value, 'the count must be at least 1');
-  }
-  return {
-    type,
-    source: numbers[0],
-    target: type === 'forbid-guest' ? null : numbers[1],
-    count,
-  };
-}
-
 /**
  * Checks `--modcaps` syntax: `+cap` / `-cap` items separated by `:`, capability names without the
  * `CAP_` prefix, case-insensitive.
@@ -180,40 +146,6 @@ export function parseModcaps(name: string, value: string): Modcaps {
     }
   }
   return { add: [...add], drop: [...drop] };
-}
-
-/**
- * Checks the rule structure of an `--xattrmap` string: each rule is `<sep>type<sep>scope<sep>key<sep>
- * prepend<sep>` or `<sep>map<sep>key<sep>prepend<sep>` where the first character is the separator.
- */
-export function validateXattrmap(name: string, value: string): string {
-  const ruleTypes = ['prefix', 'ok', 'bad', 'unsupported'];
-  const scopes = ['client', 'server', 'all'];
-  let rest = value.trim();
-  let rule = 0;
-  while (rest.length > 0) {
-    rule += 1;
-    const sep = rest.charAt(0);
-    const parts = rest.slice(1).split(sep);
-    const kind = parts[0];
-    const fieldCount = kind === 'map' ? 3 : 4;
-    if (!ruleTypes.includes(kind) && kind !== 'map') {
-      throw invalid(name, value, `rule ${rule}: unknown rule type '${kind}'`);
-    }
-    // parts: type, fields..., then the remainder after the closing separator.
-    if (parts.length < fieldCount + 1) {
-      throw invalid(name, value, `rule ${rule}: incomplete rule`);
-    }
-    if (kind !== 'map' && !scopes.includes(parts[1])) {
-      throw invalid(name, value, `rule ${rule}: unknown scope '${parts[1]}'`);
-    }
-    const consumed = 1 + parts.slice(0, fieldCount).reduce((sum, part) => sum + part.length + 1, 0);
-    rest = rest.slice(consumed).trimStart();
-  }
-  if (rule === 0) {
-    throw invalid(name, value, 'no rules given');
-  }
-  return value;
 }
 
 export const ID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE =
@@ -252,7 +184,11 @@ export type ValueCheck =
   /** A `--modcaps` string, `+cap:-cap`. */
   | { type: 'modcaps' }
   /** An array of `{ inside, outside, count }`. */
-  | { type: 'idRanges' };
+  | { type: 'idRanges' }
+  /** An array of id translation rules (objects or upstream strings), see ./policy. */
+  | { type: 'idTranslations' }
+  /** Extended-attribute rules: an array of rule objects or a string in upstream's language. */
+  | { type: 'xattrMap' };
 
 const wrongType = (key: string, expected: string): OptionError =>
   new OptionError(`invalid value for '${key}': expected ${expected}`, 'usage', { key, reason: 'invalid-type' });
@@ -317,5 +253,9 @@ export function checkLibraryValue(key: string, value: unknown, check: ValueCheck
       return parseModcaps(key, checkString(key, value));
     case 'idRanges':
       return checkIdRanges(key, value);
+    case 'idTranslations':
+      return checkIdTranslations(key, value);
+    case 'xattrMap':
+      return checkXattrMap(key, value);
   }
 }

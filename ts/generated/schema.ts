@@ -36,6 +36,10 @@ export const MAX_ID = 4294967295;
 export const CACHE_MODES = ['auto', 'always', 'never', 'metadata'] as const;
 export type CacheMode = (typeof CACHE_MODES)[number];
 
+/** What a matching extended-attribute rule does: `prefix` adds `prepend` to guest names and strips it from host names, `ok` passes the name, `bad` refuses guest names (EPERM) and hides host names, `unsupported` refuses guest names with EOPNOTSUPP and hides host names. */
+export const XATTR_RULE_KINDS = ['prefix', 'ok', 'bad', 'unsupported'] as const;
+export type XattrRuleKind = (typeof XATTR_RULE_KINDS)[number];
+
 /** Whether inodes are held as file handles instead of O_PATH descriptors. */
 export const INODE_FILE_HANDLE_MODES = ['never', 'prefer', 'mandatory'] as const;
 export type InodeFileHandleMode = (typeof INODE_FILE_HANDLE_MODES)[number];
@@ -51,6 +55,14 @@ export type SandboxMode = (typeof SANDBOX_MODES)[number];
 /** What the seccomp filter does on a system call outside its allow list. */
 export const SECCOMP_ACTIONS = ['none', 'kill', 'log', 'trap'] as const;
 export type SeccompAction = (typeof SECCOMP_ACTIONS)[number];
+
+/** What a guest-to-host id rule does: `range` maps `first + k` to `target + k`, `squash` maps every covered id to `target`, `fail` refuses the covered ids (EPERM). */
+export const ID_RULE_KINDS = ['range', 'squash', 'fail'] as const;
+export type IdRuleKind = (typeof ID_RULE_KINDS)[number];
+
+/** What a host-to-guest id rule does (as `IdRuleKind`, without `fail`). */
+export const HOST_ID_RULE_KINDS = ['range', 'squash'] as const;
+export type HostIdRuleKind = (typeof HOST_ID_RULE_KINDS)[number];
 
 /** Capability names (lower case, without `cap_`) in kernel numbering order. */
 export const CAPABILITY_NAMES = [
@@ -115,6 +127,19 @@ export type SocketConfig =
       fd: number;
     };
 
+/** One compiled extended-attribute rule (`--xattrmap`, `map` rules expanded). A guest name matches a `client` rule that `key` starts; a host name matches a `server` rule that `prepend` starts; the first match decides. */
+export interface XattrRule {
+  kind: XattrRuleKind;
+  /** Applies to names from the guest. */
+  client: boolean;
+  /** Applies to names from the host. */
+  server: boolean;
+  /** No NUL. */
+  key: string;
+  /** No NUL. */
+  prepend: string;
+}
+
 /** One `target=level` logging directive. */
 export interface LogTarget {
   /** Applies to log targets starting with this. */
@@ -130,6 +155,34 @@ export interface IdRange {
   outside: number;
   /** Number of IDs in the range. An integer from 1 to 4294967295. */
   count: number;
+}
+
+/** One guest-to-host rule: the guest ids `first ..= first + count - 1` and what they become on the host. `first + count - 1` must fit in 32 bits, and for `range` `target + count - 1` must be below 4294967295 (which is no id); a `fail` rule's target is 0. */
+export interface IdRule {
+  /** An integer from 0 to 4294967295. */
+  first: number;
+  /** An integer from 1 to 4294967295. */
+  count: number;
+  kind: IdRuleKind;
+  /** An integer from 0 to 4294967294. */
+  target: number;
+}
+
+/** One host-to-guest rule: the host ids `first ..= first + count - 1` and what the guest sees instead (targets as in `IdRule`). */
+export interface HostIdRule {
+  /** An integer from 0 to 4294967295. */
+  first: number;
+  /** An integer from 1 to 4294967295. */
+  count: number;
+  kind: HostIdRuleKind;
+  /** An integer from 0 to 4294967294. */
+  target: number;
+}
+
+/** The translation of one id kind (`--translate-uid` or `--translate-gid`, compiled): two independent tables, each sorted by `first` with disjoint ranges; an id no rule covers is the same number on both sides. */
+export interface IdMapping {
+  guestToHost: IdRule[];
+  hostToGuest: HostIdRule[];
 }
 
 /** Capabilities added to or dropped from the default set of a root device process. */
@@ -165,8 +218,14 @@ export interface DeviceConfig {
   announceSubmounts: boolean;
   /** Offer FUSE KILLPRIV_V2. */
   killprivV2: boolean;
-  /** Serve extended attributes. */
+  /** Serve extended attributes (the device also does with any of posixAcl, securityLabel and xattrMap). */
   xattr: boolean;
+  /** Offer POSIX ACLs (FUSE_POSIX_ACL); the ids inside ACL values are translated. */
+  posixAcl: boolean;
+  /** Store the security label the guest sends with a new file (FUSE_SECURITY_CTX). */
+  securityLabel: boolean;
+  /** Extended-attribute name rules, or null to pass every name unchanged. The list is not empty and has a catch-all for each side: a `client` rule with an empty `key` and a `server` rule with an empty `prepend`. */
+  xattrMap: XattrRule[] | null;
   inodeFileHandles: InodeFileHandleMode;
   /** Keep the guest's O_NOATIME. */
   preserveNoatime: boolean;
@@ -187,5 +246,9 @@ export interface DeviceConfig {
   uidMap: IdRange[];
   /** GID ranges of an unprivileged namespace sandbox's user namespace. */
   gidMap: IdRange[];
+  /** UID translation done by the device. Host ids are ids as the device sees them (inside its user namespace, if it has one). */
+  translateUid: IdMapping;
+  /** GID translation done by the device. */
+  translateGid: IdMapping;
   modcaps: Modcaps;
 }

@@ -17,6 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use virtiofsd_daemon::config::{ConfigError, DaemonConfig, SocketConfig};
+use virtiofsd_daemon::control::{ControlChannel, Event};
 
 /// A compiled configuration is a few hundred bytes; anything near this is not one.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -171,9 +172,37 @@ fn start() -> Result<i32, StartError> {
         .control_fd
         .map(|fd| adopt(fd, "control channel").map(|file| UnixStream::from(OwnedFd::from(file))))
         .transpose()?;
-    let config = read_config(config_fd)?;
-    check_labels(&args, &config)?;
+    let config = match read_config(config_fd).and_then(|config| {
+        check_labels(&args, &config)?;
+        Ok(config)
+    }) {
+        Ok(config) => config,
+        Err(e) => {
+            // A supervising library hears why, as for any failed start; stderr gets it too.
+            if let Some(stream) = &control {
+                if let Ok((channel, _)) =
+                    stream.try_clone().map(ControlChannel::new).and_then(|r| r)
+                {
+                    channel.send(&Event::Error {
+                        message: &describe(&e),
+                    });
+                }
+            }
+            return Err(e);
+        }
+    };
     Ok(virtiofsd_daemon::run(config, control))
+}
+
+/// An error and its causes, `outer: inner: ...`.
+fn describe(e: &StartError) -> String {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }
 
 fn main() {
@@ -185,13 +214,7 @@ fn main() {
             USAGE_EXIT
         }
         Err(e) => {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("virtiofsd: {message}");
+            eprintln!("virtiofsd: {}", describe(&e));
             1
         }
     };

@@ -175,7 +175,12 @@ fn serve(
     fs_cfg.root_dir = sandboxed.root_dir.clone();
     let fs = PassthroughFs::with_proc_self_fd(fs_cfg, sandboxed.proc_self_fd)
         .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
-    let server = Arc::new(virtiofsd_fuse::Server::new(fs));
+    let server = Arc::new(virtiofsd_fuse::Server::new(fs).with_id_policy(
+        virtiofsd_policy::IdPolicy {
+            uid: config.translate_uid.clone(),
+            gid: config.translate_gid.clone(),
+        },
+    ));
 
     sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
     let confinement = Confinement::record(config, euid_at_start);
@@ -250,7 +255,14 @@ fn fs_config(config: &DaemonConfig, fd_budget: usize) -> FsConfig {
         allow_mmap: config.allow_mmap,
         announce_submounts: config.announce_submounts,
         killpriv_v2: config.killpriv_v2,
-        xattr: config.xattr,
+        // As upstream: each of these needs extended attributes served.
+        xattr: config.xattr
+            || config.posix_acl
+            || config.security_label
+            || config.xattr_map.is_some(),
+        xattr_map: config.xattr_map.clone(),
+        posix_acl: config.posix_acl,
+        security_label: config.security_label,
         inode_file_handles: match config.inode_file_handles {
             InodeFileHandles::Never => FileHandleMode::Never,
             InodeFileHandles::Prefer => FileHandleMode::Prefer,

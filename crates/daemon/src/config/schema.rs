@@ -9,6 +9,13 @@
 
 use super::{CacheMode, InodeFileHandles, LogLevel, SandboxMode, SeccompMode};
 
+/// Wire names of `virtiofsd_policy::IdRuleKind`, in declaration order.
+pub const ID_RULE_KIND_VALUES: &[&str] = &["range", "squash", "fail"];
+/// A host-to-guest table cannot refuse ids: no `fail`.
+pub const HOST_ID_RULE_KIND_VALUES: &[&str] = &["range", "squash"];
+/// Wire names of `virtiofsd_policy::XattrRuleKind`, in declaration order.
+pub const XATTR_RULE_KIND_VALUES: &[&str] = &["prefix", "ok", "bad", "unsupported"];
+
 /// The virtio-fs configuration space has room for a 36-byte tag.
 pub const MAX_TAG_BYTES: usize = virtiofsd_device::config_space::TAG_LEN;
 pub const MIN_REQUEST_QUEUES: usize = 1;
@@ -208,6 +215,31 @@ pub const CAPABILITIES: EnumSchema = EnumSchema {
     values: CAPABILITY_NAMES,
 };
 
+pub const ID_RULE_KINDS: EnumSchema = EnumSchema {
+    type_name: "IdRuleKind",
+    values_name: "ID_RULE_KINDS",
+    doc: "What a guest-to-host id rule does: `range` maps `first + k` to `target + k`, `squash` \
+          maps every covered id to `target`, `fail` refuses the covered ids (EPERM).",
+    values: ID_RULE_KIND_VALUES,
+};
+
+pub const HOST_ID_RULE_KINDS: EnumSchema = EnumSchema {
+    type_name: "HostIdRuleKind",
+    values_name: "HOST_ID_RULE_KINDS",
+    doc: "What a host-to-guest id rule does (as `IdRuleKind`, without `fail`).",
+    values: HOST_ID_RULE_KIND_VALUES,
+};
+
+pub const XATTR_RULE_KINDS: EnumSchema = EnumSchema {
+    type_name: "XattrRuleKind",
+    values_name: "XATTR_RULE_KINDS",
+    doc:
+        "What a matching extended-attribute rule does: `prefix` adds `prepend` to guest names and \
+          strips it from host names, `ok` passes the name, `bad` refuses guest names (EPERM) and \
+          hides host names, `unsupported` refuses guest names with EOPNOTSUPP and hides host names.",
+    values: XATTR_RULE_KIND_VALUES,
+};
+
 /// Every enum of the contract, in the order the TypeScript module declares them.
 pub const ENUMS: &[&EnumSchema] = &[
     &CACHE_MODES,
@@ -216,6 +248,9 @@ pub const ENUMS: &[&EnumSchema] = &[
     &SANDBOX_MODES,
     &SECCOMP_ACTIONS,
     &CAPABILITIES,
+    &ID_RULE_KINDS,
+    &HOST_ID_RULE_KINDS,
+    &XATTR_RULE_KINDS,
 ];
 
 const NON_EMPTY_TEXT: FieldType = FieldType::Text {
@@ -290,6 +325,129 @@ pub const MODCAPS: ObjectSchema = ObjectSchema {
         Field {
             name: "drop",
             ty: FieldType::List(&FieldType::Enum(&CAPABILITIES)),
+            doc: "",
+        },
+    ],
+};
+
+const COUNT: FieldType = FieldType::Integer {
+    min: 1,
+    max: MAX_ID as u64,
+    power_of_two: false,
+};
+
+/// A name part of an extended-attribute rule: may be empty, never holds NUL.
+const NAME_PART: FieldType = FieldType::Text {
+    min_bytes: 0,
+    max_bytes: None,
+    no_nul: true,
+};
+
+/// A translation target: any id but 4294967295, which is none (chown(2) reads it as "unchanged").
+const TARGET: FieldType = FieldType::Integer {
+    min: 0,
+    max: MAX_ID as u64 - 1,
+    power_of_two: false,
+};
+
+pub const ID_RULE: ObjectSchema = ObjectSchema {
+    type_name: "IdRule",
+    doc: "One guest-to-host rule: the guest ids `first ..= first + count - 1` and what they \
+          become on the host. `first + count - 1` must fit in 32 bits, and for `range` \
+          `target + count - 1` must be below 4294967295 (which is no id); a `fail` rule's target \
+          is 0.",
+    fields: &[
+        Field {
+            name: "first",
+            ty: ID,
+            doc: "",
+        },
+        Field {
+            name: "count",
+            ty: COUNT,
+            doc: "",
+        },
+        Field {
+            name: "kind",
+            ty: FieldType::Enum(&ID_RULE_KINDS),
+            doc: "",
+        },
+        Field {
+            name: "target",
+            ty: TARGET,
+            doc: "",
+        },
+    ],
+};
+
+pub const HOST_ID_RULE: ObjectSchema = ObjectSchema {
+    type_name: "HostIdRule",
+    doc: "One host-to-guest rule: the host ids `first ..= first + count - 1` and what the guest \
+          sees instead (targets as in `IdRule`).",
+    fields: &[
+        Field {
+            name: "first",
+            ty: ID,
+            doc: "",
+        },
+        Field {
+            name: "count",
+            ty: COUNT,
+            doc: "",
+        },
+        Field {
+            name: "kind",
+            ty: FieldType::Enum(&HOST_ID_RULE_KINDS),
+            doc: "",
+        },
+        Field {
+            name: "target",
+            ty: TARGET,
+            doc: "",
+        },
+    ],
+};
+
+pub const ID_MAPPING: ObjectSchema = ObjectSchema {
+    type_name: "IdMapping",
+    doc: "The translation of one id kind (`--translate-uid` or `--translate-gid`, compiled): two \
+          independent tables, each sorted by `first` with disjoint ranges; an id no rule covers is \
+          the same number on both sides.",
+    fields: &[
+        Field {
+            name: "guestToHost",
+            ty: FieldType::List(&FieldType::Object(&ID_RULE)),
+            doc: "",
+        },
+        Field {
+            name: "hostToGuest",
+            ty: FieldType::List(&FieldType::Object(&HOST_ID_RULE)),
+            doc: "",
+        },
+    ],
+};
+
+pub const XATTR_RULE: ObjectSchema = ObjectSchema {
+    type_name: "XattrRule",
+    doc: "One compiled extended-attribute rule (`--xattrmap`, `map` rules expanded). A guest name \
+          matches a `client` rule that `key` starts; a host name matches a `server` rule that \
+          `prepend` starts; the first match decides.",
+    fields: &[
+        Field {
+            name: "kind",
+            ty: FieldType::Enum(&XATTR_RULE_KINDS),
+            doc: "",
+        },
+        flag("client", "Applies to names from the guest."),
+        flag("server", "Applies to names from the host."),
+        Field {
+            name: "key",
+            ty: NAME_PART,
+            doc: "",
+        },
+        Field {
+            name: "prepend",
+            ty: NAME_PART,
             doc: "",
         },
     ],
@@ -408,7 +566,26 @@ pub const DEVICE_CONFIG: ObjectSchema = ObjectSchema {
         ),
         flag("announceSubmounts", "Report mount points inside the share."),
         flag("killprivV2", "Offer FUSE KILLPRIV_V2."),
-        flag("xattr", "Serve extended attributes."),
+        flag(
+            "xattr",
+            "Serve extended attributes (the device also does with any of posixAcl, securityLabel \
+             and xattrMap).",
+        ),
+        flag(
+            "posixAcl",
+            "Offer POSIX ACLs (FUSE_POSIX_ACL); the ids inside ACL values are translated.",
+        ),
+        flag(
+            "securityLabel",
+            "Store the security label the guest sends with a new file (FUSE_SECURITY_CTX).",
+        ),
+        Field {
+            name: "xattrMap",
+            ty: FieldType::Nullable(&FieldType::List(&FieldType::Object(&XATTR_RULE))),
+            doc: "Extended-attribute name rules, or null to pass every name unchanged. The list \
+                  is not empty and has a catch-all for each side: a `client` rule with an empty \
+                  `key` and a `server` rule with an empty `prepend`.",
+        },
         Field {
             name: "inodeFileHandles",
             ty: FieldType::Enum(&INODE_FILE_HANDLE_MODES),
@@ -460,6 +637,17 @@ pub const DEVICE_CONFIG: ObjectSchema = ObjectSchema {
             name: "gidMap",
             ty: FieldType::List(&FieldType::Object(&ID_RANGE)),
             doc: "GID ranges of an unprivileged namespace sandbox's user namespace.",
+        },
+        Field {
+            name: "translateUid",
+            ty: FieldType::Object(&ID_MAPPING),
+            doc: "UID translation done by the device. Host ids are ids as the device sees them \
+                  (inside its user namespace, if it has one).",
+        },
+        Field {
+            name: "translateGid",
+            ty: FieldType::Object(&ID_MAPPING),
+            doc: "GID translation done by the device.",
         },
         Field {
             name: "modcaps",

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use serde_json::{json, Map, Value};
 
 use super::schema::{
-    EnumSchema, Field, FieldType, ObjectSchema, TaggedSchema, DEVICE_CONFIG, LIMITS,
+    EnumSchema, Field, FieldType, ObjectSchema, TaggedSchema, DEVICE_CONFIG, LIMITS, MAX_ID,
 };
-use super::DaemonConfig;
+use super::{DaemonConfig, Identity};
 
 /// Where the generated module is checked in, relative to this crate.
 const TYPESCRIPT_MODULE: &str = "../../ts/generated/schema.ts";
@@ -282,7 +282,21 @@ fn sample_fields(fields: &[Field], variant: usize, present: bool) -> Value {
 }
 
 fn device_sample(variant: usize, present: bool) -> Value {
-    sample_fields(DEVICE_CONFIG.fields, variant, present)
+    let mut config = sample_fields(DEVICE_CONFIG.fields, variant, present);
+    complete(&mut config);
+    config
+}
+
+/// What one-element samples cannot say: an xattr map ends with catch-alls for both sides (the
+/// schema's doc of `xattrMap` says so; the policy crate's tests refuse lists without).
+fn complete(config: &mut Value) {
+    let catch_all =
+        json!({ "kind": "ok", "client": true, "server": true, "key": "", "prepend": "" });
+    if let Some(rules) = config["xattrMap"].as_array_mut() {
+        if rules.last() != Some(&catch_all) {
+            rules.push(catch_all);
+        }
+    }
 }
 
 /// Every variant of every tagged type is reached by one of these.
@@ -342,17 +356,38 @@ fn leaf<'a>(
 /// ID ranges of the sample are allowed).
 fn accepted(config: &Value) -> Result<(), String> {
     let parsed: DaemonConfig = serde_json::from_value(config.clone()).map_err(|e| e.to_string())?;
-    parsed.validate_as(1000).map_err(|e| e.to_string())
+    parsed
+        .validate_as(&Identity::user(1000))
+        .map_err(|e| e.to_string())
 }
 
 fn with(base: &Value, pointer: &str, value: Value) -> Value {
     let mut changed = base.clone();
     *changed.pointer_mut(pointer).expect("the pointer exists") = value;
-    // The ID ranges of the sample need a namespace sandbox; another sandbox is tested without.
+    let empty_tables = json!({ "guestToHost": [], "hostToGuest": [] });
+    // The ID ranges of the sample need a namespace sandbox; another sandbox is tested without
+    // (and without translation rules, whose host ids are those of the sample's ranges).
     if pointer == "/sandbox" && changed["sandbox"] != json!("namespace") {
         changed["uidMap"] = json!([]);
         changed["gidMap"] = json!([]);
+        changed["translateUid"] = empty_tables.clone();
+        changed["translateGid"] = empty_tables.clone();
     }
+    // Translation rules may only name host ids inside the user namespace: changed ranges are
+    // tested without rules, changed rules with ranges holding every id.
+    if pointer.starts_with("/uidMap") || pointer.starts_with("/gidMap") {
+        changed["translateUid"] = empty_tables.clone();
+        changed["translateGid"] = empty_tables;
+    }
+    if pointer.starts_with("/translate") {
+        let every_id = json!([
+            { "inside": 0, "outside": 0, "count": MAX_ID },
+            { "inside": MAX_ID, "outside": MAX_ID, "count": 1 }
+        ]);
+        changed["uidMap"] = every_id.clone();
+        changed["gidMap"] = every_id;
+    }
+    complete(&mut changed);
     changed
 }
 
