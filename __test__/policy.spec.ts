@@ -7,8 +7,8 @@
 // ACL ids as the host stores them, read with the same static helper the guest uses). A host check is
 // one more case, "host-<name>: ok" or "host-<name>: FAIL got X want Y", in the section's transcript.
 //
-// Checks, per section: our transcript has no FAIL; the reference fails only where REFERENCE_FAILS
-// says so; and every case where the two transcripts differ is in KNOWN_DIFFERENCES with the reason
+// Checks, per section: our transcript has no FAIL (but the PROTOCOL_LIMITS answers no FUSE server
+// can improve on); the reference fails only where REFERENCE_FAILS says so; and every case where the two transcripts differ is in KNOWN_DIFFERENCES with the reason
 // (an entry that no longer differs is reported in the log). docs/conformance-guest.md holds the
 // same tables for readers.
 import test from 'ava';
@@ -55,7 +55,6 @@ const REFERENCE_FAILS: Record<string, string> = {
   ...each(
     [
       'kp-owner-write',
-      'kp-owner-write-supplementary-group',
       'kp-nonowner-write-group-member',
       'kp-nonowner-write-not-in-group',
       'kp-owner-truncate',
@@ -68,6 +67,30 @@ const REFERENCE_FAILS: Record<string, string> = {
   ),
   ...each(['sl-tmpfile', 'sl-tmpfile-label', 'host-sl-tmpfile'], REF_NO_TMPFILE),
 };
+
+/**
+ * Cases no FUSE server can answer as a local file system, because the request does not carry what
+ * the answer depends on: the answer both daemons give ("got") and why. Both tests accept exactly
+ * that failure; the log reports a case that starts passing.
+ */
+const PROTOCOL_LIMITS: Record<string, { got: string; reason: string }> = {
+  'kp-owner-write-supplementary-group': {
+    got: '745',
+    reason:
+      'with KILLPRIV_V2 the guest sets FUSE_WRITE_KILL_SUIDGID on every write by a caller without CAP_FSETID and leaves the setgid decision to the server, ' +
+      "whose request names the caller's uid and primary gid only: membership of the file's group through a supplementary group is invisible, so the server clears setgid",
+  },
+};
+
+function atProtocolLimit(line: string): boolean {
+  const [name, value] = [line.slice(0, line.indexOf(': ')), line.slice(line.indexOf(': ') + 2)];
+  const limit = PROTOCOL_LIMITS[name];
+  return limit !== undefined && value.startsWith(`FAIL got ${limit.got} want `);
+}
+
+function reportLimits(t: import('ava').ExecutionContext, tr: Transcript): void {
+  for (const name of Object.keys(PROTOCOL_LIMITS)) if (tr.cases.get(name) === 'ok') t.log(`PROTOCOL_LIMITS lists ${name}, which passes now`);
+}
 
 /**
  * Cases where our transcript line differs from the reference's, and why. Every reference failure is
@@ -403,7 +426,8 @@ for (const section of SECTIONS) {
       const result = await suite(section, 'reference');
       for (const line of failures(result.transcript)) t.log(line);
       complete(t, section, 'reference', result);
-      const unlisted = failures(result.transcript).filter((line) => !(line.split(':')[0]! in REFERENCE_FAILS));
+      const unlisted = failures(result.transcript).filter((line) => !(line.split(':')[0]! in REFERENCE_FAILS) && !atProtocolLimit(line));
+      reportLimits(t, result.transcript);
       t.deepEqual(unlisted, [], 'reference failures missing from REFERENCE_FAILS (a wrong expectation in the suite, or a reference bug to list)');
       const passingNow = Object.keys(REFERENCE_FAILS).filter((name) => result.transcript.cases.get(name) === 'ok');
       t.deepEqual(passingNow, [], 'REFERENCE_FAILS lists cases the reference passes: remove them');
@@ -417,8 +441,10 @@ for (const section of SECTIONS) {
     t.log(`options: ${section.args.join(' ')}`);
     t.log(`ours ${section.name}: ${describeTranscript(result.transcript)}, ${section.host.length} host checks, ${result.run.durationMs} ms`);
     complete(t, section, 'our', result);
-    t.deepEqual(failures(result.transcript), [], `cases where our daemon is wrong ("got" is ours); daemon stderr:\n${result.run.daemonStderr.slice(-3000)}`);
-    t.is(result.run.status, 0, 'the script exits non-zero when a case fails');
+    reportLimits(t, result.transcript);
+    for (const line of failures(result.transcript).filter(atProtocolLimit)) t.log(`protocol limit: ${line}`);
+    t.deepEqual(failures(result.transcript).filter((line) => !atProtocolLimit(line)), [], `cases where our daemon is wrong ("got" is ours); daemon stderr:\n${result.run.daemonStderr.slice(-3000)}`);
+    if (!failures(result.transcript).some(atProtocolLimit)) t.is(result.run.status, 0, 'the script exits non-zero when a case fails');
     t.is(result.run.daemonExit.code, 0, `daemon exit ${JSON.stringify(result.run.daemonExit)}; stderr:\n${result.run.daemonStderr.slice(-4000)}`);
   });
 
