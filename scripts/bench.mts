@@ -30,7 +30,17 @@ interface Workload {
   args: string[];
   /** The headline number: operations or megabytes per second. */
   metric: 'opsPerSec' | 'mbPerSec';
+  /** Options both daemons get on top of DAEMON_ARGS. */
+  daemonArgs?: string[];
 }
+
+// Eight uid and gid rules that cover neither the load tool's ids (root) nor the fixtures' owners:
+// every request and every attribute reply is looked up in the tables and comes out unchanged, so
+// the workload is the plain one plus the cost of the lookups alone.
+const TRANSLATION_ARGS = Array.from({ length: 8 }, (_, i) => {
+  const first = 100_000 + i * 10_000;
+  return [`--translate-uid=map:${first}:${first + 1_000_000}:1000`, `--translate-gid=map:${first}:${first + 1_000_000}:1000`];
+}).flat();
 
 const WORKLOADS: readonly Workload[] = [
   { name: 'lookup', tool: 'lookup', args: [], metric: 'opsPerSec' },
@@ -42,6 +52,9 @@ const WORKLOADS: readonly Workload[] = [
   { name: 'randwrite-d32', tool: 'randwrite', args: ['--depth', '32'], metric: 'opsPerSec' },
   { name: 'seqread', tool: 'seqread', args: [], metric: 'mbPerSec' },
   { name: 'seqwrite', tool: 'seqwrite', args: [], metric: 'mbPerSec' },
+  // Against the plain rows above: what --translate-uid/--translate-gid cost per request.
+  { name: 'lookup-translated', tool: 'lookup', args: [], metric: 'opsPerSec', daemonArgs: TRANSLATION_ARGS },
+  { name: 'readdirplus-translated', tool: 'readdirplus', args: [], metric: 'opsPerSec', daemonArgs: TRANSLATION_ARGS },
 ];
 
 const META_FILES = 1000;
@@ -227,10 +240,10 @@ async function childrenOf(pid: number): Promise<number[]> {
   return kids;
 }
 
-async function startDaemon(kind: Kind, reference: string, socket: string, share: string): Promise<Daemon> {
+async function startDaemon(kind: Kind, reference: string, socket: string, share: string, extraArgs: string[]): Promise<Daemon> {
   const argv = kind === 'ours' ? oursArgv() : [reference];
   const [cmd, ...args] = argv as [string, ...string[]];
-  const child = spawn(cmd, [...args, ...DAEMON_ARGS, `--socket-path=${socket}`, `--shared-dir=${share}`], {
+  const child = spawn(cmd, [...args, ...DAEMON_ARGS, ...extraArgs, `--socket-path=${socket}`, `--shared-dir=${share}`], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -344,7 +357,7 @@ async function runOnce(workload: Workload, kind: Kind, tool: string, reference: 
   const socket = path.join(work, 'vfs.sock');
   let daemon: Daemon | undefined;
   try {
-    daemon = await startDaemon(kind, reference, socket, share);
+    daemon = await startDaemon(kind, reference, socket, share, workload.daemonArgs ?? []);
     const before = await sample(daemon.devicePid);
     if (!before) throw new Error(`the ${kind} device process vanished before the load started`);
     const args = ['bench', '--socket', socket, '--workload', workload.tool, ...workload.args, '--seconds', String(seconds), '--json'];
