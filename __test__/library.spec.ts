@@ -201,7 +201,7 @@ test('a device with every policy option starts; one whose tables cannot work fai
   t.true(result.listening);
   t.deepEqual(result.warnings, []);
   t.is(result.refused?.reason, 'failed');
-  t.regex(result.refused?.message ?? '', /posixAcl cannot work: xattrMap rule 0 refuses the guest name system\.posix_acl_access/);
+  t.regex(result.refused?.message ?? '', /posixAcl cannot work: rule 1 of the compiled xattr map \(Bad all, key "system\.", prepend ""\) refuses or renames system\.posix_acl_access/);
   t.deepEqual(result.processes, []);
 });
 

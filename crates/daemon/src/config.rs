@@ -348,10 +348,25 @@ impl DaemonConfig {
                     virtiofsd_policy::acl::ACCESS,
                     virtiofsd_policy::acl::DEFAULT,
                 ] {
-                    if !matches!(map.to_host(name), virtiofsd_policy::GuestName::Host(_)) {
+                    // The host kernel applies an ACL only under its own name: a renamed one
+                    // would be stored and shown, but never inherited nor kept in step with the
+                    // mode.
+                    let unchanged = matches!(map.to_host(name),
+                        virtiofsd_policy::GuestName::Host(host) if host.as_ref() == name);
+                    if !unchanged {
+                        let index = map.guest_rule(name);
+                        let rule = &map.rules()[index];
+                        let scope = match (rule.client, rule.server) {
+                            (true, true) => "all",
+                            (true, false) => "client",
+                            _ => "server",
+                        };
                         return invalid(format!(
-                            "posixAcl cannot work: xattrMap rule {} refuses the guest name {}",
-                            map.guest_rule(name),
+                            "posixAcl cannot work: rule {} of the compiled xattr map ({:?} {scope}, key {:?}, prepend {:?}) refuses or renames {}, and the host kernel applies an ACL only under its own name",
+                            index + 1,
+                            rule.kind,
+                            rule.key,
+                            rule.prepend,
                             String::from_utf8_lossy(name)
                         ));
                     }

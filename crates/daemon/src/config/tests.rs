@@ -426,8 +426,23 @@ fn posix_acls_need_their_names_through_the_xattr_map() {
         .to_string();
     assert!(
         err.contains(
-            "posixAcl cannot work: xattrMap rule 0 refuses the guest name system.posix_acl_access"
-        ),
+            "posixAcl cannot work: rule 1 of the compiled xattr map (Bad all, key \"system.\""
+        ) && err.contains("refuses or renames system.posix_acl_access"),
+        "{err}"
+    );
+    // Renamed is as bad as refused: the host would keep a user xattr, never apply it.
+    let mut renamed = v.clone();
+    renamed["xattrMap"] = serde_json::json!([
+        { "kind": "prefix", "client": true, "server": true, "key": "", "prepend": "user.v." },
+        { "kind": "bad", "client": true, "server": true, "key": "", "prepend": "" }
+    ]);
+    let config: DaemonConfig = serde_json::from_value(renamed).unwrap();
+    let err = config
+        .validate_as(&Identity::user(0))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("(Prefix all, key \"\", prepend \"user.v.\")"),
         "{err}"
     );
     v["posixAcl"] = serde_json::json!(false);
