@@ -543,4 +543,16 @@ pub trait FileSystem: Send + Sync {
     ) -> io::Result<(libc::statx, Duration)> {
         enosys()
     }
+
+    /// Live migration, source side: what the destination needs to go on serving this session
+    /// (the inodes and handles the guest holds), serialized. Called once the queues have stopped.
+    fn save_state(&self) -> io::Result<Vec<u8>> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// Live migration, destination side: restores what `save_state` produced on the source,
+    /// before any request is served. `negotiated` is the FUSE flags of the source's session.
+    fn load_state(&self, negotiated: u64, state: &[u8]) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
