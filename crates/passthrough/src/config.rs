@@ -133,6 +133,104 @@ impl FromStr for FileHandleMode {
     }
 }
 
+/// How the source describes each inode to the destination of a migration
+/// (`--migration-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrationMode {
+    /// Send each inode's path relative to the shared directory; the destination looks it up
+    /// again from its own root (the default, as upstream virtiofsd).
+    #[default]
+    FindPaths,
+    /// Send each inode's file handle; the destination opens it with `open_by_handle_at`, which
+    /// needs `CAP_DAC_READ_SEARCH` and the same host filesystem on both sides.
+    FileHandles,
+}
+
+/// A migration mode name other than `find-paths` or `file-handles`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownMigrationMode(pub String);
+
+impl fmt::Display for UnknownMigrationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown migration mode {:?} (expected find-paths or file-handles)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownMigrationMode {}
+
+impl FromStr for MigrationMode {
+    type Err = UnknownMigrationMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "find-paths" => Ok(MigrationMode::FindPaths),
+            "file-handles" => Ok(MigrationMode::FileHandles),
+            other => Err(UnknownMigrationMode(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for MigrationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MigrationMode::FindPaths => "find-paths",
+            MigrationMode::FileHandles => "file-handles",
+        })
+    }
+}
+
+/// What the destination of a migration does with an inode it cannot find again
+/// (`--migration-on-error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrationOnError {
+    /// Fail the whole load: the migration fails and the source goes on serving (the default).
+    #[default]
+    Abort,
+    /// Keep the inode's id but mark it broken: every later request on it answers `EIO`.
+    GuestError,
+}
+
+/// A migration error policy name other than `abort` or `guest-error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownMigrationOnError(pub String);
+
+impl fmt::Display for UnknownMigrationOnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown migration error policy {:?} (expected abort or guest-error)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownMigrationOnError {}
+
+impl FromStr for MigrationOnError {
+    type Err = UnknownMigrationOnError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "abort" => Ok(MigrationOnError::Abort),
+            "guest-error" => Ok(MigrationOnError::GuestError),
+            other => Err(UnknownMigrationOnError(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for MigrationOnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MigrationOnError::Abort => "abort",
+            MigrationOnError::GuestError => "guest-error",
+        })
+    }
+}
+
 /// Everything that shapes a [`crate::PassthroughFs`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -184,6 +282,16 @@ pub struct Config {
     /// How many host descriptors the guest may make the daemon hold (open handles, inode
     /// descriptors, lock descriptions); past it, operations that need one more get `ENFILE`.
     pub fd_budget: usize,
+    /// `--migration-mode`: how inodes are described in the migration state.
+    pub migration_mode: MigrationMode,
+    /// `--migration-on-error`: what the destination does with an inode it cannot restore.
+    pub migration_on_error: MigrationOnError,
+    /// `--migration-verify-handles`: with `find-paths`, also send a file handle per inode and
+    /// make the destination check that the path it found leads to the same inode.
+    pub migration_verify_handles: bool,
+    /// `--migration-confirm-paths`: with `find-paths`, open each path again at save time and
+    /// check that it leads to the inode the source holds.
+    pub migration_confirm_paths: bool,
 }
 
 impl Config {
@@ -208,6 +316,10 @@ impl Config {
             posix_locks: true,
             flock: true,
             fd_budget: usize::MAX,
+            migration_mode: MigrationMode::FindPaths,
+            migration_on_error: MigrationOnError::Abort,
+            migration_verify_handles: false,
+            migration_confirm_paths: false,
         }
     }
 }
@@ -242,6 +354,22 @@ mod tests {
         assert_eq!(c.inode_file_handles, FileHandleMode::Never);
         assert!(c.posix_locks && c.flock && !c.xattr && !c.preserve_noatime);
         assert!(c.xattr_map.is_none() && !c.posix_acl && !c.security_label);
+    }
+
+    #[test]
+    fn parses_migration_options() {
+        for m in [MigrationMode::FindPaths, MigrationMode::FileHandles] {
+            assert_eq!(m.to_string().parse::<MigrationMode>(), Ok(m));
+        }
+        for e in [MigrationOnError::Abort, MigrationOnError::GuestError] {
+            assert_eq!(e.to_string().parse::<MigrationOnError>(), Ok(e));
+        }
+        assert!("paths".parse::<MigrationMode>().is_err());
+        assert!("ignore".parse::<MigrationOnError>().is_err());
+        let c = Config::new("/x");
+        assert_eq!(c.migration_mode, MigrationMode::FindPaths);
+        assert_eq!(c.migration_on_error, MigrationOnError::Abort);
+        assert!(!c.migration_verify_handles && !c.migration_confirm_paths);
     }
 
     #[test]

@@ -38,5 +38,8 @@ mod tests_posix;
 mod tests_xattrmap;
 
 pub use census::Census;
-pub use config::{CachePolicy, Config, FileHandleMode, UnknownCachePolicy, UnknownFileHandleMode};
+pub use config::{
+    CachePolicy, Config, FileHandleMode, MigrationMode, MigrationOnError, UnknownCachePolicy,
+    UnknownFileHandleMode, UnknownMigrationMode, UnknownMigrationOnError,
+};
 pub use fs::PassthroughFs;
