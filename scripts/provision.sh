@@ -3,12 +3,14 @@
 #   - system packages: qemu-system-x86 (QEMU), busybox-static, cpio, zstd, uidmap, groff-base, man-db,
 #     systemd (installed with apt; root only)
 #   - the reference daemon (scripts/reference-virtiofsd.sh)
+#   - QEMU 10 (Debian 13's, in a private root: scripts/qemu10.sh), for the live-migration tests: the
+#     system QEMU of Debian 12 (7.2) cannot migrate a vhost-user-fs device
 #   - a guest kernel: Debian 13's 6.12 kernel, which has virtio-pci, FUSE and virtio-fs built in, so the
 #     initramfs needs no modules. QEMU boots its uncompressed vmlinux through PVH, much faster under TCG
 #     than decompressing a bzImage.
 #   - the base busybox initramfs (scripts/guest/init as /init)
 # Downloads and artifacts are cached under ${XDG_CACHE_HOME:-$HOME/.cache}/virtiofsd-node/.
-# The last line printed is JSON: {"qemu":...,"vmlinux":...,"initramfs":...,"reference":...}.
+# The last line printed is JSON: {"qemu":...,"vmlinux":...,"initramfs":...,"reference":...,"qemuMigration":...}.
 # Everything else goes to stderr, so callers can parse stdout's last line.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -46,6 +48,10 @@ qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found after
 refdir=$cache/reference
 reference=$(bash "$here/reference-virtiofsd.sh" "$refdir" | tail -n1)
 [[ -x $reference ]] || die "reference daemon installation failed"
+
+# --- QEMU able to migrate vhost-user-fs -----------------------------------------------------------
+qemu_migration=$(bash "$here/qemu10.sh" "$cache/qemu10" | tail -n1)
+[[ -x $qemu_migration ]] || die "QEMU 10 installation failed"
 
 # --- guest kernel --------------------------------------------------------------------------------
 vmlinux=$cache/kernel/vmlinux
@@ -100,4 +106,5 @@ if [[ ! -s $initramfs || $(cat "$initramfs.stamp" 2>/dev/null) != "$stamp" ]]; t
   echo "$stamp" > "$initramfs.stamp"
 fi
 
-printf '{"qemu":"%s","vmlinux":"%s","initramfs":"%s","reference":"%s"}\n' "$qemu" "$vmlinux" "$initramfs" "$reference"
+printf '{"qemu":"%s","vmlinux":"%s","initramfs":"%s","reference":"%s","qemuMigration":"%s"}\n' \
+  "$qemu" "$vmlinux" "$initramfs" "$reference" "$qemu_migration"
