@@ -21,8 +21,9 @@ function usageError(t: import('ava').ExecutionContext, argv: string[], message: 
   else t.regex(error?.message ?? '', message);
 }
 
+/** A parse result as if `option` were marked unsupported (no option of the table is, now). */
 function unsupported(t: import('ava').ExecutionContext, argv: string[], option: string): void {
-  const parsed = parseArgs(argv);
+  const parsed = { ...parseArgs(argv), unsupported: [option] };
   const error = t.throws(() => checkRunnable(parsed), { instanceOf: NotSupportedError });
   t.is(error?.message, `not supported yet: ${option}`);
   t.is(error?.option, option);
@@ -176,9 +177,55 @@ test('--inode-file-handles requires an equal sign; fallback is a deprecated alia
   usageError(t, [...BASE, '--inode-file-handles=sometimes'], /invalid value 'sometimes' for '--inode-file-handles'/);
 });
 
-test('unsupported flags are parsed then refused by name', (t) => {
+test('no option is marked unsupported: every one of the table is implemented', (t) => {
+  for (const argv of [
+    ['--migration-mode=file-handles'],
+    ['--migration-on-error=guest-error'],
+    ['--migration-verify-handles'],
+    ['--migration-confirm-paths'],
+    ['--reconnect'],
+  ]) {
+    t.deepEqual(parseArgs([...BASE, ...argv]).unsupported, [], argv.join(' '));
+  }
+  t.false(HELP_TEXT.includes('(not supported yet)'));
+});
+
+test('--migration-*: parsed, defaulted as upstream and carried to the device configuration', (t) => {
+  const defaults = cliConfig(opts(BASE));
+  t.is(defaults.migrationMode, 'find-paths');
+  t.is(defaults.migrationOnError, 'abort');
+  t.false(defaults.migrationVerifyHandles);
+  t.false(defaults.migrationConfirmPaths);
+  t.false(defaults.reconnect);
+  const set = cliConfig(opts([...BASE, '--migration-on-error=guest-error', '--migration-verify-handles', '--migration-confirm-paths', '--reconnect']));
+  t.is(set.migrationOnError, 'guest-error');
+  t.true(set.migrationVerifyHandles);
+  t.true(set.migrationConfirmPaths);
+  t.true(set.reconnect);
+  t.is(cliConfig(opts([...BASE, '--migration-mode=file-handles'])).migrationMode, 'file-handles');
+  t.is(cliConfig(opts([...BASE, '--migration-mode', 'find-paths'])).migrationMode, 'find-paths');
+  usageError(t, [...BASE, '--reconnect=yes'], "unexpected value 'yes' for '--reconnect'");
+});
+
+test('--migration-verify-handles and --migration-confirm-paths are refused with --migration-mode=file-handles, as upstream', (t) => {
   for (const flag of ['--migration-verify-handles', '--migration-confirm-paths']) {
-    unsupported(t, [...BASE, flag], flag);
+    const error = t.throws(() => cliConfig(opts([...BASE, '--migration-mode=file-handles', flag])), { instanceOf: OptionError });
+    t.is(error?.message, `'${flag}' cannot be used with '--migration-mode=file-handles' (because it is unnecessary: file handles name the very inodes)`);
+    t.is(error?.key, flag);
+    t.is(error?.reason, 'conflict');
+  }
+});
+
+test('a device that opens file handles keeps CAP_DAC_READ_SEARCH: --modcaps cannot drop it, as upstream', (t) => {
+  t.deepEqual(cliConfig(opts([...BASE, '--modcaps=-dac_read_search'])).modcaps.drop, ['dac_read_search']);
+  for (const [option, shown] of [
+    ['--inode-file-handles=prefer', '--inode-file-handles=prefer'],
+    ['--inode-file-handles=fallback', '--inode-file-handles=prefer'],
+    ['--migration-mode=file-handles', '--migration-mode=file-handles'],
+  ]) {
+    const error = t.throws(() => cliConfig(opts([...BASE, option, '--modcaps=-DAC_READ_SEARCH'])), { instanceOf: OptionError });
+    t.is(error?.message, `'--modcaps' cannot drop dac_read_search with ${shown}, which opens file handles`);
+    t.is(error?.key, '--modcaps');
   }
 });
 
@@ -189,9 +236,7 @@ test('unsupported value options are validated first, then refused', (t) => {
   usageError(t, [...BASE, '--gid-map=:0:1:2:3:'], "invalid value ':0:1:2:3:' for '--gid-map': expected 3 values, got 4");
   usageError(t, [...BASE, '--translate-uid=foo:1:2:3'], /unknown type 'foo'/);
   usageError(t, [...BASE, '--translate-gid=guest:1:2'], /'guest' takes 3 values \(guest:<guest>:<host>:<count>\), got 2/);
-  unsupported(t, [...BASE, '--migration-mode=file-handles'], '--migration-mode');
   usageError(t, [...BASE, '--migration-mode=teleport'], /invalid value 'teleport' for '--migration-mode'/);
-  unsupported(t, [...BASE, '--migration-on-error=guest-error'], '--migration-on-error');
   usageError(t, [...BASE, '--migration-on-error=ignore'], /invalid value 'ignore' for '--migration-on-error'/);
 });
 
@@ -315,7 +360,7 @@ test('short flags cluster like upstream', (t) => {
   t.is(parseArgs([...BASE, '-fosource=/tmp']).options.sharedDir, '/tmp');
 });
 
-test('unsupported options are reported before missing required ones', (t) => {
+test('unsupported options would be reported before missing required ones', (t) => {
   unsupported(t, ['--migration-confirm-paths'], '--migration-confirm-paths');
 });
 
@@ -335,9 +380,9 @@ test('the help text documents every option the parser knows', (t) => {
   t.deepEqual([...documentedShort].sort(), ['V', 'd', 'f', 'h', 'o']);
   // A heading per option, not a mention in another option's text: --socket has its own entry.
   t.true(headings.includes('      --socket <SOCKET>'));
-  // The long options of upstream virtiofsd 1.13: none may be missing, none invented.
+  // The long options of upstream virtiofsd 1.13, none missing, plus the one of ours (--reconnect).
   const upstream = ['shared-dir', 'tag', 'socket', 'socket-path', 'socket-group', 'fd', 'thread-pool-size', 'xattr', 'posix-acl', 'xattrmap', 'sandbox', 'readonly', 'seccomp', 'announce-submounts', 'no-announce-submounts', 'inode-file-handles', 'cache', 'allow-mmap', 'no-readdirplus', 'writeback', 'allow-direct-io', 'print-capabilities', 'modcaps', 'log-level', 'syslog', 'rlimit-nofile', 'no-killpriv-v2', 'killpriv-v2', 'security-label', 'uid-map', 'gid-map', 'translate-uid', 'translate-gid', 'preserve-noatime', 'migration-mode', 'migration-on-error', 'migration-verify-handles', 'migration-confirm-paths', 'help', 'version'];
-  t.deepEqual([...LONG_OPTIONS].sort(), [...upstream].sort());
+  t.deepEqual([...LONG_OPTIONS].sort(), [...upstream, 'reconnect'].sort());
 });
 
 test('xattrmap rule syntax (more in policy-options.spec.ts)', (t) => {
@@ -395,6 +440,11 @@ test('CLI options compile to the device config', (t) => {
     translateUid: { guestToHost: [], hostToGuest: [] },
     translateGid: { guestToHost: [], hostToGuest: [] },
     modcaps: { add: [], drop: [] },
+    migrationMode: 'find-paths',
+    migrationOnError: 'abort',
+    migrationVerifyHandles: false,
+    migrationConfirmPaths: false,
+    reconnect: false,
   });
   fs.rmSync(dir, { recursive: true });
 });
@@ -484,8 +534,37 @@ const EVERY_DEVICE_OPTION: Record<keyof DeviceOptions, true> = {
   killprivV2: true, xattr: true, inodeFileHandles: true, preserveNoatime: true, posixLocks: true, flock: true,
   rlimitNofile: true, logLevel: true, numRequestQueues: true, queueSize: true, sandbox: true, seccomp: true,
   uidMap: true, gidMap: true, modcaps: true, cwd: true, posixAcl: true, securityLabel: true, xattrMap: true,
-  translateUid: true, translateGid: true,
+  translateUid: true, translateGid: true, migrationMode: true, migrationOnError: true, migrationVerifyHandles: true,
+  migrationConfirmPaths: true, reconnect: true,
 };
+
+test('library migration and reconnect options: strict values, defaults, and the refusals of the command line', (t) => {
+  const base = { sharedDir: '/tmp', socketPath: '/tmp/x.sock' };
+  const config = buildDeviceConfig({ ...base, migrationMode: 'file-handles', migrationOnError: 'guest-error', reconnect: true });
+  t.is(config.migrationMode, 'file-handles');
+  t.is(config.migrationOnError, 'guest-error');
+  t.true(config.reconnect);
+  const paths = buildDeviceConfig({ ...base, migrationVerifyHandles: true, migrationConfirmPaths: true });
+  t.is(paths.migrationMode, 'find-paths');
+  t.true(paths.migrationVerifyHandles && paths.migrationConfirmPaths);
+  const badMode = optionError(t, () => buildDeviceConfig({ ...base, migrationMode: 'find_paths' as never }));
+  t.is(badMode?.key, 'migrationMode');
+  t.is(badMode?.reason, 'invalid-value');
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, migrationOnError: 'ignore' as never }))?.key, 'migrationOnError');
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, reconnect: 'yes' as never }))?.reason, 'invalid-type');
+  for (const key of ['migrationVerifyHandles', 'migrationConfirmPaths'] as const) {
+    const error = optionError(t, () => buildDeviceConfig({ ...base, migrationMode: 'file-handles', [key]: true }));
+    t.is(error?.message, `'${key}' cannot be used with migrationMode 'file-handles' (because it is unnecessary: file handles name the very inodes)`);
+    t.is(error?.key, key);
+    t.is(error?.reason, 'conflict');
+    // false is no contradiction.
+    t.is(buildDeviceConfig({ ...base, migrationMode: 'file-handles', [key]: false }).migrationMode, 'file-handles');
+  }
+  const dropped = optionError(t, () => buildDeviceConfig({ ...base, migrationMode: 'file-handles', modcaps: '-dac_read_search' }));
+  t.is(dropped?.message, "'modcaps' cannot drop dac_read_search with migrationMode 'file-handles', which opens file handles");
+  t.is(dropped?.key, 'modcaps');
+  t.is(optionError(t, () => buildDeviceConfig({ ...base, inodeFileHandles: 'mandatory', modcaps: '-dac_read_search' }))?.reason, 'conflict');
+});
 
 test('the option table checks every library key and no other', (t) => {
   t.deepEqual([...LIBRARY_OPTIONS.keys()].sort(), Object.keys(EVERY_DEVICE_OPTION).sort());
@@ -532,7 +611,7 @@ test('option errors of the command line name the option too', (t) => {
   const error = t.throws(() => parseArgs([...BASE, '--thread-pool-size=2048']), { instanceOf: OptionError });
   t.is(error?.key, '--thread-pool-size');
   t.is(error?.reason, 'out-of-range');
-  const parsed = parseArgs([...BASE, '--migration-verify-handles']);
+  const parsed = { ...parseArgs(BASE), unsupported: ['--migration-verify-handles'] };
   const refused = t.throws(() => checkRunnable(parsed), { instanceOf: NotSupportedError });
   t.is(refused?.reason, 'not-supported');
   t.is(refused?.key, '--migration-verify-handles');

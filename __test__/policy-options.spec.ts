@@ -337,10 +337,10 @@ test('--posix-acl, --security-label and --xattrmap imply --xattr, as upstream ev
   t.deepEqual([both.posixAcl, both.securityLabel], [true, true]);
 });
 
-test('the policy options are no longer marked unsupported; only --migration-* are', (t) => {
+test('no option is marked unsupported any more: neither the policy options nor --migration-*', (t) => {
   const entries = HELP_TEXT.split('\n\n').filter((entry) => entry.trim().startsWith('-'));
   const marked = entries.filter((entry) => entry.includes(NOT_SUPPORTED_MARK)).map((entry) => entry.trim().split(/\s/)[0]);
-  t.deepEqual(marked, ['--migration-mode', '--migration-on-error', '--migration-verify-handles', '--migration-confirm-paths']);
+  t.deepEqual(marked, []);
   for (const option of ['--posix-acl', '--xattrmap', '--security-label', '--translate-uid', '--translate-gid']) {
     const entry = entries.find((text) => text.trim().startsWith(option)) ?? '';
     t.false(/not supported/i.test(entry), entry);

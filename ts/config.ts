@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { OptionError } from './errors';
 import { DEFAULT_QUEUE_SIZE } from './generated/schema';
-import type { DeviceConfig, InodeFileHandleMode, LogTarget, SocketConfig } from './generated/schema';
+import type { DeviceConfig, InodeFileHandleMode, LogTarget, MigrationMode, MigrationOnError, SocketConfig } from './generated/schema';
 import { CliOptions, LIBRARY_OPTIONS } from './options';
 import { CLI_NAMING, CompiledPolicies, IdTranslation, LIBRARY_NAMING, PolicyNaming, XattrMapRule, compilePolicies, currentIdentity } from './policy';
 import {
@@ -92,6 +92,25 @@ export interface DeviceOptions {
   gidMap?: IdRange[];
   /** `+cap:-cap` list, as `--modcaps`. */
   modcaps?: string;
+  /**
+   * How this device, as a migration source, describes its inodes in the state it sends (default
+   * 'find-paths'). 'file-handles' needs source and destination on the same filesystem and
+   * CAP_DAC_READ_SEARCH on the destination, which a root device keeps with this mode. A
+   * destination reads whichever form the state carries.
+   */
+  migrationMode?: MigrationMode;
+  /** What this device, as a migration destination, does with an inode it cannot restore (default 'abort'). */
+  migrationOnError?: MigrationOnError;
+  /** With 'find-paths': send each inode's file handle too, so the destination checks it opened the same inode. */
+  migrationVerifyHandles?: boolean;
+  /** With 'find-paths': check each path again at switch-over and correct moved ones from /proc/self/fd. */
+  migrationConfirmPaths?: boolean;
+  /**
+   * Keep the device up when the frontend disconnects, and serve the next frontend with a fresh
+   * FUSE session (default false: the disconnect ends the device). The device emits
+   * `disconnected` and `connected` events.
+   */
+  reconnect?: boolean;
   cwd?: string;
 }
 
@@ -201,6 +220,10 @@ export function compileDevice(input: DeviceOptions, naming: PolicyNaming = LIBRA
   const idMapOption = uidMap.length > 0 ? 'uidMap' : gidMap.length > 0 ? 'gidMap' : null;
   checkIdMapsAllowed(idMapOption, sandbox, process.geteuid?.());
   const policies = compileDeviceOptionsPolicies(options, { sandbox, uidMap, gidMap }, naming);
+  const migrationMode = options.migrationMode ?? 'find-paths';
+  checkMigrationOptions(options, migrationMode, naming);
+  const modcaps = options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', options.modcaps);
+  checkFileHandleCapability(options, migrationMode, modcaps.drop, naming);
 
   const config: DeviceConfig = {
     sharedDir,
@@ -236,7 +259,12 @@ export function compileDevice(input: DeviceOptions, naming: PolicyNaming = LIBRA
     gidMap,
     translateUid: policies.compiled.translateUid,
     translateGid: policies.compiled.translateGid,
-    modcaps: options.modcaps === undefined ? { add: [], drop: [] } : parseModcaps('modcaps', options.modcaps),
+    modcaps,
+    migrationMode,
+    migrationOnError: options.migrationOnError ?? 'abort',
+    migrationVerifyHandles: options.migrationVerifyHandles ?? false,
+    migrationConfirmPaths: options.migrationConfirmPaths ?? false,
+    reconnect: options.reconnect ?? false,
   };
   return { config, warnings: [...policies.compiled.warnings, ...configWarnings(config)], sources: policies.compiled.sources };
 }
@@ -264,6 +292,44 @@ export function compileDeviceOptionsPolicies(
   }
   const compiled = compilePolicies(options, { ...device, identity: currentIdentity() }, naming);
   return { compiled, xattr: options.xattr === true || needing.length > 0 };
+}
+
+/**
+ * As upstream: the path checks only mean something when inodes travel as paths; file handles
+ * already name the very inodes.
+ */
+function checkMigrationOptions(options: DeviceOptions, mode: MigrationMode, naming: PolicyNaming): void {
+  if (mode !== 'file-handles') return;
+  for (const [key, cliName] of [
+    ['migrationVerifyHandles', '--migration-verify-handles'],
+    ['migrationConfirmPaths', '--migration-confirm-paths'],
+  ] as const) {
+    if (options[key] !== true) continue;
+    const message = naming.cli
+      ? `'${cliName}' cannot be used with '--migration-mode=file-handles' (because it is unnecessary: file handles name the very inodes)`
+      : `'${key}' cannot be used with migrationMode 'file-handles' (because it is unnecessary: file handles name the very inodes)`;
+    throw new OptionError(message, 'usage', { key: naming.cli ? cliName : key, reason: 'conflict' });
+  }
+}
+
+/**
+ * As upstream for `--inode-file-handles`, and for a file-handle migration too: the device opens
+ * file handles, so `modcaps` may not drop CAP_DAC_READ_SEARCH.
+ */
+function checkFileHandleCapability(options: DeviceOptions, mode: MigrationMode, dropped: readonly string[], naming: PolicyNaming): void {
+  if (!dropped.includes('dac_read_search')) return;
+  const modcaps = naming.cli ? '--modcaps' : 'modcaps';
+  let needing: string | null = null;
+  if ((options.inodeFileHandles ?? 'never') !== 'never') {
+    needing = naming.cli ? `--inode-file-handles=${options.inodeFileHandles}` : `inodeFileHandles '${options.inodeFileHandles}'`;
+  } else if (mode === 'file-handles') {
+    needing = naming.cli ? '--migration-mode=file-handles' : "migrationMode 'file-handles'";
+  }
+  if (needing === null) return;
+  throw new OptionError(`'${modcaps}' cannot drop dac_read_search with ${needing}, which opens file handles`, 'usage', {
+    key: modcaps,
+    reason: 'conflict',
+  });
 }
 
 function copyRange({ inside, outside, count }: IdRange): IdRange {
@@ -306,6 +372,11 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
     uidMap: cli.uidMap,
     gidMap: cli.gidMap,
     modcaps: cli.modcaps,
+    migrationMode: cli.migrationMode,
+    migrationOnError: cli.migrationOnError,
+    migrationVerifyHandles: cli.migrationVerifyHandles,
+    migrationConfirmPaths: cli.migrationConfirmPaths,
+    reconnect: cli.reconnect,
     cwd,
   };
 }

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { OPTION_TABLE, OptionSpec } from './options';
 
 /**
- * vhost-user backend capabilities (vhost-user.json). Only features that work are listed;
- * `migrate-precopy` joins when migration is implemented.
+ * vhost-user backend capabilities (vhost-user.json), as upstream: pre-copy live migration of the
+ * device state, and options separate from the program name.
  */
-export const CAPABILITIES = { type: 'fs', features: ['separate-options'] } as const;
+export const CAPABILITIES = { type: 'fs', features: ['migrate-precopy', 'separate-options'] } as const;
 
 export function capabilitiesText(): string {
   return `${JSON.stringify(CAPABILITIES, null, 2)}\n`;
@@ -33,6 +33,11 @@ export const NOT_SUPPORTED_NOTE =
   'Options marked (not supported yet) are accepted by upstream virtiofsd; this version checks their syntax and ' +
   'then refuses to start, rather than ignoring them.';
 export const NOT_SUPPORTED_MARK = '(not supported yet)';
+
+/** The note about the mark, for `--help` and the man page; none while no option carries the mark. */
+export function notSupportedNote(table: readonly OptionSpec[] = OPTION_TABLE): string[] {
+  return table.some((spec) => spec.notSupported === true) ? [NOT_SUPPORTED_NOTE] : [];
+}
 
 /** Lines of --help are at most this wide, so they read in a terminal of 100 columns. */
 const WIDTH = 100;
@@ -82,7 +87,8 @@ function helpEntry(spec: OptionSpec): string {
 }
 
 export function helpText(table: readonly OptionSpec[] = OPTION_TABLE): string {
-  const intro = [SUMMARY, '', `Usage: ${USAGE}`, '', ...wrap(words(NOT_SUPPORTED_NOTE), ''), '', 'Options:'].join('\n');
+  const note = notSupportedNote(table).flatMap((text) => [...wrap(words(text), ''), '']);
+  const intro = [SUMMARY, '', `Usage: ${USAGE}`, '', ...note, 'Options:'].join('\n');
   return `${intro}\n${table.map(helpEntry).join('\n\n')}\n`;
 }
 

@@ -1,6 +1,6 @@
 // The virtiofsd(1) man page, generated from the same option table as `--help` (written to
 // dist/virtiofsd.1 by `npm run build:ts`, see scripts/man.mjs).
-import { NOT_SUPPORTED_NOTE, SUMMARY, describe, valueName } from './help';
+import { SUMMARY, describe, notSupportedNote, valueName } from './help';
 import { OPTION_TABLE, OptionSpec } from './options';
 
 /** Escapes text for roff: backslashes, hyphens (so they are not hyphenation points) and leading dots. */
@@ -46,12 +46,13 @@ export function manPage(table: readonly OptionSpec[] = OPTION_TABLE): string {
         'cloud-hypervisor, crosvm, libvirt) connects to its vhost-user socket, and the guest mounts the share with ' +
         'mount -t virtiofs TAG /mnt. Guest RAM must be shared memory (for QEMU, a memory-backend-memfd or ' +
         'memory-backend-file with share=on).',
-      'The command line is that of upstream virtiofsd 1.13. The daemon serves one frontend connection and exits when ' +
-        'it disconnects; SIGTERM, SIGINT and SIGHUP stop it cleanly and remove the socket it created. SIGUSR1 ' +
+      'The command line is that of upstream virtiofsd 1.13, plus --reconnect. The daemon serves one frontend ' +
+        'connection and exits when it disconnects (with --reconnect it keeps listening and serves the next frontend ' +
+        'with a fresh FUSE session); SIGTERM, SIGINT and SIGHUP stop it cleanly and remove the socket it created. SIGUSR1 ' +
         'makes it print its statistics (requests and errors by opcode and errno, bytes, latency per queue, ' +
         'inodes, handles and descriptors held, sandbox and seccomp state) as one JSON line on stderr, or with ' +
         '--syslog to the system log, and go on serving.',
-      NOT_SUPPORTED_NOTE,
+      ...notSupportedNote(table),
       'The package\'s virtiofsd-descriptor command prints or installs the vhost-user backend descriptor ' +
         '(50-virtiofsd.json) through which libvirt finds this program.',
     ),

@@ -85,6 +85,7 @@ export interface CliOptions {
   migrationOnError?: MigrationOnError;
   migrationVerifyHandles: boolean;
   migrationConfirmPaths: boolean;
+  reconnect: boolean;
   help: boolean;
   version: boolean;
 }
@@ -173,9 +174,6 @@ const THREAD_POOL_SIZE = { type: 'integer', min: 0, max: MAX_THREAD_POOL_SIZE } 
 const RLIMIT_NOFILE = { type: 'integer', min: 0, max: MAX_RLIMIT_NOFILE } as const;
 const enumOf = (values: readonly string[]): ValueCheck => ({ type: 'enum', values });
 const sets = (key: LibraryKey, check: ValueCheck, nullable?: boolean): LibraryOption => ({ key, check, nullable });
-
-/** Marks an option that is parsed and validated, then refused until it is implemented. */
-const notYet = (spec: OptionSpec): OptionSpec => ({ ...spec, notSupported: true });
 
 /**
  * Every option of upstream virtiofsd 1.13, in its `--help` order: the parser, `--help` and the man
@@ -449,24 +447,65 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o) => (o.preserveNoatime = true),
     sets('preserveNoatime', BOOLEAN),
   ),
-  notYet(
-    value('migration-mode', { text: 'How to transfer state on migration: find-paths or file-handles' }, (o, v, c) => {
+  value(
+    'migration-mode',
+    {
+      text:
+        'How this daemon, as a migration source, describes its inodes to the destination: find-paths (each ' +
+        'inode\'s path below the shared directory, found from /proc/self/fd or by searching the directory) or ' +
+        'file-handles (file handles: source and destination must share the same directory on the same filesystem, ' +
+        'and the destination needs CAP_DAC_READ_SEARCH, which a root daemon keeps with this mode). A destination ' +
+        'reads whichever form the state carries',
+      default: 'find-paths',
+    },
+    (o, v, c) => {
       o.migrationMode = parseEnum(c.name, v, MIGRATION_MODES);
-    }),
+    },
+    sets('migrationMode', enumOf(MIGRATION_MODES)),
   ),
-  notYet(
-    value('migration-on-error', { text: 'What to do with inodes that fail to migrate: abort or guest-error' }, (o, v, c) => {
+  value(
+    'migration-on-error',
+    {
+      text:
+        'What this daemon, as a migration destination, does with an inode it cannot restore: abort (fail the ' +
+        'migration; the source goes on serving) or guest-error (complete it; the guest gets errors on that inode)',
+      default: 'abort',
+    },
+    (o, v, c) => {
       o.migrationOnError = parseEnum(c.name, v, MIGRATION_ON_ERROR);
-    }),
+    },
+    sets('migrationOnError', enumOf(MIGRATION_ON_ERROR)),
   ),
-  notYet(
-    flag(
-      'migration-verify-handles',
-      { text: 'Check with file handles that migrated inodes are the same' },
-      (o) => (o.migrationVerifyHandles = true),
-    ),
+  flag(
+    'migration-verify-handles',
+    {
+      text:
+        'With --migration-mode=find-paths: send each inode\'s file handle too, so the destination checks that the ' +
+        'path it opened leads to the very same inode (source and destination must share the same filesystem)',
+    },
+    (o) => (o.migrationVerifyHandles = true),
+    sets('migrationVerifyHandles', BOOLEAN),
   ),
-  notYet(flag('migration-confirm-paths', { text: 'Re-check migrated paths at switch-over' }, (o) => (o.migrationConfirmPaths = true))),
+  flag(
+    'migration-confirm-paths',
+    {
+      text:
+        'With --migration-mode=find-paths: check each path again at switch-over and correct it from /proc/self/fd ' +
+        'if the file was moved; lengthens the switch-over when the guest holds many inodes',
+    },
+    (o) => (o.migrationConfirmPaths = true),
+    sets('migrationConfirmPaths', BOOLEAN),
+  ),
+  flag(
+    'reconnect',
+    {
+      text:
+        'Keep listening after the frontend disconnects and serve the next frontend with a fresh FUSE session, ' +
+        'instead of exiting (not an upstream option)',
+    },
+    (o) => (o.reconnect = true),
+    sets('reconnect', BOOLEAN),
+  ),
   { long: 'help', short: 'h', takesValue: false, help: { text: 'Print this help and exit' }, apply: (o) => (o.help = true) },
   { long: 'version', short: 'V', takesValue: false, help: { text: 'Print the version and exit' }, apply: (o) => (o.version = true) },
 ];
@@ -528,6 +567,7 @@ function defaults(): CliOptions {
     noPosixLock: false,
     migrationVerifyHandles: false,
     migrationConfirmPaths: false,
+    reconnect: false,
     help: false,
     version: false,
   };

@@ -14,6 +14,10 @@ import {
   MAX_ID,
   MAX_SOCKET_FD,
   MAX_TAG_BYTES,
+  MIGRATION_MODES,
+  MIGRATION_ON_ERROR_ACTIONS,
+  MigrationMode,
+  MigrationOnError,
   Modcaps,
   SANDBOX_MODES,
   SECCOMP_ACTIONS,
@@ -23,18 +27,21 @@ import {
 
 // The values the device accepts come from the Rust schema (./generated/schema); the names below
 // are the command line's.
-export { CACHE_MODES as CACHE_POLICIES, CAPABILITY_NAMES, LOG_LEVELS, MAX_TAG_BYTES, SANDBOX_MODES, SECCOMP_ACTIONS };
-export type { CacheMode as CachePolicy, IdRange, LogLevel, Modcaps, SandboxMode, SeccompAction };
+export {
+  CACHE_MODES as CACHE_POLICIES,
+  CAPABILITY_NAMES,
+  LOG_LEVELS,
+  MAX_TAG_BYTES,
+  MIGRATION_MODES,
+  MIGRATION_ON_ERROR_ACTIONS as MIGRATION_ON_ERROR,
+  SANDBOX_MODES,
+  SECCOMP_ACTIONS,
+};
+export type { CacheMode as CachePolicy, IdRange, LogLevel, MigrationMode, MigrationOnError, Modcaps, SandboxMode, SeccompAction };
 
 /** `--inode-file-handles` also takes upstream's deprecated `fallback` (= `prefer`). */
 export const INODE_FILE_HANDLES = [...INODE_FILE_HANDLE_MODES, 'fallback'] as const;
 export type InodeFileHandles = (typeof INODE_FILE_HANDLES)[number];
-
-export const MIGRATION_MODES = ['find-paths', 'file-handles'] as const;
-export type MigrationMode = (typeof MIGRATION_MODES)[number];
-
-export const MIGRATION_ON_ERROR = ['abort', 'guest-error'] as const;
-export type MigrationOnError = (typeof MIGRATION_ON_ERROR)[number];
 
 function invalid(name: string, value: string, why: string, reason: OptionErrorReason = 'invalid-value'): OptionError {
   return new OptionError(`invalid value '${value}' for '${name}': ${why}`, 'usage', { key: name, reason });

@@ -110,6 +110,14 @@ export const CAPABILITY_NAMES = [
 ] as const;
 export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
 
+/** How a source device represents its inodes in the migration state: `find-paths` sends each inode's path below the shared directory, `file-handles` its file handle (source and destination must share the same filesystem, and the destination needs CAP_DAC_READ_SEARCH). */
+export const MIGRATION_MODES = ['find-paths', 'file-handles'] as const;
+export type MigrationMode = (typeof MIGRATION_MODES)[number];
+
+/** What a destination device does with an inode it cannot restore: `abort` fails the migration, `guest-error` completes it and answers the guest's requests on that inode with an error. */
+export const MIGRATION_ON_ERROR_ACTIONS = ['abort', 'guest-error'] as const;
+export type MigrationOnError = (typeof MIGRATION_ON_ERROR_ACTIONS)[number];
+
 /** The vhost-user socket: one to bind, or an inherited listening one. */
 export type SocketConfig =
   /** Bind a new listening socket at `path`, optionally owned by group `group`. */
@@ -251,4 +259,14 @@ export interface DeviceConfig {
   /** GID translation done by the device. */
   translateGid: IdMapping;
   modcaps: Modcaps;
+  /** How this device, as a migration source, represents its inodes. */
+  migrationMode: MigrationMode;
+  /** What this device, as a migration destination, does with an inode it cannot restore. */
+  migrationOnError: MigrationOnError;
+  /** With `find-paths`: send each inode's file handle too, so the destination checks it opened the same inode (refused with `file-handles`). */
+  migrationVerifyHandles: boolean;
+  /** With `find-paths`: check each path again at switch-over and correct it from /proc/self/fd (refused with `file-handles`). */
+  migrationConfirmPaths: boolean;
+  /** Keep listening after the frontend disconnects and serve the next frontend with a fresh FUSE session, instead of exiting. */
+  reconnect: boolean;
 }

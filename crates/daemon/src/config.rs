@@ -69,6 +69,18 @@ pub struct DaemonConfig {
     #[cfg_attr(test, serde(serialize_with = "wire::id_mapping"))]
     pub translate_gid: IdMapping,
     pub modcaps: Modcaps,
+    /// How a source device represents its inodes in the migration state it sends.
+    pub migration_mode: MigrationMode,
+    /// What a destination device does with inodes it cannot restore.
+    pub migration_on_error: MigrationOnError,
+    /// With `find-paths`: the source attaches each inode's file handle, and the destination
+    /// checks it opened the same inode.
+    pub migration_verify_handles: bool,
+    /// With `find-paths`: the source checks each path again at switch-over.
+    pub migration_confirm_paths: bool,
+    /// Keep listening after the frontend disconnects and serve the next one with a fresh FUSE
+    /// session, instead of exiting.
+    pub reconnect: bool,
 }
 
 /// One `target=level` logging directive.
@@ -155,6 +167,22 @@ wire_enum! {
         Never = "never",
         Prefer = "prefer",
         Mandatory = "mandatory",
+    }
+}
+
+wire_enum! {
+    /// How the source represents inodes in the migration state (`--migration-mode`).
+    MigrationMode {
+        FindPaths = "find-paths",
+        FileHandles = "file-handles",
+    }
+}
+
+wire_enum! {
+    /// What the destination does with inodes it cannot restore (`--migration-on-error`).
+    MigrationOnError {
+        Abort = "abort",
+        GuestError = "guest-error",
     }
 }
 
@@ -340,6 +368,27 @@ impl DaemonConfig {
         if ranges && (euid == 0 || self.sandbox != SandboxMode::Namespace) {
             return invalid(UID_MAP_NEEDS_UNPRIVILEGED_NAMESPACE.into());
         }
+        if self.migration_mode == MigrationMode::FileHandles {
+            // As upstream: file handles already name the very inodes, so neither check adds
+            // anything.
+            for (set, field) in [
+                (self.migration_verify_handles, "migrationVerifyHandles"),
+                (self.migration_confirm_paths, "migrationConfirmPaths"),
+            ] {
+                if set {
+                    return invalid(format!(
+                        "{field} only applies to migrationMode find-paths (file handles make it unnecessary)"
+                    ));
+                }
+            }
+        }
+        if self.opens_file_handles() && self.modcaps.drop.iter().any(|c| c == "dac_read_search") {
+            return invalid(
+                "modcaps cannot drop dac_read_search when the device opens file handles \
+                 (inodeFileHandles, or migrationMode file-handles)"
+                    .into(),
+            );
+        }
         self.check_translation(who, IdKind::Uid)?;
         self.check_translation(who, IdKind::Gid)?;
         if self.posix_acl {
@@ -374,6 +423,15 @@ impl DaemonConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether the device opens file handles, which takes CAP_DAC_READ_SEARCH: to hold inodes
+    /// (`inodeFileHandles`), or to restore the inodes of a file-handle migration state. A
+    /// destination cannot know the source's mode before the state arrives, so the same mode on
+    /// both sides (the usual single command line) keeps the capability where it is needed.
+    pub fn opens_file_handles(&self) -> bool {
+        self.inode_file_handles != InodeFileHandles::Never
+            || self.migration_mode == MigrationMode::FileHandles
     }
 
     /// The host ids of `kind` the device can act as (create files as, chown to), and why;

@@ -272,6 +272,24 @@ fn fs_config(config: &DaemonConfig, fd_budget: usize) -> FsConfig {
         posix_locks: config.posix_locks,
         flock: config.flock,
         fd_budget,
+        migration_mode: match config.migration_mode {
+            crate::config::MigrationMode::FindPaths => {
+                virtiofsd_passthrough::MigrationMode::FindPaths
+            }
+            crate::config::MigrationMode::FileHandles => {
+                virtiofsd_passthrough::MigrationMode::FileHandles
+            }
+        },
+        migration_on_error: match config.migration_on_error {
+            crate::config::MigrationOnError::Abort => {
+                virtiofsd_passthrough::MigrationOnError::Abort
+            }
+            crate::config::MigrationOnError::GuestError => {
+                virtiofsd_passthrough::MigrationOnError::GuestError
+            }
+        },
+        migration_verify_handles: config.migration_verify_handles,
+        migration_confirm_paths: config.migration_confirm_paths,
     }
 }
 

@@ -4,7 +4,7 @@ use std::os::fd::RawFd;
 
 use virtiofsd_sandbox::{caps, IdRange, Mode, Options, SandboxError, Sandboxed};
 
-use crate::config::{DaemonConfig, InodeFileHandles, SandboxMode};
+use crate::config::{DaemonConfig, SandboxMode};
 
 fn ranges(list: &[crate::config::IdRange]) -> Vec<IdRange> {
     list.iter()
@@ -41,7 +41,7 @@ pub fn enter(
 
 /// Keeps only the capabilities serving needs (adjusted by `--modcaps`).
 pub fn restrict_capabilities(config: &DaemonConfig) -> Result<(), SandboxError> {
-    let file_handles = config.inode_file_handles != InodeFileHandles::Never;
+    let file_handles = config.opens_file_handles();
     let keep = caps::modified_set(file_handles, &config.modcaps.add, &config.modcaps.drop)?;
     caps::restrict(keep)
 }

@@ -7,7 +7,10 @@
 //! schema` rewrites it). Other tests check that this description matches what serde accepts, so a
 //! field, value or limit changed in Rust alone fails the build's tests.
 
-use super::{CacheMode, InodeFileHandles, LogLevel, SandboxMode, SeccompMode};
+use super::{
+    CacheMode, InodeFileHandles, LogLevel, MigrationMode, MigrationOnError, SandboxMode,
+    SeccompMode,
+};
 
 /// Wire names of `virtiofsd_policy::IdRuleKind`, in declaration order.
 pub const ID_RULE_KIND_VALUES: &[&str] = &["range", "squash", "fail"];
@@ -208,6 +211,25 @@ pub const SECCOMP_ACTIONS: EnumSchema = EnumSchema {
     values: SeccompMode::VALUES,
 };
 
+pub const MIGRATION_MODES: EnumSchema = EnumSchema {
+    type_name: "MigrationMode",
+    values_name: "MIGRATION_MODES",
+    doc: "How a source device represents its inodes in the migration state: `find-paths` sends \
+          each inode's path below the shared directory, `file-handles` its file handle (source \
+          and destination must share the same filesystem, and the destination needs \
+          CAP_DAC_READ_SEARCH).",
+    values: MigrationMode::VALUES,
+};
+
+pub const MIGRATION_ON_ERROR_ACTIONS: EnumSchema = EnumSchema {
+    type_name: "MigrationOnError",
+    values_name: "MIGRATION_ON_ERROR_ACTIONS",
+    doc: "What a destination device does with an inode it cannot restore: `abort` fails the \
+          migration, `guest-error` completes it and answers the guest's requests on that inode \
+          with an error.",
+    values: MigrationOnError::VALUES,
+};
+
 pub const CAPABILITIES: EnumSchema = EnumSchema {
     type_name: "CapabilityName",
     values_name: "CAPABILITY_NAMES",
@@ -247,6 +269,8 @@ pub const ENUMS: &[&EnumSchema] = &[
     &LOG_LEVELS,
     &SANDBOX_MODES,
     &SECCOMP_ACTIONS,
+    &MIGRATION_MODES,
+    &MIGRATION_ON_ERROR_ACTIONS,
     &CAPABILITIES,
     &ID_RULE_KINDS,
     &HOST_ID_RULE_KINDS,
@@ -654,5 +678,31 @@ pub const DEVICE_CONFIG: ObjectSchema = ObjectSchema {
             ty: FieldType::Object(&MODCAPS),
             doc: "",
         },
+        Field {
+            name: "migrationMode",
+            ty: FieldType::Enum(&MIGRATION_MODES),
+            doc: "How this device, as a migration source, represents its inodes.",
+        },
+        Field {
+            name: "migrationOnError",
+            ty: FieldType::Enum(&MIGRATION_ON_ERROR_ACTIONS),
+            doc: "What this device, as a migration destination, does with an inode it cannot \
+                  restore.",
+        },
+        flag(
+            "migrationVerifyHandles",
+            "With `find-paths`: send each inode's file handle too, so the destination checks it \
+             opened the same inode (refused with `file-handles`).",
+        ),
+        flag(
+            "migrationConfirmPaths",
+            "With `find-paths`: check each path again at switch-over and correct it from \
+             /proc/self/fd (refused with `file-handles`).",
+        ),
+        flag(
+            "reconnect",
+            "Keep listening after the frontend disconnects and serve the next frontend with a \
+             fresh FUSE session, instead of exiting.",
+        ),
     ],
 };

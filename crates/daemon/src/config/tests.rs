@@ -34,7 +34,12 @@ fn sample() -> serde_json::Value {
         "gidMap": [],
         "translateUid": { "guestToHost": [], "hostToGuest": [] },
         "translateGid": { "guestToHost": [], "hostToGuest": [] },
-        "modcaps": { "add": [], "drop": [] }
+        "modcaps": { "add": [], "drop": [] },
+        "migrationMode": "find-paths",
+        "migrationOnError": "abort",
+        "migrationVerifyHandles": false,
+        "migrationConfirmPaths": false,
+        "reconnect": false
     })
 }
 
@@ -448,4 +453,69 @@ fn posix_acls_need_their_names_through_the_xattr_map() {
     v["posixAcl"] = serde_json::json!(false);
     let config: DaemonConfig = serde_json::from_value(v).unwrap();
     config.validate_as(&Identity::user(0)).unwrap();
+}
+
+#[test]
+fn parses_the_migration_and_reconnect_options() {
+    let mut v = sample();
+    v["migrationMode"] = serde_json::json!("file-handles");
+    v["migrationOnError"] = serde_json::json!("guest-error");
+    v["reconnect"] = serde_json::json!(true);
+    let config = DaemonConfig::from_json(&v.to_string()).unwrap();
+    assert_eq!(config.migration_mode, MigrationMode::FileHandles);
+    assert_eq!(config.migration_on_error, MigrationOnError::GuestError);
+    assert!(config.reconnect);
+
+    let mut v = sample();
+    v["migrationVerifyHandles"] = serde_json::json!(true);
+    v["migrationConfirmPaths"] = serde_json::json!(true);
+    let config = DaemonConfig::from_json(&v.to_string()).unwrap();
+    assert!(config.migration_verify_handles && config.migration_confirm_paths);
+    assert_eq!(config.migration_mode, MigrationMode::FindPaths);
+
+    for value in ["find_paths", "FindPaths", "handles"] {
+        let mut v = sample();
+        v["migrationMode"] = serde_json::json!(value);
+        assert!(DaemonConfig::from_json(&v.to_string()).is_err(), "{value}");
+    }
+}
+
+#[test]
+fn path_checks_are_refused_with_file_handle_migration() {
+    for field in ["migrationVerifyHandles", "migrationConfirmPaths"] {
+        let mut v = sample();
+        v["migrationMode"] = serde_json::json!("file-handles");
+        v[field] = serde_json::json!(true);
+        let err = DaemonConfig::from_json(&v.to_string()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("{field} only applies to migrationMode find-paths")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn file_handles_keep_dac_read_search() {
+    let mut v = sample();
+    v["modcaps"] = serde_json::json!({ "add": [], "drop": ["dac_read_search"] });
+    assert!(DaemonConfig::from_json(&v.to_string()).is_ok());
+    for (field, value) in [
+        ("inodeFileHandles", "prefer"),
+        ("migrationMode", "file-handles"),
+    ] {
+        let mut with = v.clone();
+        with[field] = serde_json::json!(value);
+        let err = DaemonConfig::from_json(&with.to_string()).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot drop dac_read_search"),
+            "{err}"
+        );
+        let config: DaemonConfig = serde_json::from_value(sample()).unwrap();
+        assert!(!config.opens_file_handles());
+        let mut keep = sample();
+        keep[field] = serde_json::json!(value);
+        let config: DaemonConfig = serde_json::from_value(keep).unwrap();
+        assert!(config.opens_file_handles(), "{field}");
+    }
 }
