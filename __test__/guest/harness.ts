@@ -5,7 +5,8 @@
 //   const run = await runGuest({ daemon: { kind: 'ours' }, sharedDir, script });
 //   run.output  // what the script printed (stdout and stderr), run.status its exit status
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
+import net from 'node:net';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +20,8 @@ export interface Paths {
   vmlinux: string;
   initramfs: string;
   reference: string;
+  /** A QEMU that can migrate vhost-user-fs (QEMU 10; the system QEMU 7.2 cannot). */
+  qemuMigration?: string;
 }
 
 /** Which daemon serves the share. `argv` is a full command; the socket and shared-dir options are appended. */
@@ -178,7 +181,23 @@ export function parseReport(raw: string): { output: string; status: number } | u
   return { output: report.slice(begin + BEGIN.length, end), status: Number(status[1]) };
 }
 
-function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: string, reportFile: string): string[] {
+interface QemuExtras {
+  /** QMP monitor socket QEMU listens on. */
+  qmpSocket?: string;
+  /** `-incoming` value: the guest does not boot but waits for a migration stream. */
+  incoming?: string;
+  /** Leave out -no-reboot: a guest reboot (or system_reset) restarts the guest instead of ending QEMU. */
+  allowReboot?: boolean;
+}
+
+function qemuArgs(
+  paths: Paths,
+  opts: RunGuestOptions,
+  socket: string,
+  initrd: string,
+  reportFile: string,
+  extras: QemuExtras = {},
+): string[] {
   const mem = opts.memoryMiB ?? 1024;
   const tag = opts.tag ?? 'myfs';
   if (!Number.isInteger(mem) || mem < 128) throw new Error(`memoryMiB must be an integer >= 128, got ${mem}`);
@@ -196,7 +215,10 @@ function qemuArgs(paths: Paths, opts: RunGuestOptions, socket: string, initrd: s
     // vhost-user needs guest RAM the daemon can map: shared memfd.
     '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
     '-numa', 'node,memdev=mem',
-    '-nodefaults', '-nographic', '-no-reboot',
+    '-nodefaults', '-nographic',
+    ...(extras.allowReboot ? [] : ['-no-reboot']),
+    ...(extras.qmpSocket ? ['-qmp', `unix:${extras.qmpSocket},server=on,wait=off`] : []),
+    ...(extras.incoming ? ['-incoming', extras.incoming] : []),
     '-serial', 'stdio',
     // ttyS1 carries only the report, free of kernel messages.
     '-serial', `file:${reportFile}`,
@@ -320,4 +342,286 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestRun> {
     }
     await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+// --- long-running guests, a QMP monitor, live migration -------------------------------------------
+
+/** A QMP client: commands answered in order, events kept and announced ('event'). */
+export class Qmp extends EventEmitter {
+  readonly events: { event: string; data?: unknown; timestamp?: unknown }[] = [];
+  private buffer = '';
+  private readonly waiting: { resolve: (v: unknown) => void; reject: (e: Error) => void; cmd: string }[] = [];
+  private closed = false;
+
+  private constructor(private readonly sock: net.Socket) {
+    super();
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => this.onData(chunk));
+    const fail = (): void => {
+      this.closed = true;
+      for (const w of this.waiting.splice(0)) w.reject(new Error(`QMP connection closed before answering ${w.cmd}`));
+      this.emit('close');
+    };
+    sock.on('close', fail);
+    sock.on('error', () => undefined);
+  }
+
+  /** Connects to QEMU's QMP socket (retrying until it exists) and leaves capabilities negotiation done. */
+  static async connect(socket: string, deadline: number): Promise<Qmp> {
+    for (;;) {
+      const sock = await new Promise<net.Socket | undefined>((resolve) => {
+        const s = net.createConnection(socket);
+        s.once('connect', () => resolve(s));
+        s.once('error', () => resolve(undefined));
+      });
+      if (sock) {
+        const qmp = new Qmp(sock);
+        await qmp.greeting();
+        await qmp.execute('qmp_capabilities');
+        return qmp;
+      }
+      if (Date.now() > deadline) throw new Error(`QMP socket ${socket} did not accept a connection in time`);
+      await sleep(50);
+    }
+  }
+
+  private greetingSeen?: () => void;
+  private greeted = false;
+  private greeting(): Promise<void> {
+    if (this.greeted) return Promise.resolve();
+    return new Promise((resolve) => (this.greetingSeen = resolve));
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, nl).trim();
+      this.buffer = this.buffer.slice(nl + 1);
+      if (!line) continue;
+      const msg = JSON.parse(line) as Record<string, unknown>;
+      if ('QMP' in msg) {
+        this.greeted = true;
+        this.greetingSeen?.();
+      } else if ('event' in msg) {
+        const ev = msg as { event: string; data?: unknown; timestamp?: unknown };
+        this.events.push(ev);
+        this.emit('event', ev);
+      } else if ('return' in msg || 'error' in msg) {
+        const w = this.waiting.shift();
+        if (!w) continue;
+        if ('error' in msg) {
+          const err = msg.error as { class?: string; desc?: string };
+          w.reject(new QmpError(w.cmd, err.class ?? 'Error', err.desc ?? JSON.stringify(err)));
+        } else w.resolve(msg.return);
+      }
+    }
+  }
+
+  /** Runs a QMP command; rejects with QmpError when QEMU answers with an error. */
+  execute<T = unknown>(cmd: string, args?: Record<string, unknown>): Promise<T> {
+    if (this.closed) return Promise.reject(new Error(`QMP connection closed; cannot run ${cmd}`));
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.push({ resolve: resolve as (v: unknown) => void, reject, cmd });
+      this.sock.write(JSON.stringify(args ? { execute: cmd, arguments: args } : { execute: cmd }) + '\n');
+    });
+  }
+
+  /** A human monitor command through QMP, e.g. 'info migrate'; returns its text. */
+  hmp(command: string): Promise<string> {
+    return this.execute<string>('human-monitor-command', { 'command-line': command });
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+export class QmpError extends Error {
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    readonly desc: string,
+  ) {
+    super(`QMP ${command}: ${errorClass}: ${desc}`);
+    this.name = 'QmpError';
+  }
+}
+
+export interface StartGuestOptions extends RunGuestOptions {
+  /** QEMU binary; default the system QEMU (paths.qemu). */
+  qemu?: string;
+  /** `-incoming` value, e.g. 'defer' or 'unix:/path': the guest waits for a migration instead of booting. */
+  incoming?: string;
+  /** A guest reboot restarts it in the same QEMU (no -no-reboot). */
+  allowReboot?: boolean;
+}
+
+/** A guest started by startGuest: its daemon and QEMU run until it powers off or stop() is called. */
+export interface Guest {
+  qmp: Qmp;
+  daemon: ChildProcess;
+  qemu: ChildProcess;
+  /** Folder of this guest's sockets and files (removed by stop()). */
+  work: string;
+  socket: string;
+  daemonStderr(): string;
+  console(): string;
+  /** The report so far (ttyS1), parsed, or undefined before the script ended. */
+  report(): Promise<{ output: string; status: number } | undefined>;
+  /** Waits for QEMU to end on its own (the guest powered off) and returns the run as runGuest does. */
+  wait(timeoutMs: number): Promise<GuestRun>;
+  /** Kills QEMU and the daemon (if still running) and removes the work folder. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a daemon and a QEMU with a QMP monitor, and returns at once (the guest boots, or with
+ * `incoming` waits for a migration). The script, files, tag and memory must be the same on both ends
+ * of a migration, so are the QEMU arguments built from them.
+ */
+export async function startGuest(opts: StartGuestOptions): Promise<Guest> {
+  const started = Date.now();
+  const tag = opts.tag ?? 'myfs';
+  if (!/^[A-Za-z0-9_.-]{1,36}$/.test(tag)) throw new Error(`invalid mount tag ${JSON.stringify(tag)}`);
+  const paths = await provision();
+  const argv = await daemonArgv(opts.daemon, paths);
+  const sharedDir = path.resolve(opts.sharedDir);
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), 'virtiofsd-vm-'));
+  const socket = path.join(work, 'vfs.sock');
+  const qmpSocket = path.join(work, 'qmp.sock');
+  if (Buffer.byteLength(qmpSocket) >= 108 || work.includes(',')) {
+    await fs.rm(work, { recursive: true, force: true });
+    throw new Error(`socket path unusable (too long for AF_UNIX, or has a comma): ${socket}; set TMPDIR`);
+  }
+  const reportFile = path.join(work, 'report.txt');
+  const initrd = path.join(work, 'initrd.cpio');
+  const extra = cpioArchive([
+    { name: 'test', mode: 0o755 },
+    ...(opts.files ?? []),
+    { name: 'test/run.sh', data: opts.script, mode: 0o755 },
+  ]);
+  await fs.writeFile(initrd, Buffer.concat([await fs.readFile(paths.initramfs), extra]));
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new Error('daemon argv is empty');
+  const daemon = spawn(cmd, [...args, `--socket-path=${socket}`, `--shared-dir=${sharedDir}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const daemonLog = collect(daemon);
+  const daemonError = new Promise<Error>((resolve) => daemon.once('error', resolve));
+  let qemu: ChildProcess | undefined;
+  const kill = async (): Promise<void> => {
+    for (const child of [qemu, daemon]) {
+      if (child && child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exitOf(child);
+      }
+    }
+  };
+  try {
+    const spawnFailed = await withTimeout(daemonError, 50);
+    if (spawnFailed !== 'timeout') throw new Error(`cannot start daemon ${cmd}: ${spawnFailed.message}`);
+    await waitForSocket(socket, daemon, Date.now() + 15_000, daemonLog.text);
+    const qemuArgv = qemuArgs(paths, opts, socket, initrd, reportFile, {
+      qmpSocket,
+      incoming: opts.incoming,
+      allowReboot: opts.allowReboot,
+    });
+    const q = spawn(opts.qemu ?? paths.qemu, qemuArgv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    qemu = q;
+    const consoleText = collect(q).text;
+    const qemuExited = exitOf(q);
+    const qmp = await Promise.race([
+      Qmp.connect(qmpSocket, Date.now() + 20_000),
+      qemuExited.then((e) => {
+        throw new GuestError(`QEMU exited (code ${e.code}, signal ${e.signal}) before its monitor answered`, consoleText(), daemonLog.text());
+      }),
+    ]);
+    const report = async () => {
+      const text = await fs.readFile(reportFile, 'utf8').catch(() => '');
+      return parseReport(text);
+    };
+    return {
+      qmp,
+      daemon,
+      qemu: q,
+      work,
+      socket,
+      daemonStderr: daemonLog.text,
+      console: consoleText,
+      report,
+      async wait(timeoutMs: number): Promise<GuestRun> {
+        const ended = await withTimeout(qemuExited, timeoutMs);
+        if (ended === 'timeout') throw new GuestError(`guest did not power off within ${timeoutMs} ms`, consoleText(), daemonLog.text());
+        const parsed = (await report()) ?? parseReport(consoleText());
+        if (!parsed) {
+          throw new GuestError(`guest produced no report (QEMU exit code ${ended.code}, signal ${ended.signal})`, consoleText(), daemonLog.text());
+        }
+        if (ended.code !== 0) throw new GuestError(`QEMU exited with code ${ended.code}, signal ${ended.signal}`, consoleText(), daemonLog.text());
+        let daemonExit: DaemonExit;
+        const done = await withTimeout(exitOf(daemon), 5_000);
+        if (done === 'timeout') {
+          daemon.kill('SIGKILL');
+          daemonExit = { ...(await exitOf(daemon)), exitedOnItsOwn: false };
+        } else daemonExit = { ...done, exitedOnItsOwn: true };
+        return {
+          output: parsed.output,
+          status: parsed.status,
+          daemonExit,
+          daemonStderr: daemonLog.text(),
+          console: consoleText(),
+          durationMs: Date.now() - started,
+        };
+      },
+      async stop(): Promise<void> {
+        qmp.close();
+        await kill();
+        await fs.rm(work, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await kill();
+    await fs.rm(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** What query-migrate says once a migration has ended (times in ms). */
+export interface MigrationResult {
+  status: string;
+  totalTimeMs?: number;
+  downtimeMs?: number;
+  setupTimeMs?: number;
+  errorDesc?: string;
+  /** RAM transferred, bytes. */
+  ramTransferred?: number;
+  raw: Record<string, unknown>;
+}
+
+/** Polls query-migrate on the source until the migration completes, fails or is cancelled. */
+export async function waitMigration(source: Qmp, timeoutMs: number): Promise<MigrationResult> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = await source.execute<Record<string, unknown>>('query-migrate');
+    const status = String(info.status ?? 'none');
+    if (['completed', 'failed', 'cancelled'].includes(status)) {
+      const ram = info.ram as { transferred?: number } | undefined;
+      return {
+        status,
+        totalTimeMs: info['total-time'] as number | undefined,
+        downtimeMs: info.downtime as number | undefined,
+        setupTimeMs: info['setup-time'] as number | undefined,
+        errorDesc: info['error-desc'] as string | undefined,
+        ramTransferred: ram?.transferred,
+        raw: info,
+      };
+    }
+    if (Date.now() > deadline) throw new Error(`migration still ${status} after ${timeoutMs} ms: ${JSON.stringify(info)}`);
+    await sleep(50);
+  }
+}
+
+/** Starts a migration from `source` to a destination listening on `uri` ('unix:/path'). */
+export async function migrate(source: Qmp, uri: string): Promise<void> {
+  await source.execute('migrate', { uri });
 }
