@@ -1,6 +1,8 @@
 // The lifecycle an orchestrator relies on, with real device processes: cancellation, readiness,
 // typed events on a device and a group, supervision with restarts, and stopping without leftovers.
 import test from 'ava';
+import { spawn } from 'node:child_process';
+import { Device, adoptDeviceProcess } from '../ts/device.ts';
 import { ensureBuilt, requireNative } from './support/build.ts';
 import { libraryScenario } from './support/scenario.ts';
 
@@ -421,4 +423,74 @@ test('group: a restart policy with a bad value is an OptionError naming the key'
     ['OptionError', 'restart.initialDelayMs', 'out-of-range'],
     ['OptionError', 'restart.maxRestarts', 'invalid-type'],
   ]);
+});
+
+/**
+ * A stand-in device (a real child with the control channel on fd 4) that sends `lines` one by
+ * one, 20 ms apart, then idles until killed.
+ */
+function fakeDevice(config: object, lines: object[]): Device {
+  const text = lines.map((line) => `${JSON.stringify(line)}\n`);
+  const program = `const fs = require('node:fs'); const lines = ${JSON.stringify(text)}; let i = 0;
+    const timer = setInterval(() => { if (i < lines.length) fs.writeSync(4, lines[i++]); }, 20);`;
+  const child = spawn(process.execPath, ['-e', program], { stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'] });
+  return adoptDeviceProcess(child, { sharedDir: '/srv', tag: null, ...config } as never);
+}
+
+test('reconnect: a disconnect is not the end; connected and disconnected carry the connection number', async (t) => {
+  const device = fakeDevice({ reconnect: true }, [
+    { event: 'listening', socket: '/nowhere' },
+    { event: 'connected' },
+    { event: 'disconnected' },
+    { event: 'connected' },
+    { event: 'disconnected' },
+    { event: 'connected' },
+  ]);
+  const events: string[] = [];
+  device.on('connected', (n) => events.push(`connected ${n}`));
+  device.on('disconnected', (n) => events.push(`disconnected ${n}`));
+  try {
+    await device.ready;
+    t.true(device.reconnect);
+    const deadline = Date.now() + 10_000;
+    while (events.length < 5 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    t.deepEqual(events, ['connected 1', 'disconnected 1', 'connected 2', 'disconnected 2', 'connected 3']);
+    t.true(device.connected);
+    t.is(device.connections, 3);
+    t.is(device.exitStatus, null, 'the device outlives its frontends');
+  } finally {
+    device.kill('SIGKILL');
+    await device.exited;
+  }
+  t.false(device.connected);
+});
+
+test('a second connected before disconnected, or a disconnected with no frontend, is ignored with a warning', async (t) => {
+  const device = fakeDevice({}, [
+    { event: 'listening', socket: '/nowhere' },
+    { event: 'disconnected' },
+    { event: 'connected' },
+    { event: 'connected' },
+    { event: 'disconnected' },
+  ]);
+  const events: string[] = [];
+  const warnings: string[] = [];
+  device.on('connected', (n) => events.push(`connected ${n}`));
+  device.on('disconnected', (n) => events.push(`disconnected ${n}`));
+  device.on('log', (record) => record.level === 'warn' && warnings.push(record.message));
+  try {
+    await device.ready;
+    t.false(device.reconnect, 'off unless configured');
+    const deadline = Date.now() + 10_000;
+    while (events.length < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    t.deepEqual(events, ['connected 1', 'disconnected 1']);
+    t.deepEqual(warnings, [
+      'ignored control event disconnected: no frontend is attached',
+      'ignored control event connected: a frontend is already attached',
+    ]);
+    t.is(device.connections, 1);
+  } finally {
+    device.kill('SIGKILL');
+    await device.exited;
+  }
 });

@@ -34,10 +34,17 @@ export interface LogRecord {
 export interface DeviceEvents {
   /** The device listens on its vhost-user socket (`/path` or `fd:N`); `ready` resolves. */
   listening: [socket: string];
-  /** A vhost-user frontend attached. */
-  connected: [];
-  /** The frontend went away; the device exits 0 next, as upstream. */
-  disconnected: [];
+  /**
+   * A vhost-user frontend attached; `connection` counts the frontends this device has served,
+   * from 1. Only a device started with `reconnect: true` sees more than one.
+   */
+  connected: [connection: number];
+  /**
+   * The frontend of `connection` went away. Without `reconnect` the device exits 0 next, as
+   * upstream; with `reconnect: true` it keeps listening, and the next frontend brings
+   * `connected` with `connection + 1`.
+   */
+  disconnected: [connection: number];
   /**
    * The device reported a fatal error or broke the control protocol; it exits next. Emitted
    * only while a listener is attached, so a failing device never throws into the event loop.
@@ -118,6 +125,11 @@ export class Device extends EventEmitter<DeviceEvents> {
   readonly ready: Promise<void>;
   /** Resolves once the process has exited; never rejects. */
   readonly exited: Promise<ExitStatus>;
+  /**
+   * Whether the device outlives its frontend (`reconnect: true`): a disconnect is then not the
+   * end of the device, only `stop()`, a signal or a failure is.
+   */
+  readonly reconnect: boolean;
 
   private readonly child: ChildProcess;
   private readonly control: net.Socket;
@@ -127,6 +139,7 @@ export class Device extends EventEmitter<DeviceEvents> {
   private status: ExitStatus | null = null;
   private listeningOn: string | null = null;
   private isConnected = false;
+  private connectionCount = 0;
   private fatal: string | null = null;
   private controlBroken = false;
   private readyWaiter: { resolve: () => void; reject: (error: DeviceError) => void } | null = null;
@@ -149,6 +162,7 @@ export class Device extends EventEmitter<DeviceEvents> {
     this.child = child;
     this.sharedDir = config.sharedDir;
     this.tag = config.tag;
+    this.reconnect = config.reconnect === true;
     this.pid = child.pid ?? -1;
     this.exited = new Promise((resolve) => {
       this.resolveExit = resolve;
@@ -184,6 +198,11 @@ export class Device extends EventEmitter<DeviceEvents> {
   /** Whether a vhost-user frontend is attached right now. */
   get connected(): boolean {
     return this.isConnected;
+  }
+
+  /** How many frontends have attached so far (the one attached now included). */
+  get connections(): number {
+    return this.connectionCount;
   }
 
   /** Exit status, once the process has exited. */
@@ -366,12 +385,22 @@ export class Device extends EventEmitter<DeviceEvents> {
         this.emit('listening', message.socket);
         break;
       case 'connected':
+        // One frontend at a time: a second `connected` before `disconnected` is a confused peer.
+        if (this.isConnected) {
+          this.emitLog('warn', 'ignored control event connected: a frontend is already attached');
+          break;
+        }
         this.isConnected = true;
-        this.emit('connected');
+        this.connectionCount += 1;
+        this.emit('connected', this.connectionCount);
         break;
       case 'disconnected':
+        if (!this.isConnected) {
+          this.emitLog('warn', 'ignored control event disconnected: no frontend is attached');
+          break;
+        }
         this.isConnected = false;
-        this.emit('disconnected');
+        this.emit('disconnected', this.connectionCount);
         break;
       case 'log':
         this.emitRecord(message.level, message.target, message.message);
