@@ -44,6 +44,8 @@ const TYPE_EXPORTS = [
   'IdTranslationType',
   'LogLevel',
   'LogRecord',
+  'MigrationMode',
+  'MigrationOnError',
   'OptionErrorKind',
   'OptionErrorReason',
   'PolicyExplanation',

@@ -20,4 +20,4 @@ export { explainPolicy } from './explain';
 export type { IdExplanation, PolicyExplanation, PolicyQuery, PolicyRuleRef, XattrExplanation, XattrOutcome } from './explain';
 export type { IdTranslation, IdTranslationType, XattrMapRule, XattrMapScope } from './policy';
 export type { DeviceStats, QueueStats } from './stats';
-export type { CachePolicy, IdRange, LogLevel, SandboxMode, SeccompAction } from './validate';
+export type { CachePolicy, IdRange, LogLevel, MigrationMode, MigrationOnError, SandboxMode, SeccompAction } from './validate';
