@@ -206,6 +206,8 @@ fn serve(
         num_request_queues: config.num_request_queues,
         queue_size: config.queue_size,
         thread_pool_size: config.thread_pool_size,
+        // The passthrough filesystem saves and restores its inodes and handles.
+        migration: true,
     };
     let listening = match &config.socket {
         SocketConfig::Path { path, .. } => path.display().to_string(),

@@ -1,6 +1,7 @@
 //! The vhost-user-fs backend: feature negotiation, config space and virtqueue processing.
 
 use std::cell::Cell;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering, Ordering as AtomicOrdering};
@@ -8,7 +9,11 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::{
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserProtocolFeatures,
+    VhostUserVirtioFeatures,
+};
+use vhost_user_backend::bitmap::BitmapMmapRegion;
 use vhost_user_backend::{VhostUserBackend, VringMutex, VringState, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -28,16 +33,21 @@ use crate::config_space::{self, CONFIG_LEN};
 use crate::descriptor::split_chain;
 pub use crate::error::QueueFault;
 use crate::error::{ErrorChain, RingError};
+use crate::migration::StateTransfer;
 use crate::pool::ThreadPool;
 use crate::stats::{DeviceStats, InFlight, Pending};
 use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
 use blocking::BlockingRequests;
 
+/// Guest memory with a dirty-page log the frontend can install (SET_LOG_BASE) for live
+/// migration: every write through vm-memory marks the pages it touched, and the writes the
+/// kernel does for us (`preadv` of READ payloads) are marked by the descriptor views.
+pub type Memory = GuestMemoryMmap<BitmapMmapRegion>;
 /// Guest memory as the vhost-user library shares it with the backend.
-pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap>;
+pub type GuestMem = GuestMemoryAtomic<Memory>;
 /// The vring type the backend runs on.
 pub type Vring = VringMutex<GuestMem>;
-type Chain = DescriptorChain<Arc<GuestMemoryMmap>>;
+type Chain = DescriptorChain<Arc<Memory>>;
 
 /// Index of the high-priority queue (FORGET, INTERRUPT); request queues follow it.
 pub const HIPRIO_QUEUE: usize = 0;
@@ -60,6 +70,8 @@ pub struct VhostUserFsBackend<H> {
     blocking: BlockingRequests,
     /// Per-queue request counts and latencies (see [`crate::stats`]).
     stats: Arc<DeviceStats>,
+    /// DEVICE_STATE save or load in progress.
+    state: StateTransfer,
 }
 
 /// How long stopping a queue (GET_VRING_BASE) waits for its requests on the pool before it
@@ -195,6 +207,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             stop_wait: STOP_WAIT,
             blocking: BlockingRequests::new(num_queues),
             stats: Arc::new(DeviceStats::new(num_queues)),
+            state: StateTransfer::new(config.migration),
         })
     }
 
@@ -258,7 +271,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         self.event_idx.load(Ordering::Acquire)
     }
 
-    fn memory(&self) -> Arc<GuestMemoryMmap> {
+    fn memory(&self) -> Arc<Memory> {
         let mem = self.mem.read().unwrap_or_else(|p| p.into_inner());
         mem.memory().into_inner()
     }
@@ -366,7 +379,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
     fn serve_chain(
         &self,
         vring: &Vring,
-        mem: &Arc<GuestMemoryMmap>,
+        mem: &Arc<Memory>,
         queue_index: usize,
         ctl: &QueueCtl,
         chain: Chain,
@@ -444,7 +457,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
 struct PoolJob<H> {
     handler: Arc<H>,
     vring: Vring,
-    mem: Arc<GuestMemoryMmap>,
+    mem: Arc<Memory>,
     queues: Arc<Vec<QueueCtl>>,
     queue_index: usize,
     epoch: u64,
@@ -563,7 +576,7 @@ impl<R: RequestReader> ZeroCopyReader for PrefixReader<'_, R> {
 /// Pops the next chain. `Ok(None)` means the ring is empty (or the queue not ready); an error
 /// means the guest corrupted the queue, which would otherwise make the device spin: the ring
 /// claims work that cannot be popped.
-fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>, QueueFault> {
+fn pop_chain(vring: &Vring, mem: &Arc<Memory>) -> Result<Option<Chain>, QueueFault> {
     let mut state = vring.get_mut();
     let state: &mut VringState<GuestMem> = &mut state;
     let queue = state.get_queue_mut();
@@ -604,12 +617,7 @@ fn pop_chain(vring: &Vring, mem: &Arc<GuestMemoryMmap>) -> Result<Option<Chain>,
 
 /// Runs one request from a fresh split of `chain`, executing `header` in place of the chain's
 /// first bytes; returns the used length.
-fn run_chain<H: RequestHandler>(
-    handler: &H,
-    mem: &GuestMemoryMmap,
-    header: &Header,
-    chain: Chain,
-) -> u32 {
+fn run_chain<H: RequestHandler>(handler: &H, mem: &Memory, header: &Header, chain: Chain) -> u32 {
     let head = chain.head_index();
     let (mut reader, writer) = match split_chain(mem, chain) {
         Ok(parts) => parts,
@@ -678,7 +686,7 @@ fn ring_fault(e: io::Error) -> QueueFault {
 }
 
 impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
-    type Bitmap = ();
+    type Bitmap = BitmapMmapRegion;
     type Vring = Vring;
 
     fn num_queues(&self) -> usize {
@@ -694,10 +702,19 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | VhostUserVirtioFeatures::LOG_ALL.bits()
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        let base = VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK;
+        // LOG_SHMFD: guest memory carries a replaceable dirty-page log (see [`Memory`]), so
+        // the frontend can migrate the guest. DEVICE_STATE only when the handler can save and
+        // restore its session.
+        let mut base = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::LOG_SHMFD;
+        if self.state.enabled() {
+            base |= VhostUserProtocolFeatures::DEVICE_STATE;
+        }
         // QEMU 7.1 to 8.0 crash when CONFIG is offered to a vhost-user-fs device without a tag
         // of its own, so it is offered only when the device has a tag to report.
         if self.has_tag {
@@ -757,6 +774,25 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
         // Waiting requests may never end; they are abandoned instead of awaited.
         self.blocking.stop_queue(queue_index as usize);
         Ok(())
+    }
+
+    fn set_device_state_fd(
+        &self,
+        direction: VhostTransferStateDirection,
+        phase: VhostTransferStatePhase,
+        file: File,
+    ) -> io::Result<Option<File>> {
+        debug!("device state transfer: {direction:?} in phase {phase:?}");
+        self.state.start(&self.handler, direction, phase, file)?;
+        Ok(None)
+    }
+
+    fn check_device_state(&self) -> io::Result<()> {
+        self.state.check(&*self.handler).map_err(|e| {
+            // The frontend learns only that it failed; the reason goes to the log.
+            warn!("device state transfer failed: {}", ErrorChain(&e));
+            io::Error::from(e)
+        })
     }
 
     fn handle_event(

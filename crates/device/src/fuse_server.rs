@@ -21,4 +21,12 @@ impl<F: FileSystem> RequestHandler for Server<F> {
     fn refuse<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
         Server::<F>::refuse(self, r, w, libc::ENOLCK).map_err(io::Error::from)
     }
+
+    fn save_state(&self) -> io::Result<Vec<u8>> {
+        Server::<F>::save_state(self)
+    }
+
+    fn load_state(&self, state: &[u8]) -> io::Result<()> {
+        Server::<F>::load_state(self, state)
+    }
 }

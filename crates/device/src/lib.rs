@@ -7,6 +7,7 @@ pub mod config_space;
 pub mod descriptor;
 mod error;
 mod fuse_server;
+pub mod migration;
 mod pool;
 pub mod stats;
 
@@ -56,6 +57,20 @@ pub trait RequestHandler: Send + Sync {
     fn refuse<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
         self.handle(r, w)
     }
+
+    /// Live migration, source side: the state the destination needs to go on serving, once
+    /// the queues have stopped. Offered to the frontend only with [`DeviceConfig::migration`].
+    fn save_state(&self) -> io::Result<Vec<u8>> {
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// Live migration, destination side: restores what [`save_state`](Self::save_state)
+    /// produced on the source, before any request is served. A state that cannot be used is
+    /// refused with an error.
+    fn load_state(&self, state: &[u8]) -> io::Result<()> {
+        let _ = state;
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
 }
 
 /// How many bytes of a request [`RequestHandler::may_block`] sees: a FUSE request header.
@@ -93,6 +108,9 @@ pub struct DeviceConfig {
     pub queue_size: u16,
     /// Worker threads for requests (`--thread-pool-size`); 0 handles them in the queue thread.
     pub thread_pool_size: usize,
+    /// Offer VHOST_USER_PROTOCOL_F_DEVICE_STATE: the handler implements
+    /// [`RequestHandler::save_state`] and [`RequestHandler::load_state`].
+    pub migration: bool,
 }
 
 impl Default for DeviceConfig {
@@ -102,6 +120,7 @@ impl Default for DeviceConfig {
             num_request_queues: 1,
             queue_size: DEFAULT_QUEUE_SIZE,
             thread_pool_size: 0,
+            migration: false,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::{
-    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -111,11 +111,21 @@ fn with_daemon(
     config: DeviceConfig,
     client: impl FnOnce(&std::path::Path) + Send,
 ) -> (Result<(), Error>, Counting) {
+    with_handler(UpperEcho, config, client)
+}
+
+/// Like [`with_daemon`], serving with `handler`.
+fn with_handler<H: RequestHandler + 'static>(
+    handler: H,
+    config: DeviceConfig,
+    client: impl FnOnce(&std::path::Path) + Send,
+) -> (Result<(), Error>, Counting) {
     let path = socket_path("vhost.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let events = Counting::default();
+    let handler = Arc::new(handler);
     let result = thread::scope(|s| {
-        let server = s.spawn(|| serve(listener, Arc::new(UpperEcho), &config, &events));
+        let server = s.spawn(|| serve(listener, handler, &config, &events));
         client(&path);
         server.join().expect("serve panicked")
     });
@@ -314,6 +324,149 @@ fn kicked_request_roundtrip(config: DeviceConfig) {
         let mut reply = [0u8; 4];
         ram.read_slice(&mut reply, GuestAddress(0x2000)).unwrap();
         assert_eq!(&reply, b"PING");
+    });
+    result.unwrap();
+}
+
+/// Answers every request with a 16-byte header written through vm-memory and then the whole of
+/// `file` read straight into the chain's remaining buffers (as a FUSE READ reply is).
+struct ReadFile(File);
+
+impl RequestHandler for ReadFile {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, mut w: W) -> io::Result<usize> {
+        let mut req = vec![0u8; r.available_bytes()];
+        r.read_exact(&mut req)?;
+        w.write_all(&[0xaa; 16])?;
+        let len = self.0.metadata()?.len() as usize;
+        use std::os::fd::AsFd;
+        let n = w.write_from_file(self.0.as_fd(), len, 0)?;
+        Ok(16 + n)
+    }
+}
+
+/// The pages the log marks, as guest page numbers.
+fn logged_pages(log: &File) -> Vec<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut bits = [0u8; 64];
+    log.read_exact_at(&mut bits, 0).unwrap();
+    (0..bits.len() as u64 * 8)
+        .filter(|&p| bits[(p / 8) as usize] & (1 << (p % 8)) != 0)
+        .collect()
+}
+
+#[test]
+fn dirty_log_marks_the_reply_payload_and_the_used_ring_exactly() {
+    const RAM: usize = 0x20000;
+    let payload = memfd(0x1001);
+    {
+        use std::os::unix::fs::FileExt;
+        payload.write_all_at(&[0x55; 0x1001], 0).unwrap();
+    }
+    let (result, _) = with_handler(ReadFile(payload), DeviceConfig::default(), |path| {
+        let mut frontend = Frontend::connect(path, 2).unwrap();
+        let features = frontend.get_features().unwrap();
+        assert_ne!(
+            features & VhostUserVirtioFeatures::LOG_ALL.bits(),
+            0,
+            "VHOST_F_LOG_ALL not offered"
+        );
+        let proto = negotiate(&mut frontend);
+        assert!(proto.contains(VhostUserProtocolFeatures::LOG_SHMFD));
+        frontend.set_owner().unwrap();
+
+        let file = memfd(RAM as u64);
+        let ram = GuestMemoryMmap::<()>::from_ranges_with_files(&[(
+            GuestAddress(0),
+            RAM,
+            Some(FileOffset::new(file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        let host = ram.get_host_address(GuestAddress(0)).unwrap() as u64;
+        frontend
+            .set_mem_table(&[VhostUserMemoryRegionInfo {
+                guest_phys_addr: 0,
+                memory_size: RAM as u64,
+                userspace_addr: host,
+                mmap_offset: 0,
+                mmap_handle: file.as_raw_fd(),
+            }])
+            .unwrap();
+        let log = memfd(4096);
+        frontend
+            .set_log_base(
+                0,
+                Some(vhost::VhostUserDirtyLogRegion {
+                    mmap_size: 4096,
+                    mmap_offset: 0,
+                    mmap_handle: log.as_raw_fd(),
+                }),
+            )
+            .unwrap();
+
+        // The queue's rings sit in pages 0 to 2 (descriptors, avail, used). The request is in
+        // page 0x10, the reply header in page 0x11, and 0x1001 bytes of payload land at
+        // 0x12800..0x13801: pages 0x12 and 0x13, not 0x14 although the buffer reaches it.
+        let queue = MockSplitQueue::new(&ram, 16);
+        ram.write_slice(b"read", GuestAddress(0x10000)).unwrap();
+        queue
+            .add_desc_chains(
+                &[
+                    RawDescriptor::from(Descriptor::new(0x10000, 4, VRING_DESC_F_NEXT as u16, 1)),
+                    RawDescriptor::from(Descriptor::new(
+                        0x11000,
+                        16,
+                        (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16,
+                        2,
+                    )),
+                    RawDescriptor::from(Descriptor::new(
+                        0x12800,
+                        0x2000,
+                        VRING_DESC_F_WRITE as u16,
+                        0,
+                    )),
+                ],
+                0,
+            )
+            .unwrap();
+        let used = queue.used_addr().raw_value();
+        assert_eq!(logged_pages(&log), Vec::<u64>::new());
+        frontend.set_vring_num(1, 16).unwrap();
+        frontend
+            .set_vring_addr(
+                1,
+                &VringConfigData {
+                    queue_max_size: 16,
+                    queue_size: 16,
+                    flags: 0,
+                    desc_table_addr: host + queue.desc_table_addr().raw_value(),
+                    used_ring_addr: host + used,
+                    avail_ring_addr: host + queue.avail_addr().raw_value(),
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+        frontend.set_vring_base(1, 0).unwrap();
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        let call = EventFd::new(EFD_NONBLOCK).unwrap();
+        frontend.set_vring_call(1, &call).unwrap();
+        frontend.set_vring_kick(1, &kick).unwrap();
+        frontend.set_vring_enable(1, true).unwrap();
+        kick.write(1).unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while call.read().is_err() {
+            assert!(Instant::now() < deadline, "the device never answered");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let len: u32 = ram.read_obj(GuestAddress(used + 8)).unwrap();
+        assert_eq!(len, 16 + 0x1001);
+        let mut tail = [0u8; 2];
+        ram.read_slice(&mut tail, GuestAddress(0x13800)).unwrap();
+        assert_eq!(tail, [0x55, 0]);
+        let used_page = used / 0x1000;
+        let mut expected = vec![used_page, 0x11, 0x12, 0x13];
+        expected.sort_unstable();
+        assert_eq!(logged_pages(&log), expected);
     });
     result.unwrap();
 }

@@ -1511,6 +1511,331 @@ fn max_pages() -> u16 {
     (MAX_WRITE as u64).div_ceil(page).clamp(1, u16::MAX as u64) as u16
 }
 
+/// Live migration: the session state a source sends its destination ([`Server::save_state`]).
+///
+/// All integers little-endian:
+///
+/// | offset | size | field |
+/// |--------|------|-------|
+/// | 0      | 8    | [`STATE_MAGIC`] |
+/// | 8      | 4    | version, [`STATE_VERSION`] |
+/// | 12     | 4    | session flags: bit 0 ([`STATE_SESSION_READY`]) set when INIT completed; others 0 |
+/// | 16     | 8    | the `FUSE_*` flags negotiated at INIT (0 when not ready) |
+/// | 24     | 8    | length `n` of the filesystem's state (0 when not ready) |
+/// | 32     | `n`  | the filesystem's state ([`FileSystem::save_state`]) |
+///
+/// Nothing may follow the filesystem's state.
+pub const STATE_MAGIC: [u8; 8] = *b"VFSDSTAT";
+/// The envelope version [`Server::save_state`] writes and [`Server::load_state`] accepts.
+pub const STATE_VERSION: u32 = 1;
+/// Session flag: the source's guest completed FUSE_INIT.
+pub const STATE_SESSION_READY: u32 = 1 << 0;
+const STATE_HEADER_LEN: usize = 32;
+/// `FUSE_*` flags this dispatcher knows (bits 0 to 42); none above can have been negotiated.
+const KNOWN_FLAGS: u64 = (1 << 43) - 1;
+
+/// Why [`Server::load_state`] refused a migration state.
+#[derive(Debug)]
+pub enum StateError {
+    /// Fewer bytes than the envelope header.
+    Truncated(usize),
+    /// The stream does not start with [`STATE_MAGIC`].
+    Magic,
+    /// An envelope version this dispatcher does not read.
+    Version(u32),
+    /// Session flags other than [`STATE_SESSION_READY`].
+    SessionFlags(u32),
+    /// The filesystem state's length does not match the bytes present.
+    Length { claimed: u64, present: usize },
+    /// Negotiated flags this dispatcher could not have agreed to.
+    Flags(u64),
+    /// A session that never started, yet with flags or filesystem bytes.
+    NotReady,
+    /// This server already serves a session (INIT or an earlier load).
+    AlreadyServing,
+    /// The filesystem refused its part.
+    FileSystem(io::Error),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated(n) => write!(
+                f,
+                "migration state of {n} bytes is shorter than its {STATE_HEADER_LEN}-byte header"
+            ),
+            Self::Magic => write!(f, "not a virtiofsd migration state (bad magic)"),
+            Self::Version(v) => write!(
+                f,
+                "migration state version {v} is not supported (this device reads {STATE_VERSION})"
+            ),
+            Self::SessionFlags(v) => {
+                write!(f, "unknown session flags {v:#x} in the migration state")
+            }
+            Self::Length { claimed, present } => write!(
+                f,
+                "the migration state claims {claimed} filesystem bytes but carries {present}"
+            ),
+            Self::Flags(v) => write!(
+                f,
+                "FUSE flags {v:#x} in the migration state cannot have been negotiated here"
+            ),
+            Self::NotReady => write!(
+                f,
+                "the migration state of a session that never started carries session data"
+            ),
+            Self::AlreadyServing => write!(f, "this device already serves a FUSE session"),
+            Self::FileSystem(_) => write!(f, "the filesystem refused its migration state"),
+        }
+    }
+}
+
+impl std::error::Error for StateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::FileSystem(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StateError> for io::Error {
+    fn from(e: StateError) -> Self {
+        match e {
+            // The filesystem's own error keeps its errno, wrapped so the chain names both.
+            StateError::FileSystem(ref inner) => io::Error::new(inner.kind(), e),
+            StateError::AlreadyServing => io::Error::new(io::ErrorKind::ResourceBusy, e),
+            other => io::Error::new(io::ErrorKind::InvalidData, other),
+        }
+    }
+}
+
+/// Whether `flags` could be the outcome of an INIT with this dispatcher: only known flags, none
+/// it refuses to negotiate, and flags above bit 31 only with `FUSE_INIT_EXT` (which carries them).
+fn negotiable(flags: u64) -> bool {
+    flags & !KNOWN_FLAGS == 0
+        && flags & DISPATCHER_UNSUPPORTED == 0
+        && (flags >> 32 == 0 || flags & FUSE_INIT_EXT != 0)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl<F: FileSystem> Server<F> {
+    /// Live migration, source side (the queues have stopped): the session state in the
+    /// envelope described at [`STATE_MAGIC`], with the filesystem's own state inside. A
+    /// session that never completed INIT carries no filesystem state.
+    pub fn save_state(&self) -> io::Result<Vec<u8>> {
+        let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = self.ready.load(Ordering::Acquire);
+        let (session, negotiated, fs_state) = if ready {
+            (
+                STATE_SESSION_READY,
+                self.negotiated_flags(),
+                self.fs.save_state()?,
+            )
+        } else {
+            (0, 0, Vec::new())
+        };
+        let mut out = Vec::with_capacity(STATE_HEADER_LEN + fs_state.len());
+        out.extend_from_slice(&STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_le_bytes());
+        out.extend_from_slice(&session.to_le_bytes());
+        out.extend_from_slice(&negotiated.to_le_bytes());
+        out.extend_from_slice(&(fs_state.len() as u64).to_le_bytes());
+        out.extend_from_slice(&fs_state);
+        Ok(out)
+    }
+
+    /// Live migration, destination side, before any request is served: checks the envelope
+    /// (a corrupt or hostile one is refused, never trusted), hands the filesystem its state
+    /// with the source's negotiated flags, and then serves the session as if this device had
+    /// answered its INIT.
+    pub fn load_state(&self, state: &[u8]) -> io::Result<()> {
+        Ok(self.load_state_checked(state)?)
+    }
+
+    fn load_state_checked(&self, state: &[u8]) -> Result<(), StateError> {
+        if state.len() < STATE_HEADER_LEN {
+            return Err(StateError::Truncated(state.len()));
+        }
+        if state[..8] != STATE_MAGIC {
+            return Err(StateError::Magic);
+        }
+        let version = le_u32(state, 8);
+        if version != STATE_VERSION {
+            return Err(StateError::Version(version));
+        }
+        let session = le_u32(state, 12);
+        if session & !STATE_SESSION_READY != 0 {
+            return Err(StateError::SessionFlags(session));
+        }
+        let negotiated = le_u64(state, 16);
+        let claimed = le_u64(state, 24);
+        let fs_state = &state[STATE_HEADER_LEN..];
+        if claimed != fs_state.len() as u64 {
+            return Err(StateError::Length {
+                claimed,
+                present: fs_state.len(),
+            });
+        }
+        if !negotiable(negotiated) {
+            return Err(StateError::Flags(negotiated));
+        }
+        let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ready.load(Ordering::Acquire) {
+            return Err(StateError::AlreadyServing);
+        }
+        if session & STATE_SESSION_READY == 0 {
+            // The guest never mounted: the destination starts as fresh as the source was.
+            if negotiated != 0 || !fs_state.is_empty() {
+                return Err(StateError::NotReady);
+            }
+            return Ok(());
+        }
+        self.fs
+            .load_state(negotiated, fs_state)
+            .map_err(StateError::FileSystem)?;
+        self.negotiated.store(negotiated, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    /// Keeps the bytes it is given and hands back `saved`.
+    #[derive(Default)]
+    struct Recorder {
+        saved: Vec<u8>,
+        loaded: StdMutex<Option<(u64, Vec<u8>)>>,
+    }
+
+    impl FileSystem for Recorder {
+        fn init(&self, _opts: InitOptions) -> io::Result<u64> {
+            Ok(FUSE_POSIX_LOCKS)
+        }
+        fn save_state(&self) -> io::Result<Vec<u8>> {
+            Ok(self.saved.clone())
+        }
+        fn load_state(&self, negotiated: u64, state: &[u8]) -> io::Result<()> {
+            if state == b"bad" {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            *self.loaded.lock().unwrap() = Some((negotiated, state.to_vec()));
+            Ok(())
+        }
+    }
+
+    fn ready_server(saved: &[u8], negotiated: u64) -> Server<Recorder> {
+        let server = Server::new(Recorder {
+            saved: saved.to_vec(),
+            ..Recorder::default()
+        });
+        server.negotiated.store(negotiated, Ordering::Release);
+        server.ready.store(true, Ordering::Release);
+        server
+    }
+
+    fn refused(state: &[u8]) -> StateError {
+        Server::new(Recorder::default())
+            .load_state_checked(state)
+            .expect_err("state accepted")
+    }
+
+    #[test]
+    fn round_trip_restores_the_session() {
+        let flags = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_INIT_EXT | FUSE_SECURITY_CTX;
+        let state = ready_server(b"inodes", flags).save_state().unwrap();
+        assert_eq!(&state[..8], b"VFSDSTAT");
+        assert_eq!(state.len(), STATE_HEADER_LEN + 6);
+        let dest = Server::new(Recorder::default());
+        dest.load_state(&state).unwrap();
+        assert!(dest.ready.load(Ordering::Acquire));
+        assert_eq!(dest.negotiated_flags(), flags);
+        assert_eq!(
+            *dest.fs().loaded.lock().unwrap(),
+            Some((flags, b"inodes".to_vec()))
+        );
+        // A second load, or one into a device already serving, is refused.
+        assert!(matches!(
+            dest.load_state_checked(&state),
+            Err(StateError::AlreadyServing)
+        ));
+    }
+
+    #[test]
+    fn session_that_never_started_stays_fresh() {
+        let state = Server::new(Recorder::default()).save_state().unwrap();
+        assert_eq!(state.len(), STATE_HEADER_LEN);
+        let dest = Server::new(Recorder::default());
+        dest.load_state(&state).unwrap();
+        assert!(!dest.ready.load(Ordering::Acquire));
+        assert!(dest.fs().loaded.lock().unwrap().is_none());
+        let mut forged = state.clone();
+        forged[24] = 1;
+        forged.push(0);
+        assert!(matches!(refused(&forged), StateError::NotReady));
+    }
+
+    #[test]
+    fn corrupt_states_are_refused() {
+        let good = ready_server(b"abc", FUSE_ASYNC_READ).save_state().unwrap();
+        for n in 0..good.len() {
+            // Every truncation fails cleanly.
+            assert!(Server::new(Recorder::default())
+                .load_state_checked(&good[..n])
+                .is_err());
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        assert!(matches!(refused(&extra), StateError::Length { .. }));
+        let mut bad = good.clone();
+        bad[0] ^= 1;
+        assert!(matches!(refused(&bad), StateError::Magic));
+        let mut bad = good.clone();
+        bad[8] = 2;
+        assert!(matches!(refused(&bad), StateError::Version(2)));
+        let mut bad = good.clone();
+        bad[13] = 1;
+        assert!(matches!(refused(&bad), StateError::SessionFlags(_)));
+        let mut bad = good.clone();
+        bad[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(refused(&bad), StateError::Length { .. }));
+        for flags in [FUSE_EXPORT_SUPPORT, FUSE_SECURITY_CTX, 1 << 50] {
+            let state = ready_server(b"", flags).save_state().unwrap();
+            assert!(
+                matches!(refused(&state), StateError::Flags(_)),
+                "{flags:#x}"
+            );
+        }
+        let state = ready_server(b"bad", FUSE_ASYNC_READ).save_state().unwrap();
+        let dest = Server::new(Recorder::default());
+        let err = dest.load_state(&state).unwrap_err();
+        assert_eq!(err.raw_os_error(), None);
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(
+            !dest.ready.load(Ordering::Acquire),
+            "a refused state must not start serving"
+        );
+        assert!(refused(b"garbage that is long enough to be a header")
+            .to_string()
+            .contains("magic"));
+    }
+}
+
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod tests;

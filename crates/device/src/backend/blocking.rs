@@ -18,9 +18,8 @@ use std::thread;
 
 use virtiofsd_fuse::guest_log;
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
-use vm_memory::GuestMemoryMmap;
 
-use super::{complete, Chain, Header, Vring};
+use super::{complete, Chain, Header, Memory, Vring};
 use crate::descriptor::split_chain;
 use crate::stats::InFlight;
 use crate::{RequestHandler, MAX_BLOCKING_REQUESTS};
@@ -96,7 +95,7 @@ impl BlockingRequests {
     pub(super) fn submit<H: RequestHandler + 'static>(
         &self,
         handler: &Arc<H>,
-        mem: &Arc<GuestMemoryMmap>,
+        mem: &Arc<Memory>,
         vring: &Vring,
         queue_index: usize,
         chain: Chain,
@@ -176,7 +175,7 @@ pub(super) fn copy_request<R: RequestReader>(header: &Header, reader: &mut R) ->
 /// refusal, on the calling thread.
 fn refuse_now<H: RequestHandler>(
     handler: &H,
-    mem: &GuestMemoryMmap,
+    mem: &Memory,
     vring: &Vring,
     queue_index: usize,
     chain: Chain,
@@ -210,7 +209,7 @@ fn refuse_now<H: RequestHandler>(
 
 struct Job<H> {
     handler: Arc<H>,
-    mem: Arc<GuestMemoryMmap>,
+    mem: Arc<Memory>,
     vring: Vring,
     epochs: Arc<Vec<Mutex<u64>>>,
     queue_index: usize,
