@@ -208,6 +208,7 @@ fn serve(
         thread_pool_size: config.thread_pool_size,
         // The passthrough filesystem saves and restores its inodes and handles.
         migration: true,
+        reconnect: config.reconnect,
     };
     let listening = match &config.socket {
         SocketConfig::Path { path, .. } => path.display().to_string(),

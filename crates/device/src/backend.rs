@@ -266,6 +266,14 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         resume_event_id(self.num_queues)
     }
 
+    /// Stops every queue as GET_VRING_BASE would, for a frontend that left without stopping
+    /// them: requests still running complete into nothing.
+    pub fn abandon_requests(&self) {
+        for queue_index in 0..self.num_queues {
+            let _ = self.stop_vring(u32::try_from(queue_index).unwrap_or(u32::MAX));
+        }
+    }
+
     /// Whether the frontend negotiated VIRTIO_RING_F_EVENT_IDX.
     pub fn event_idx(&self) -> bool {
         self.event_idx.load(Ordering::Acquire)

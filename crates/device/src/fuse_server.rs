@@ -29,4 +29,8 @@ impl<F: FileSystem> RequestHandler for Server<F> {
     fn load_state(&self, state: &[u8]) -> io::Result<()> {
         Server::<F>::load_state(self, state)
     }
+
+    fn end_session(&self) {
+        Server::<F>::end_session(self)
+    }
 }

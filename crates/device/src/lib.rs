@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use log::info;
+use log::{info, warn};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{Error as BackendError, VhostUserDaemon};
 use virtiofsd_fuse::io::{ReplyWriter, RequestReader};
@@ -71,6 +71,10 @@ pub trait RequestHandler: Send + Sync {
         let _ = state;
         Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
     }
+
+    /// The frontend of a session went away and the device will serve another
+    /// ([`DeviceConfig::reconnect`]): drop everything held on the old guest's behalf.
+    fn end_session(&self) {}
 }
 
 /// How many bytes of a request [`RequestHandler::may_block`] sees: a FUSE request header.
@@ -111,6 +115,9 @@ pub struct DeviceConfig {
     /// Offer VHOST_USER_PROTOCOL_F_DEVICE_STATE: the handler implements
     /// [`RequestHandler::save_state`] and [`RequestHandler::load_state`].
     pub migration: bool,
+    /// Keep listening after the frontend disconnects and serve the next one with a fresh
+    /// session (`--reconnect`), instead of returning.
+    pub reconnect: bool,
 }
 
 impl Default for DeviceConfig {
@@ -121,6 +128,7 @@ impl Default for DeviceConfig {
             queue_size: DEFAULT_QUEUE_SIZE,
             thread_pool_size: 0,
             migration: false,
+            reconnect: false,
         }
     }
 }
@@ -149,10 +157,13 @@ impl DeviceConfig {
     }
 }
 
-/// Accepts exactly one frontend on `listener` and serves it until it disconnects.
+/// Accepts a frontend on `listener` and serves it until it disconnects.
 ///
 /// Returns `Ok(())` when the frontend goes away (as upstream virtiofsd exits then), or an error
-/// for invalid configuration, setup failures and protocol failures.
+/// for invalid configuration, setup failures and protocol failures. With
+/// [`DeviceConfig::reconnect`] a frontend going away (or failing the vhost-user protocol) ends
+/// only its session: the handler is told ([`RequestHandler::end_session`]) and the next
+/// frontend is served by a fresh backend, until a setup failure ends the loop.
 pub fn serve<H: RequestHandler + 'static>(
     listener: UnixListener,
     handler: Arc<H>,
@@ -164,7 +175,8 @@ pub fn serve<H: RequestHandler + 'static>(
 }
 
 /// Like [`serve`], counting requests into `stats` (the hiprio queue and then one per request
-/// queue), which the caller may read while the device serves.
+/// queue), which the caller may read while the device serves; the counts go on across
+/// reconnects.
 pub fn serve_with_stats<H: RequestHandler + 'static>(
     listener: UnixListener,
     handler: Arc<H>,
@@ -177,12 +189,39 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
     listener
         .set_nonblocking(false)
         .map_err(|e| Error::Setup("cannot make the listening socket blocking", e))?;
+    let mut listener = Listener::from(listener);
+    loop {
+        let result = serve_session(&mut listener, &handler, config, events, &stats);
+        if !config.reconnect {
+            return result;
+        }
+        match result {
+            Ok(()) => {}
+            // The frontend broke the protocol: its session is over, the device is not.
+            Err(e @ Error::Protocol(_)) => {
+                warn!("frontend session ended: {}", ErrorChain(&e));
+            }
+            Err(e) => return Err(e),
+        }
+        // Every inode, handle and lock of the old session goes before the next frontend.
+        handler.end_session();
+        info!("waiting for the next vhost-user frontend");
+    }
+}
 
+/// Serves one frontend connection with a backend of its own.
+fn serve_session<H: RequestHandler + 'static>(
+    listener: &mut Listener,
+    handler: &Arc<H>,
+    config: &DeviceConfig,
+    events: &dyn DeviceEvents,
+    stats: &Arc<DeviceStats>,
+) -> Result<(), Error> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let backend = Arc::new(
-        VhostUserFsBackend::new(handler, config, mem.clone())
+        VhostUserFsBackend::new(Arc::clone(handler), config, mem.clone())
             .map_err(|e| Error::Setup("cannot start the thread pool", e))?
-            .with_stats(stats),
+            .with_stats(Arc::clone(stats)),
     );
     let mut daemon = VhostUserDaemon::new("virtiofsd".to_owned(), Arc::clone(&backend), mem)?;
 
@@ -196,8 +235,7 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
         }
     }
 
-    let mut listener = Listener::from(listener);
-    daemon.start(&mut listener)?;
+    daemon.start(listener)?;
     info!("frontend connected");
     events.connected();
 
@@ -207,6 +245,11 @@ pub fn serve_with_stats<H: RequestHandler + 'static>(
     // Stop the queue threads before returning so no request is processed after `serve` ends.
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();
+    }
+    if config.reconnect {
+        // The next frontend may bring the same guest memory back: a request of this session
+        // still running must not complete into it.
+        backend.abandon_requests();
     }
     drop(daemon);
     drop(backend);

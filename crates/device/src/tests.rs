@@ -249,8 +249,15 @@ fn serve_processes_a_kicked_request_queue_on_thread_pool() {
 }
 
 fn kicked_request_roundtrip(config: DeviceConfig) {
+    let (result, _) = with_daemon(config, ping);
+    result.unwrap();
+}
+
+/// Connects, sets up request queue 1, sends "ping" and checks the device's "PING"; then
+/// disconnects.
+fn ping(path: &std::path::Path) {
     const RAM: usize = 0x10000;
-    let (result, _) = with_daemon(config, |path| {
+    {
         let mut frontend = Frontend::connect(path, 2).unwrap();
         negotiate(&mut frontend);
         frontend.set_owner().unwrap();
@@ -324,8 +331,68 @@ fn kicked_request_roundtrip(config: DeviceConfig) {
         let mut reply = [0u8; 4];
         ram.read_slice(&mut reply, GuestAddress(0x2000)).unwrap();
         assert_eq!(&reply, b"PING");
+    }
+}
+
+/// Counts the sessions it was told ended.
+#[derive(Default)]
+struct Sessions(AtomicUsize);
+
+impl RequestHandler for Sessions {
+    fn handle<R: RequestReader, W: ReplyWriter>(&self, r: &mut R, w: W) -> io::Result<usize> {
+        UpperEcho.handle(r, w)
+    }
+
+    fn end_session(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn reconnect_serves_one_frontend_after_another() {
+    let path = socket_path("vhost.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let fd = listener.as_raw_fd();
+    let events = Counting::default();
+    let handler = Arc::new(Sessions::default());
+    let config = DeviceConfig {
+        reconnect: true,
+        thread_pool_size: 1,
+        ..DeviceConfig::default()
+    };
+    let result = thread::scope(|s| {
+        let server = s.spawn(|| serve(listener, Arc::clone(&handler), &config, &events));
+        ping(&path);
+        // A frontend that breaks off in the middle of the setup ends only its session too.
+        {
+            let mut frontend = Frontend::connect(&path, 2).unwrap();
+            negotiate(&mut frontend);
+        }
+        ping(&path);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handler.0.load(Ordering::SeqCst) < 3 {
+            assert!(Instant::now() < deadline, "sessions did not end");
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!server.is_finished(), "serve returned on a disconnect");
+        // The only way out of the loop is a failure to accept.
+        // SAFETY: shutting down a listening socket this test owns; it stays open until serve ends.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        server.join().expect("serve panicked")
     });
-    result.unwrap();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    assert!(
+        matches!(
+            result,
+            Err(Error::Daemon(
+                DaemonError::Listen(_) | DaemonError::Accept(_)
+            ))
+        ),
+        "{result:?}"
+    );
+    assert_eq!(events.connected.load(Ordering::SeqCst), 3);
+    assert_eq!(events.disconnected.load(Ordering::SeqCst), 3);
+    assert_eq!(handler.0.load(Ordering::SeqCst), 3);
 }
 
 /// Answers every request with a 16-byte header written through vm-memory and then the whole of

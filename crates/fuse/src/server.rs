@@ -584,6 +584,17 @@ impl<F: FileSystem> Server<F> {
         Ok(Vec::new())
     }
 
+    /// The transport went away without a FUSE_DESTROY (the frontend disconnected) and another
+    /// guest session will follow: drops the session as DESTROY does, so the next one starts with
+    /// an INIT and nothing of the old one (inodes, handles, locks) survives. The request counters
+    /// go on.
+    pub fn end_session(&self) {
+        let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
+        self.ready.store(false, Ordering::Release);
+        self.negotiated.store(0, Ordering::Release);
+        self.fs.destroy();
+    }
+
     fn forget(&self, ctx: Context, op: Opcode, h: &InHeader, args: &[u8]) -> Result<usize, Error> {
         let malformed = Error::MalformedForget { unique: h.unique };
         if !self.ready.load(Ordering::Acquire) {
@@ -1774,6 +1785,20 @@ mod state_tests {
             dest.load_state_checked(&state),
             Err(StateError::AlreadyServing)
         ));
+    }
+
+    #[test]
+    fn ended_session_takes_a_new_init() {
+        let server = Server::new(Recorder::default());
+        let init = || crate::testing::call(&server, crate::testing::init_request(1, 0), 4096);
+        let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
+        assert_eq!(h.error, 0);
+        let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
+        assert_eq!(h.error, -libc::EIO, "a second INIT in one session");
+        server.end_session();
+        assert_eq!(server.negotiated_flags(), 0);
+        let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
+        assert_eq!(h.error, 0, "the next session starts with its own INIT");
     }
 
     #[test]
