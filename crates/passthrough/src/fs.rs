@@ -11,7 +11,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use crate::consts::*;
 use crate::credentials::ScopedCreds;
 use crate::gate::GuestFd;
 use crate::handle::{HandleData, HandleStore};
-use crate::inode::{InodeData, InodeFile, InodeKey, InodeStore};
+use crate::inode::{InodeData, InodeFd, InodeFile, InodeKey, InodeStore};
 use crate::locks::LockTable;
 use crate::oslib;
 
@@ -96,7 +96,7 @@ fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
 }
 
 /// Attributes plus the mount id, falling back to `fstatat` on kernels without `statx`.
-fn stat_with_mount(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u64)> {
+pub(crate) fn stat_with_mount(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u64)> {
     match oslib::statx_fd(fd) {
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok((oslib::stat_fd(fd)?, 0)),
         r => r,
@@ -113,10 +113,12 @@ pub struct PassthroughFs {
     pub(crate) timeout: Duration,
     pub(crate) budget: Arc<FdBudget>,
     /// A real (non-`O_PATH`) descriptor per mount id, for `open_by_handle_at`.
-    mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    pub(crate) mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// Host open file descriptions carrying the guest's POSIX locks, one per (inode, owner).
     pub(crate) locks: LockTable,
     no_openat2: AtomicBool,
+    /// The flags INIT returned (what the session runs with), kept for a migration.
+    session_flags: AtomicU64,
     /// Set at INIT once the guest accepted the writeback cache.
     writeback: AtomicBool,
     /// Set at INIT once the guest agreed to KILLPRIV_V2 (it then says when to clear privileges).
@@ -166,6 +168,7 @@ impl PassthroughFs {
             locks: LockTable::default(),
             proc_self_fd,
             no_openat2: AtomicBool::new(false),
+            session_flags: AtomicU64::new(0),
             writeback: AtomicBool::new(false),
             killpriv_v2: AtomicBool::new(false),
             submounts: AtomicBool::new(false),
@@ -350,18 +353,35 @@ impl PassthroughFs {
         Ok(InodeFile::Handle { handle, mount })
     }
 
-    /// A real descriptor on mount `mnt_id`, opened the first time the mount is seen. It is
-    /// always a directory: the inode itself when it is one (a mount's root normally is the
-    /// first inode met there), else its parent on the same mount. Never a file: an open file
-    /// kept forever would pin its space after an unlink, and a device or FIFO must never be
-    /// opened. A mount whose root is not a directory (a bind-mounted file) gets no handles.
-    /// There is one descriptor per mount, so they are bounded by the host, not the guest.
     fn mount_fd(
         &self,
         parent: &InodeData,
         fd: &OwnedFd,
         mnt_id: u64,
         file_type: u32,
+    ) -> io::Result<Arc<OwnedFd>> {
+        self.mount_fd_near(fd, mnt_id, file_type, || {
+            if parent.key.mnt_id == mnt_id && parent.is_dir() {
+                parent.fd().map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+
+    /// A real descriptor on mount `mnt_id`, opened the first time the mount is seen. It is
+    /// always a directory: the inode itself when it is one (a mount's root normally is the
+    /// first inode met there), else its parent on the same mount. Never a file: an open file
+    /// kept forever would pin its space after an unlink, and a device or FIFO must never be
+    /// opened. A mount whose root is not a directory (a bind-mounted file) gets no handles.
+    /// There is one descriptor per mount, so they are bounded by the host, not the guest.
+    /// `parent_dir` gives the parent directory when it is on the same mount.
+    pub(crate) fn mount_fd_near<'p>(
+        &self,
+        fd: &OwnedFd,
+        mnt_id: u64,
+        file_type: u32,
+        parent_dir: impl FnOnce() -> io::Result<Option<InodeFd<'p>>>,
     ) -> io::Result<Arc<OwnedFd>> {
         let mut map = self.mount_fds.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = map.get(&mnt_id) {
@@ -370,8 +390,8 @@ impl PassthroughFs {
         let parent_fd;
         let dir = if file_type == libc::S_IFDIR {
             fd.as_fd()
-        } else if parent.key.mnt_id == mnt_id && parent.is_dir() {
-            parent_fd = parent.fd()?;
+        } else if let Some(p) = parent_dir()? {
+            parent_fd = p;
             parent_fd.as_fd()
         } else {
             return Err(err(libc::EOPNOTSUPP));
@@ -564,13 +584,18 @@ fn parse_dirent(rec: &[u8]) -> io::Result<(DirEntry<'_>, usize)> {
     ))
 }
 
-impl FileSystem for PassthroughFs {
-    fn init(&self, opts: InitOptions) -> io::Result<u64> {
-        // The guest sends the final mode (FUSE_DONT_MASK) and the umask is applied here
-        // explicitly, so the daemon's own umask must not strip bits a second time.
+impl PassthroughFs {
+    /// The guest sends the final mode (FUSE_DONT_MASK) and the umask is applied here explicitly,
+    /// so the daemon's own umask must not strip bits a second time.
+    pub(crate) fn clear_umask(&self) {
         self.umask_once.call_once(|| {
             oslib::umask(0);
         });
+    }
+
+    /// The INIT flags this configuration asks for when the guest offers `offered`; `EPROTO` when
+    /// it lacks one that an option cannot do without.
+    pub(crate) fn init_want(&self, offered: u64) -> io::Result<u64> {
         // Creates honour the caller's supplementary group (see `ScopedCreds::for_ctx`).
         let mut want = FUSE_ATOMIC_O_TRUNC | FUSE_CREATE_SUPP_GROUP;
         if self.cfg.posix_locks {
@@ -583,7 +608,7 @@ impl FileSystem for PassthroughFs {
             // The long SETXATTR form carries FUSE_SETXATTR_ACL_KILL_SGID.
             want |= FUSE_SETXATTR_EXT;
         }
-        want |= self.required_init_flags(opts.offered)?;
+        want |= self.required_init_flags(offered)?;
         if self.cfg.readdirplus {
             want |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
         }
@@ -604,7 +629,12 @@ impl FileSystem for PassthroughFs {
             // a retargeted host symlink must be visible to the guest at once.
             want |= FUSE_CACHE_SYMLINKS;
         }
-        let got = want & opts.offered;
+        Ok(want)
+    }
+
+    /// Takes on the session flags `got` (from INIT, or from a migration source).
+    pub(crate) fn set_session(&self, got: u64) {
+        self.session_flags.store(got, Ordering::Relaxed);
         self.writeback
             .store(got & FUSE_WRITEBACK_CACHE != 0, Ordering::Relaxed);
         self.submounts
@@ -613,7 +643,28 @@ impl FileSystem for PassthroughFs {
             .store(got & FUSE_HANDLE_KILLPRIV_V2 != 0, Ordering::Relaxed);
         self.posix_acl
             .store(got & FUSE_POSIX_ACL != 0, Ordering::Relaxed);
+    }
+
+    /// The flags the session runs with (what INIT returned).
+    pub(crate) fn session_flags(&self) -> u64 {
+        self.session_flags.load(Ordering::Relaxed)
+    }
+}
+
+impl FileSystem for PassthroughFs {
+    fn init(&self, opts: InitOptions) -> io::Result<u64> {
+        self.clear_umask();
+        let got = self.init_want(opts.offered)? & opts.offered;
+        self.set_session(got);
         Ok(got)
+    }
+
+    fn save_state(&self) -> io::Result<Vec<u8>> {
+        Ok(self.save_migration_state()?)
+    }
+
+    fn load_state(&self, negotiated: u64, state: &[u8]) -> io::Result<()> {
+        Ok(self.load_migration_state(negotiated, state)?)
     }
 
     fn destroy(&self) {

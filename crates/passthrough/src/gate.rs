@@ -70,6 +70,7 @@ impl PassthroughFs {
                 check_openable(oslib::stat_fd(path_fd.as_fd())?.st_mode & libc::S_IFMT)?;
                 self.open_path_fd(path_fd.as_fd(), flags)?
             }
+            InodeFile::Broken => return Err(io::Error::from_raw_os_error(libc::EIO)),
         };
         Ok(GuestFd { fd, token })
     }

@@ -31,11 +31,21 @@ impl HandleData {
     }
 }
 
+/// A handle restored by a migration: its id, inode and reopened descriptor (`None`: broken).
+pub type RestoredHandle = (Handle, Inode, Option<(OwnedFd, FdToken)>);
+
 /// Thread-safe handle table.
 #[derive(Default)]
 pub struct HandleStore {
     map: RwLock<HashMap<Handle, Arc<HandleData>>>,
+    /// Handles a migration could not reopen (`--migration-on-error=guest-error`), with their
+    /// inode: they answer `EIO` until released.
+    broken: RwLock<HashMap<Handle, Inode>>,
     next: AtomicU64,
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(libc::EIO)
 }
 
 fn ebadf() -> io::Error {
@@ -64,8 +74,50 @@ impl HandleStore {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         match map.get(&id) {
             Some(h) if h.inode == inode => Ok(h.clone()),
-            _ => Err(ebadf()),
+            Some(_) => Err(ebadf()),
+            None => match self.broken_read().get(&id) {
+                Some(&i) if i == inode => Err(eio()),
+                _ => Err(ebadf()),
+            },
         }
+    }
+
+    fn broken_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Handle, Inode>> {
+        self.broken.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every open handle and the last id handed out (for a migration).
+    pub fn snapshot(&self) -> (Vec<(Handle, Arc<HandleData>)>, u64) {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(&id, h)| (id, h.clone())).collect();
+        all.sort_by_key(|(id, _)| *id);
+        (all, self.next.load(Ordering::Relaxed))
+    }
+
+    /// Adds handles restored by a migration under the source's ids (`None`: broken) and
+    /// continues ids after `last`.
+    pub fn restore(&self, handles: Vec<RestoredHandle>, last: u64) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut broken = self.broken.write().unwrap_or_else(|e| e.into_inner());
+        for (id, inode, file) in handles {
+            match file {
+                Some((file, token)) => {
+                    map.insert(
+                        id,
+                        Arc::new(HandleData {
+                            inode,
+                            file,
+                            _token: Some(token),
+                            dir_pos: Mutex::new(()),
+                        }),
+                    );
+                }
+                None => {
+                    broken.insert(id, inode);
+                }
+            }
+        }
+        self.next.fetch_max(last, Ordering::Relaxed);
     }
 
     /// Removes the handle; its descriptor closes once no request still uses it.
@@ -76,16 +128,31 @@ impl HandleStore {
                 map.remove(&id);
                 Ok(())
             }
-            _ => Err(ebadf()),
+            Some(_) => Err(ebadf()),
+            None => {
+                let mut broken = self.broken.write().unwrap_or_else(|e| e.into_inner());
+                match broken.get(&id) {
+                    Some(&i) if i == inode => {
+                        broken.remove(&id);
+                        Ok(())
+                    }
+                    _ => Err(ebadf()),
+                }
+            }
         }
     }
 
     pub fn clear(&self) {
         self.map.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.broken
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
+    /// Open handles, broken ones included.
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len() + self.broken_read().len()
     }
 }
 

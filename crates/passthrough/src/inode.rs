@@ -27,6 +27,9 @@ pub enum InodeFile {
         handle: FileHandle,
         mount: Arc<OwnedFd>,
     },
+    /// Restored by a migration that could not find the file again
+    /// (`--migration-on-error=guest-error`): every request on it answers `EIO`.
+    Broken,
 }
 
 impl InodeFile {
@@ -37,7 +40,7 @@ impl InodeFile {
         match (self, other) {
             (InodeFile::Fd(_), _) => true,
             (InodeFile::Handle { handle: a, .. }, InodeFile::Handle { handle: b, .. }) => a == b,
-            (InodeFile::Handle { .. }, InodeFile::Fd(_)) => false,
+            (InodeFile::Handle { .. }, _) | (InodeFile::Broken, _) => false,
         }
     }
 }
@@ -90,7 +93,32 @@ impl InodeData {
                 handle,
                 libc::O_PATH | libc::O_NOFOLLOW,
             )?)),
+            InodeFile::Broken => Err(io::Error::from_raw_os_error(libc::EIO)),
         }
+    }
+
+    /// An inode restored by a migration under the source's id and lookup count.
+    pub fn restored(
+        id: Inode,
+        file: InodeFile,
+        token: Option<FdToken>,
+        key: InodeKey,
+        file_type: u32,
+        lookups: u64,
+    ) -> InodeData {
+        InodeData {
+            id,
+            file,
+            _token: token,
+            key,
+            file_type,
+            refcount: AtomicU64::new(lookups),
+        }
+    }
+
+    /// The guest's lookup count.
+    pub fn lookups(&self) -> u64 {
+        self.refcount.load(Ordering::Acquire)
     }
 
     /// Whether the inode holds a descriptor (rather than a file handle).
@@ -227,6 +255,29 @@ impl InodeStore {
         let mut maps = self.write();
         maps.by_id.retain(|&id, _| id == ROOT_ID);
         maps.by_key.retain(|_, id| *id == ROOT_ID);
+    }
+
+    /// Every inode held, root included, and the next id to hand out (for a migration).
+    pub fn snapshot(&self) -> (Vec<Arc<InodeData>>, u64) {
+        let maps = self.read();
+        let mut all: Vec<_> = maps.by_id.values().cloned().collect();
+        all.sort_by_key(|d| d.id);
+        (all, self.next_id.load(Ordering::Relaxed))
+    }
+
+    /// Adds inodes restored by a migration (never the root, whose id must not be among them)
+    /// and continues ids from `next_id`. A broken inode, or one whose key an earlier one took,
+    /// is reachable by id only.
+    pub fn restore(&self, inodes: Vec<InodeData>, next_id: u64) {
+        let mut maps = self.write();
+        for data in inodes {
+            let (id, key) = (data.id, data.key);
+            if !matches!(data.file, InodeFile::Broken) {
+                maps.by_key.entry(key).or_insert(id);
+            }
+            maps.by_id.insert(id, Arc::new(data));
+        }
+        self.next_id.fetch_max(next_id, Ordering::Relaxed);
     }
 
     /// Number of inodes held, root included.

@@ -14,6 +14,7 @@ mod handle;
 mod inode;
 mod label;
 mod locks;
+pub mod migration;
 mod negotiate;
 mod newops;
 pub mod oslib;

@@ -114,6 +114,17 @@ impl LockTable {
         self.map().clear();
     }
 
+    /// Every (inode, owner) holding a host description, for a migration's record.
+    pub fn owners(&self) -> Vec<(Inode, u64)> {
+        let mut all: Vec<_> = self
+            .map()
+            .iter()
+            .flat_map(|(&inode, owners)| owners.keys().map(move |&o| (inode, o)))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map().values().map(HashMap::len).sum()

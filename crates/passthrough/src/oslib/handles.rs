@@ -21,6 +21,25 @@ pub struct FileHandle {
     bytes: Box<[u8]>,
 }
 
+impl FileHandle {
+    /// A handle received from elsewhere (a migration source); `None` when it is longer than
+    /// any the kernel makes.
+    pub fn from_parts(handle_type: libc::c_int, bytes: &[u8]) -> Option<FileHandle> {
+        (bytes.len() <= MAX_HANDLE_SZ).then(|| FileHandle {
+            handle_type,
+            bytes: bytes.into(),
+        })
+    }
+
+    pub fn handle_type(&self) -> libc::c_int {
+        self.handle_type
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// The file handle of the file `fd` refers to (an `O_PATH` fd is fine, symlinks included)
 /// and its mount id. `EOPNOTSUPP` when the filesystem cannot make handles.
 pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
