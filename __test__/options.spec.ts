@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { LIBRARY_OPTIONS, LONG_OPTIONS, checkRunnable, parseArgs } from '../ts/options.ts';
 import type { CliOptions, ParsedArgs } from '../ts/options.ts';
-import { buildDeviceConfig, checkDeviceOptions, cliConfig, deviceLabels, parseRustLog } from '../ts/config.ts';
+import { buildDeviceConfig, checkDeviceOptions, cliConfig, configWarnings, deviceLabels, parseRustLog } from '../ts/config.ts';
 import type { DeviceOptions } from '../ts/config.ts';
 import { NotSupportedError, OptionError } from '../ts/errors.ts';
 import { HELP_TEXT } from '../ts/help.ts';
@@ -214,6 +214,15 @@ test('--migration-verify-handles and --migration-confirm-paths are refused with 
     t.is(error?.key, flag);
     t.is(error?.reason, 'conflict');
   }
+});
+
+test('an unprivileged daemon with --migration-mode=file-handles is warned that it could not be the destination', (t) => {
+  const config = cliConfig(opts([...BASE, '--migration-mode=file-handles']));
+  t.deepEqual(configWarnings(config, 1000), [
+    'migration with file handles (--migration-mode=file-handles): this unprivileged daemon can send such a state, but as a migration destination it could not open the handles (that needs CAP_DAC_READ_SEARCH)',
+  ]);
+  t.deepEqual(configWarnings(config, 0), []);
+  t.deepEqual(configWarnings(cliConfig(opts(BASE)), 1000), []);
 });
 
 test('a device that opens file handles keeps CAP_DAC_READ_SEARCH: --modcaps cannot drop it, as upstream', (t) => {

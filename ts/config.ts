@@ -445,10 +445,20 @@ export function deviceLabels(config: DeviceConfig): string[] {
   return [socket, `--shared-dir=${config.sharedDir}`];
 }
 
-/** What a configuration gives up, said before the device starts (by the CLI and the library). */
-export function configWarnings(config: DeviceConfig): string[] {
+/**
+ * What a configuration gives up, said before the device starts (by the CLI and the library);
+ * `euid` is the user the device runs as.
+ */
+export function configWarnings(config: DeviceConfig, euid: number | undefined = process.geteuid?.()): string[] {
   const warnings: string[] = [];
   if (config.sandbox === 'none') warnings.push('running without a sandbox (--sandbox=none): the daemon is not isolated from the host');
   if (config.seccomp === 'none') warnings.push('running without seccomp (--seccomp=none): every system call is allowed');
+  if (config.migrationMode === 'file-handles' && euid !== 0) {
+    // The mode is the source's; a destination opens whatever handles the state carries.
+    warnings.push(
+      'migration with file handles (--migration-mode=file-handles): this unprivileged daemon can send such a state, ' +
+        'but as a migration destination it could not open the handles (that needs CAP_DAC_READ_SEARCH)',
+    );
+  }
   return warnings;
 }
