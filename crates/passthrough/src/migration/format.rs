@@ -12,11 +12,14 @@
 //!              path: path bytes; file handle: mnt_id u64 | handle; invalid: reason bytes
 //!          | verify u8 (0 none, 1 handle follows) [| handle]
 //! handles  count u32, then per handle: id u64 | inode u64 | flags u32
-//! locks    count u32, then per lock owner: inode u64 | owner u64   (informational)
+//! locks    count u32, then per lock: kind u8 (0 POSIX owner, 1 flock) | inode u64
+//!          | owner u64 (the POSIX lock owner, or the handle holding the flock); informational
 //! handle   = handle_type i32 | bytes (at most MAX_HANDLE_BYTES)
 //! ```
 //!
-//! Nothing may follow the last section. Decoding checks every length against both its limit and
+//! Limits: paths [`MAX_PATH`] bytes, handles [`MAX_HANDLE_BYTES`], reasons [`MAX_REASON`], at
+//! most [`MAX_ENTRIES`] records per section, next ids at most [`MAX_NEXT_ID`]; the caller
+//! bounds the whole stream (`MAX_STATE_BYTES`). Nothing may follow the last section. Decoding checks every length against both its limit and
 //! the bytes left, before allocating anything, and [`decode`] validates the whole state (unique
 //! ids, the root, references, paths) so that the restore code only ever sees a consistent state.
 
@@ -37,6 +40,9 @@ pub const MAX_HANDLE_BYTES: usize = 128;
 pub const MAX_REASON: usize = 256;
 /// Most inodes, handles, mounts or lock owners in one stream.
 pub const MAX_ENTRIES: usize = 1 << 24;
+/// Largest next inode or handle id: ids count up from there and must never wrap around to the
+/// root's id.
+pub const MAX_NEXT_ID: u64 = 1 << 62;
 
 /// How inodes are described (the source's `--migration-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,10 +102,21 @@ pub struct Mount {
     pub path: Vec<u8>,
 }
 
-/// A POSIX lock owner that held a host open file description on the source.
+/// What kind of lock the source held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockKind {
+    /// POSIX record locks of one guest lock owner (on a host OFD of the source's).
+    Posix,
+    /// A BSD flock on the descriptor of one handle.
+    Flock,
+}
+
+/// Locks the source held for the guest (recorded only: they cannot move).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockRecord {
+    pub kind: LockKind,
     pub inode: u64,
+    /// The guest's lock owner ([`LockKind::Posix`]) or the handle id ([`LockKind::Flock`]).
     pub owner: u64,
 }
 
@@ -135,6 +152,7 @@ pub enum FormatError {
     UnknownInode { handle: u64, inode: u64 },
     UnknownMount { inode: u64, mnt_id: u64 },
     IdNotBelowNext { what: &'static str, id: u64 },
+    NextTooLarge { what: &'static str, next: u64 },
     BadFileType { inode: u64, file_type: u32 },
     ZeroLookups { inode: u64 },
     Generation { inode: u64 },
@@ -172,6 +190,7 @@ impl fmt::Display for FormatError {
                 )
             }
             IdNotBelowNext { what, id } => write!(f, "{what} id {id} is not below the next id"),
+            NextTooLarge { what, next } => write!(f, "next {what} id {next} is over the limit"),
             BadFileType { inode, file_type } => {
                 write!(f, "inode {inode} has file type {file_type:#o}")
             }
@@ -307,6 +326,10 @@ pub fn encode(state: &State) -> Vec<u8> {
     }
     w.count(state.locks.len());
     for l in &state.locks {
+        w.u8(match l.kind {
+            LockKind::Posix => 0,
+            LockKind::Flock => 1,
+        });
         w.u64(l.inode);
         w.u64(l.owner);
     }
@@ -369,7 +392,7 @@ impl<'a> Reader<'a> {
 const MIN_MOUNT: usize = 8 + 4;
 const MIN_INODE: usize = 8 + 8 + 8 + 4 + 1 + 1;
 const MIN_HANDLE: usize = 8 + 8 + 4;
-const MIN_LOCK: usize = 16;
+const MIN_LOCK: usize = 1 + 16;
 
 /// Decodes and validates a stream.
 pub fn decode(data: &[u8]) -> Result<State, FormatError> {
@@ -456,9 +479,14 @@ pub fn decode(data: &[u8]) -> Result<State, FormatError> {
     let n = r.count("locks", MIN_LOCK)?;
     let mut locks = Vec::with_capacity(n);
     for _ in 0..n {
+        let kind = match r.u8("lock")? {
+            0 => LockKind::Posix,
+            1 => LockKind::Flock,
+            tag => return Err(FormatError::BadTag { what: "lock", tag }),
+        };
         let inode = r.u64("lock")?;
         let owner = r.u64("lock")?;
-        locks.push(LockRecord { inode, owner });
+        locks.push(LockRecord { kind, inode, owner });
     }
     if !r.0.is_empty() {
         return Err(FormatError::TrailingBytes(r.0.len()));
@@ -479,6 +507,11 @@ pub fn decode(data: &[u8]) -> Result<State, FormatError> {
 
 /// The consistency rules [`decode`] enforces.
 fn validate(s: &State) -> Result<(), FormatError> {
+    for (what, next) in [("inode", s.next_inode), ("handle", s.next_handle)] {
+        if next > MAX_NEXT_ID {
+            return Err(FormatError::NextTooLarge { what, next });
+        }
+    }
     let mut mounts = HashSet::new();
     for m in &s.mounts {
         if !mounts.insert(m.mnt_id) {
@@ -625,10 +658,18 @@ mod tests {
                 inode: 3,
                 flags: libc::O_RDWR as u32,
             }],
-            locks: vec![LockRecord {
-                inode: 3,
-                owner: 77,
-            }],
+            locks: vec![
+                LockRecord {
+                    kind: LockKind::Posix,
+                    inode: 3,
+                    owner: 77,
+                },
+                LockRecord {
+                    kind: LockKind::Flock,
+                    inode: 3,
+                    owner: 5,
+                },
+            ],
         }
     }
 
@@ -735,6 +776,8 @@ mod tests {
             ("dangling handle", Box::new(|s| s.handles[0].inode = 99)),
             ("inode past next", Box::new(|s| s.next_inode = 4)),
             ("handle past next", Box::new(|s| s.next_handle = 4)),
+            ("next inode wraps", Box::new(|s| s.next_inode = u64::MAX)),
+            ("next handle wraps", Box::new(|s| s.next_handle = u64::MAX)),
             ("bad type", Box::new(|s| s.inodes[1].file_type = 0o170000)),
             ("no lookups", Box::new(|s| s.inodes[1].lookups = 0)),
             ("generation", Box::new(|s| s.inodes[1].generation = 1)),

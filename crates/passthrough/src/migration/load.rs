@@ -189,8 +189,8 @@ impl PassthroughFs {
         self.handles.restore(handles, state.next_handle);
         if !state.locks.is_empty() {
             log::warn!(
-                "migration: {} POSIX lock owner(s) held locks on the source; they are not \
-                 restored (locks stay with the source's open files)",
+                "migration: {} guest lock(s) (POSIX owners and flocks) were held on the source; \
+                 they are not restored (locks stay with the source's open files)",
                 state.locks.len()
             );
         }

@@ -1,13 +1,15 @@
 //! The source side: describing every inode and handle the guest holds.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use virtiofsd_fuse::filesystem::ROOT_ID;
 
 use super::format::{
-    self, HandleRecord, InodeRecord, Location, LockRecord, Mode, Mount, State, WireHandle,
-    MAX_ENTRIES, MAX_REASON,
+    self, HandleRecord, InodeRecord, Location, LockKind, LockRecord, Mode, Mount, State,
+    WireHandle, MAX_ENTRIES, MAX_REASON,
 };
 use super::SaveError;
 use crate::config::MigrationMode;
@@ -78,6 +80,14 @@ impl PassthroughFs {
         bounded("inodes", inodes.len())?;
         bounded("handles", handles.len())?;
         bounded("lock owners", owners.len())?;
+        let mut locks: Vec<LockRecord> = owners
+            .into_iter()
+            .map(|(inode, owner)| LockRecord {
+                kind: LockKind::Posix,
+                inode,
+                owner,
+            })
+            .collect();
 
         let root = inodes
             .iter()
@@ -136,17 +146,25 @@ impl PassthroughFs {
                 log::warn!("migration: flags of handle {id}: {e}");
                 libc::O_RDONLY
             });
+            if self.holds_flock(h.fd()) {
+                locks.push(LockRecord {
+                    kind: LockKind::Flock,
+                    inode: h.inode,
+                    owner: *id,
+                });
+            }
             handle_records.push(HandleRecord {
                 id: *id,
                 inode: h.inode,
                 flags: flags as u32,
             });
         }
-        if !owners.is_empty() {
+        bounded("locks", locks.len())?;
+        if !locks.is_empty() {
             log::warn!(
-                "migration: {} POSIX lock owner(s) hold locks that stay with this process and are \
-                 not restored on the destination",
-                owners.len()
+                "migration: {} guest lock(s) (POSIX owners and flocks) stay with this process and \
+                 are not restored on the destination",
+                locks.len()
             );
         }
         let state = State {
@@ -160,12 +178,26 @@ impl PassthroughFs {
                 .collect(),
             inodes: records,
             handles: handle_records,
-            locks: owners
-                .into_iter()
-                .map(|(inode, owner)| LockRecord { inode, owner })
-                .collect(),
+            locks,
         };
         Ok(format::encode(&state))
+    }
+
+    /// Whether the open file description of `fd` holds a flock: its `/proc/self/fdinfo` entry
+    /// lists the locks it holds ("lock:" lines). Unreadable counts as none.
+    fn holds_flock(&self, fd: BorrowedFd<'_>) -> bool {
+        let Ok(name) = CString::new(format!("../fdinfo/{}", fd.as_raw_fd())) else {
+            return false;
+        };
+        let Ok(info) = oslib::openat(self.proc_self_fd.as_fd(), &name, libc::O_RDONLY, 0) else {
+            return false;
+        };
+        let mut text = String::new();
+        if std::fs::File::from(info).read_to_string(&mut text).is_err() {
+            return false;
+        }
+        text.lines()
+            .any(|l| l.starts_with("lock:") && l.contains("FLOCK"))
     }
 
     /// find-paths: the inode's current path inside the shared directory.

@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 
 use virtiofsd_fuse::filesystem::{DirEntry, Entry, FileLock, FileSystem, LockRequest, ROOT_ID};
 
-use super::format::{self, HandleRecord, InodeRecord, Location, State};
+use super::format::{self, HandleRecord, InodeRecord, Location, LockKind, State};
 use crate::tests::{cstr, errno, read_all, setup_with, write_all, TestDir, ROOT};
 use crate::{Config, MigrationMode, MigrationOnError, PassthroughFs};
 
@@ -290,16 +290,40 @@ fn posix_lock_owners_are_recorded_and_not_restored() {
         flock: false,
     };
     src.setlk(ROOT, l.inode, req, false).unwrap();
+    let hf = open(&src, l.inode, libc::O_RDONLY);
+    let flock = LockRequest {
+        handle: hf,
+        owner: 43,
+        lock,
+        flock: true,
+    };
+    src.setlk(ROOT, l.inode, flock, false).unwrap();
     let state = src.save_state().unwrap();
     let decoded = format::decode(&state).unwrap();
-    assert_eq!(decoded.locks.len(), 1);
+    let locks: Vec<_> = decoded
+        .locks
+        .iter()
+        .map(|l| (l.kind, l.inode, l.owner))
+        .collect();
     assert_eq!(
-        (decoded.locks[0].inode, decoded.locks[0].owner),
-        (l.inode, 42)
+        locks,
+        [
+            (LockKind::Posix, l.inode, 42),
+            (LockKind::Flock, l.inode, hf)
+        ]
     );
     let dst = destination(&dir, |_| {});
     dst.load_state(src.session_flags(), &state).unwrap();
     assert_eq!(dst.locks.len(), 0);
+    // The source still holds them: the destination's new descriptions get no lock, and one
+    // asked for again conflicts with the source's until the source goes away.
+    let again = LockRequest {
+        handle: h,
+        owner: 42,
+        lock: FileLock { pid: 8, ..lock },
+        flock: false,
+    };
+    assert_eq!(errno(dst.setlk(ROOT, l.inode, again, false)), libc::EAGAIN);
 }
 
 /// A valid stream of a source holding `f`, `d/` and a symlink, to tamper with.
@@ -510,4 +534,47 @@ fn random_mutations_of_a_real_stream_never_panic() {
     }
     // The directory is untouched whatever got through.
     assert_eq!(fs::read(dir.join("f")).unwrap(), b"f");
+}
+
+#[test]
+fn find_paths_from_a_source_that_holds_file_handles() {
+    let (dir, src) = setup_with(|c| c.inode_file_handles = crate::FileHandleMode::Mandatory);
+    fs::create_dir(dir.join("d")).unwrap();
+    fs::write(dir.join("d/f"), b"via handle").unwrap();
+    let d = lookup(&src, ROOT_ID, "d");
+    let f = lookup(&src, d.inode, "f");
+    assert!(!src.inodes.get(f.inode).unwrap().holds_fd());
+    let h = open(&src, f.inode, libc::O_RDONLY);
+    let (hd, _) = src.opendir(ROOT, d.inode, 0).unwrap();
+    let dst = destination(&dir, |_| {});
+    migrate(&src, &dst).unwrap();
+    assert!(dst.inodes.get(f.inode).unwrap().holds_fd());
+    assert_eq!(read_all(&dst, f.inode, h, 20, 0), b"via handle");
+    assert_eq!(names(&dst, d.inode, hd.unwrap()), [".", "..", "f"]);
+}
+
+#[test]
+fn a_broken_directory_answers_eio_for_its_handles_and_children() {
+    let (dir, src) = setup_with(|_| {});
+    fs::create_dir(dir.join("d")).unwrap();
+    let d = lookup(&src, ROOT_ID, "d");
+    let (hd, _) = src.opendir(ROOT, d.inode, 0).unwrap();
+    let hd = hd.unwrap();
+    let state = src.save_state().unwrap();
+    fs::remove_dir(dir.join("d")).unwrap();
+    let dst = destination(&dir, |c| {
+        c.migration_on_error = MigrationOnError::GuestError
+    });
+    dst.load_state(src.session_flags(), &state).unwrap();
+    assert_eq!(errno(dst.lookup(ROOT, d.inode, &cstr("x"))), libc::EIO);
+    let mut sink = |_: DirEntry<'_>| Ok(1);
+    assert_eq!(
+        errno(dst.readdir(ROOT, d.inode, hd, 4096, 0, &mut sink)),
+        libc::EIO
+    );
+    dst.releasedir(ROOT, d.inode, 0, hd).unwrap();
+    assert_eq!(
+        errno(dst.readdir(ROOT, d.inode, hd, 4096, 0, &mut sink)),
+        libc::EBADF
+    );
 }
