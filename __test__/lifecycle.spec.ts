@@ -140,6 +140,52 @@ test('library: a frontend that connects then vanishes makes the device exit 0', 
   t.false(result.connected);
 });
 
+test('library: with reconnect, the device outlives its frontends and serves the next one', async (t) => {
+  const { result } = await libraryScenario(`
+    const socketPath = path.join(dir, 'dev.sock');
+    const device = await lib.startDevice({ sharedDir: dir, socketPath, reconnect: true });
+    const events = [];
+    device.on('connected', (n) => events.push('connected ' + n));
+    device.on('disconnected', (n) => events.push('disconnected ' + n));
+    const until = async (count) => { while (events.length < count && device.exitStatus === null) await sleep(20); };
+    for (let i = 1; i <= 3; i++) {
+      await vanish(socketPath);
+      await until(2 * i);
+    }
+    await sleep(200);
+    const between = { running: device.exitStatus === null, connected: device.connected, socket: isSocket(socketPath) };
+    const status = await device.stop(5000);
+    return { events, between, reconnect: device.reconnect, connections: device.connections, status, exists: fs.existsSync(socketPath) };
+  `);
+  t.deepEqual(result.events, ['connected 1', 'disconnected 1', 'connected 2', 'disconnected 2', 'connected 3', 'disconnected 3'], JSON.stringify(result));
+  t.deepEqual(result.between, { running: true, connected: false, socket: true });
+  t.true(result.reconnect);
+  t.is(result.connections, 3);
+  t.deepEqual(result.status, { code: 0, signal: null });
+  t.false(result.exists);
+});
+
+test('CLI: --reconnect keeps the daemon serving after its frontend leaves', async (t) => {
+  const dir = tempDir();
+  const socketPath = path.join(dir, 'cli.sock');
+  const run = startCli(['--shared-dir', dir, '--socket-path', socketPath, '--sandbox=none', '--reconnect']);
+  try {
+    await waitFor('the socket', () => isSocket(socketPath));
+    for (let i = 0; i < 2; i++) {
+      await connectAndVanish(socketPath);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      t.is(run.child.exitCode, null, `still running after frontend ${i + 1}: ${run.stderr()}`);
+      t.true(isSocket(socketPath));
+    }
+    run.child.kill('SIGTERM');
+    t.deepEqual(await run.exit, { code: 0, signal: null }, run.stderr());
+    t.false(fs.existsSync(socketPath));
+  } finally {
+    run.child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('library: kill reports the signal', async (t) => {
   const { result } = await libraryScenario(`
     const device = await lib.startDevice({ sharedDir: dir, socketPath: path.join(dir, 'dev.sock') });
