@@ -70,6 +70,7 @@ impl From<ItemError> for Failure {
 struct MountDir {
     /// A real directory descriptor, for `open_by_handle_at`.
     fd: OwnedFd,
+    /// Its mount on this side: every file opened through it must be on it too.
     mnt_id: u64,
 }
 
@@ -329,8 +330,14 @@ impl PassthroughFs {
                 )
                 .map_err(|e| ItemError::io("cannot open its file handle", e))?;
                 self.check_inside(fd.as_fd(), root_path)?;
-                let near = (mount.mnt_id != 0).then(|| oslib::dup(mount.fd.as_fd()).ok());
-                (near.flatten(), fd)
+                let on = stat_with_mount(fd.as_fd()).map(|(_, m)| m);
+                if on.as_ref().ok() != Some(&mount.mnt_id) {
+                    return Err(
+                        ItemError::new("its file handle opened a file on another mount").into(),
+                    );
+                }
+                // The mount's directory can serve as this side's mount descriptor too.
+                (oslib::dup(mount.fd.as_fd()).ok(), fd)
             }
         };
         let (st, mnt_id) =
@@ -351,7 +358,7 @@ impl PassthroughFs {
             ino: st.st_ino,
             mnt_id,
         };
-        let (file, token) = self.restored_file(fd, mnt_id, file_type, near)?;
+        let (file, token) = self.restored_file(rec.id, fd, mnt_id, file_type, near)?;
         Ok(InodeData::restored(
             rec.id,
             file,
@@ -379,6 +386,7 @@ impl PassthroughFs {
     /// How the restored inode keeps its file, following this side's `--inode-file-handles`.
     fn restored_file(
         &self,
+        id: Inode,
         fd: OwnedFd,
         mnt_id: u64,
         file_type: u32,
@@ -409,7 +417,7 @@ impl PassthroughFs {
         }
         let token = self
             .fd_token()
-            .map_err(|e| Failure::Fatal(fatal("inode", 0, e)))?;
+            .map_err(|e| Failure::Fatal(fatal("inode", id, e)))?;
         Ok((InodeFile::Fd(fd), Some(token)))
     }
 

@@ -11,6 +11,36 @@
 //! - [`load`]: how the destination finds them again, confined to its shared directory, and what
 //!   it does when it cannot (`--migration-on-error`).
 //!
+//! The options, as implemented:
+//!
+//! - `--migration-mode=find-paths` (default): the source sends each inode's path relative to
+//!   the shared directory, read from the kernel's current path of the descriptor it holds
+//!   (its `/proc/self/fd` entry), so a rename on the host before the save is followed. An
+//!   inode whose path is unlinked (" (deleted)" with no links left), outside the shared
+//!   directory or unreadable is sent as invalid. The destination walks each path from its own
+//!   root, one component at a time with the confined lookup (no symlink followed, no `..`),
+//!   and checks the file type.
+//! - `--migration-mode=file-handles`: the source sends each inode's file handle and, per mount,
+//!   a path in the shared directory to a directory on it. The destination opens the handles
+//!   with `open_by_handle_at` (it needs `CAP_DAC_READ_SEARCH`, and the same filesystem) and
+//!   refuses a file whose path is not inside its shared directory. Unlinked files that the
+//!   source still holds survive this mode. The stream's mode decides how the destination
+//!   restores; the destination's own `--migration-mode` only keeps the capability.
+//! - `--migration-verify-handles` (find-paths, source side): each inode also carries its file
+//!   handle (the root's too); the destination compares the handle of what it found, and a
+//!   difference (a replaced file) or a missing handle is an error for that inode. A source
+//!   filesystem without handles sends none, and those inodes go unverified.
+//! - `--migration-confirm-paths` (find-paths, source side): each path is walked again at save
+//!   time and must lead to the held file (same `st_dev`/`st_ino`); if not, the descriptor's
+//!   current path is read once more and checked again, and a second failure makes the inode
+//!   invalid. Paths that literally end in " (deleted)" are always confirmed this way.
+//! - `--migration-on-error=abort` (default, destination side): any inode or handle that cannot
+//!   be restored fails the whole load, which then leaves the filesystem fresh; the migration
+//!   fails and the source goes on serving. `guest-error`: that inode (and its handles) keeps its
+//!   id but answers `EIO` to every request until the guest forgets (releases) it; a handle that
+//!   cannot be reopened on a good inode is broken alone. Malformed streams, a session this
+//!   configuration cannot serve, the root, and a spent descriptor budget always fail the load.
+//!
 //! Locks do not move. POSIX (OFD) and flock locks belong to the source's open file
 //! descriptions, which stay in the source process; the destination opens new descriptions that
 //! hold no lock. The stream records the POSIX lock owners the source held (for the log); the
