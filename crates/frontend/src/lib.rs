@@ -6,6 +6,7 @@ pub mod error;
 pub mod fuse;
 pub mod load;
 pub mod memory;
+pub mod migration;
 pub mod ops;
 pub mod session;
 pub mod virtq;

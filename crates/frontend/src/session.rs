@@ -37,6 +37,9 @@ pub struct Options {
     pub timeout: Duration,
     /// Largest request and reply (payload included) the synchronous helpers handle.
     pub scratch_size: u32,
+    /// Protocol features to acknowledge besides MQ and REPLY_ACK when the backend offers them
+    /// (LOG_SHMFD and DEVICE_STATE for the migration helpers).
+    pub protocol_features: VhostUserProtocolFeatures,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             event_idx: false,
             timeout: Duration::from_secs(5),
             scratch_size: (1 << 20) + 4096,
+            protocol_features: VhostUserProtocolFeatures::empty(),
         }
     }
 }
@@ -227,7 +231,10 @@ impl Session {
         }
         vhost("SET_FEATURES", frontend.set_features(features))?;
         let proto = vhost("GET_PROTOCOL_FEATURES", frontend.get_protocol_features())?;
-        let acked = proto & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
+        let acked = proto
+            & (VhostUserProtocolFeatures::MQ
+                | VhostUserProtocolFeatures::REPLY_ACK
+                | opts.protocol_features);
         vhost(
             "SET_PROTOCOL_FEATURES",
             frontend.set_protocol_features(acked),

@@ -116,6 +116,11 @@ impl VirtQueue {
         }
     }
 
+    /// Where the rings and tables of this queue are in guest memory.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     pub fn size(&self) -> u16 {
         self.layout.size
     }
