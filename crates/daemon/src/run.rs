@@ -80,7 +80,10 @@ impl DeviceEvents for Reporter {
 }
 
 /// Runs a device until its frontend disconnects (exit code 0), it is told to stop (the process
-/// exits 0 from a watcher thread), or it fails (exit code 1, after an `error` event).
+/// exits 0 from a watcher thread), or it fails (exit code 1, after an `error` event). With
+/// `reconnect` a disconnect ends only the frontend's session: the device reports `disconnected`,
+/// drops every inode, handle and lock of that session, and serves the next frontend on the same
+/// socket (`connected` again) with a fresh FUSE session.
 ///
 /// With `control`, the device is supervised: records and events go to the parent, and end of file
 /// on the channel stops it. Without, it was started from the command line: it logs to stderr (or
