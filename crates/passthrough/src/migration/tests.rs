@@ -578,3 +578,23 @@ fn a_broken_directory_answers_eio_for_its_handles_and_children() {
         libc::EBADF
     );
 }
+
+#[test]
+fn writeback_handles_reopen_as_the_source_held_them() {
+    let (dir, src) = setup_with(|c| c.writeback = true);
+    fs::write(dir.join("w"), b"abc").unwrap();
+    let w = lookup(&src, ROOT_ID, "w");
+    // With the writeback cache the host keeps O_RDWR without O_APPEND (the guest kernel reads
+    // partial pages and sends explicit offsets for appends).
+    let h = open(&src, w.inode, libc::O_WRONLY | libc::O_APPEND);
+    let state = format::decode(&src.save_state().unwrap()).unwrap();
+    let flags = state.handles[0].flags as i32;
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDWR);
+    assert_eq!(flags & libc::O_APPEND, 0);
+    let dst = destination(&dir, |c| c.writeback = true);
+    dst.load_state(src.session_flags(), &format::encode(&state))
+        .unwrap();
+    assert_eq!(read_all(&dst, w.inode, h, 10, 0), b"abc");
+    write_all(&dst, w.inode, h, b"d", 3, false);
+    assert_eq!(fs::read(dir.join("w")).unwrap(), b"abcd");
+}
