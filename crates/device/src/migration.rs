@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -39,6 +40,9 @@ pub enum StateError {
     /// CHECK_DEVICE_STATE without a SET_DEVICE_STATE_FD before it.
     #[error("no state transfer was started")]
     NotStarted,
+    /// The thread of an earlier transfer still waits for the frontend's end of its pipe.
+    #[error("an earlier state transfer is still running")]
+    Busy,
     /// The transfer thread could not be started.
     #[error("cannot start the state transfer thread")]
     Spawn(#[source] io::Error),
@@ -84,7 +88,19 @@ type Outcome = Result<Option<Vec<u8>>, StateError>;
 pub(crate) struct StateTransfer {
     enabled: bool,
     running: Mutex<Option<Receiver<Outcome>>>,
+    /// Set while a transfer thread lives, so a frontend cannot pile up threads (each holding a
+    /// state) by starting transfers it never reads or closes.
+    live: Arc<AtomicBool>,
     wait: Duration,
+}
+
+/// Marks the transfer thread gone however it ends.
+struct Live(Arc<AtomicBool>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl StateTransfer {
@@ -92,6 +108,7 @@ impl StateTransfer {
         Self {
             enabled,
             running: Mutex::new(None),
+            live: Arc::new(AtomicBool::new(false)),
             wait: CHECK_WAIT,
         }
     }
@@ -101,8 +118,9 @@ impl StateTransfer {
         self.enabled
     }
 
-    /// SET_DEVICE_STATE_FD: starts saving into, or loading from, `file`. A transfer still
-    /// going is forgotten (its thread ends on its own when the frontend closes its end).
+    /// SET_DEVICE_STATE_FD: starts saving into, or loading from, `file`. Refused while the
+    /// thread of an earlier transfer lives (it ends once the frontend reads to the end or closes
+    /// its end of that pipe); an outcome nobody checked is forgotten.
     pub(crate) fn start<H: RequestHandler + 'static>(
         &self,
         handler: &Arc<H>,
@@ -116,20 +134,30 @@ impl StateTransfer {
         if phase != VhostTransferStatePhase::STOPPED {
             return Err(StateError::Phase(phase));
         }
+        if self.live.swap(true, Ordering::AcqRel) {
+            return Err(StateError::Busy);
+        }
+        let live = Live(Arc::clone(&self.live));
         let (tx, rx) = mpsc::sync_channel(1);
         let handler = Arc::clone(handler);
         let spawned = match direction {
             VhostTransferStateDirection::SAVE => thread::Builder::new()
                 .name("fs-state-save".into())
                 .spawn(move || {
-                    let _ = tx.send(save(&*handler, file).map(|()| None));
+                    let outcome = save(&*handler, file).map(|()| None);
+                    // Gone before the outcome is: whoever checked may start the next one.
+                    drop(live);
+                    let _ = tx.send(outcome);
                 }),
             VhostTransferStateDirection::LOAD => thread::Builder::new()
                 .name("fs-state-load".into())
                 .spawn(move || {
-                    let _ = tx.send(read_bounded(file, MAX_STATE_BYTES).map(Some));
+                    let outcome = read_bounded(file, MAX_STATE_BYTES).map(Some);
+                    drop(live);
+                    let _ = tx.send(outcome);
                 }),
         };
+        // A thread that did not start dropped its `Live` with the closure.
         spawned.map_err(StateError::Spawn)?;
         *self.lock() = Some(rx);
         Ok(())

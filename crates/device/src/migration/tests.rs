@@ -121,12 +121,37 @@ fn oversized_state_is_refused() {
 }
 
 #[test]
-fn a_frontend_that_never_reads_cannot_wedge_the_check() {
+fn a_frontend_that_never_reads_cannot_wedge_the_check_or_pile_up_threads() {
     let source = blob(&vec![1u8; 1 << 20]);
     let save = StateTransfer::new(true).with_wait(Duration::from_millis(100));
-    let (_kept, to_frontend) = pipe();
+    let (kept, to_frontend) = pipe();
     save.start(&source, SAVE, STOPPED, to_frontend).unwrap();
     assert!(matches!(save.check(&*source), Err(StateError::Timeout(_))));
+    // The thread still waits on the full pipe: another transfer is refused...
+    let (_r, w) = pipe();
+    assert!(matches!(
+        save.start(&source, SAVE, STOPPED, w),
+        Err(StateError::Busy)
+    ));
+    // ...until the frontend closes its end, which ends the thread.
+    drop(kept);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (mut r, w) = pipe();
+        match save.start(&source, SAVE, STOPPED, w) {
+            Ok(()) => {
+                let mut carried = Vec::new();
+                r.read_to_end(&mut carried).unwrap();
+                assert_eq!(carried.len(), 1 << 20);
+                save.check(&*source).unwrap();
+                break;
+            }
+            Err(StateError::Busy) if std::time::Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 #[test]
