@@ -1,6 +1,6 @@
 // Starts real device processes (native artifacts required) through the library and the CLI.
 import test from 'ava';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -163,6 +163,39 @@ test('library: with reconnect, the device outlives its frontends and serves the 
   t.is(result.connections, 3);
   t.deepEqual(result.status, { code: 0, signal: null });
   t.false(result.exists);
+});
+
+test('library: with reconnect, each frontend gets a fresh FUSE session (INIT again, the old inodes and handles gone)', async (t) => {
+  const cargoTarget = process.env.CARGO_TARGET_DIR ? path.resolve(root, process.env.CARGO_TARGET_DIR) : path.join(root, 'target');
+  const loadTool = path.join(cargoTarget, 'debug', 'virtiofsd-load');
+  execFileSync('cargo', ['build', '--quiet', '-p', 'virtiofsd-frontend', '--bin', 'virtiofsd-load'], { cwd: root, stdio: 'inherit' });
+  const { result } = await libraryScenario(`
+    const { execFileSync } = require('node:child_process');
+    fs.writeFileSync(path.join(dir, 'a-file'), 'x');
+    const socketPath = path.join(dir, 'dev.sock');
+    const device = await lib.startDevice({ sharedDir: dir, socketPath, reconnect: true });
+    const events = [];
+    device.on('connected', (n) => events.push('connected ' + n));
+    device.on('disconnected', (n) => events.push('disconnected ' + n));
+    const probes = [];
+    for (let i = 1; i <= 3; i++) {
+      // A whole vhost-user session: INIT, GETATTR, STATFS, OPENDIR, READDIR, RELEASEDIR.
+      const out = execFileSync(${JSON.stringify(loadTool)}, ['probe', '--socket', socketPath], { encoding: 'utf8', timeout: 30000 });
+      probes.push(/^INIT: 7\./m.test(out) && out.includes('a-file'));
+      while (events.length < 2 * i && device.exitStatus === null) await sleep(20);
+    }
+    const stats = await device.stats();
+    const status = await device.stop(5000);
+    return { events, probes, init: stats.requests.INIT, opendir: stats.requests.OPENDIR, inodes: stats.inodes, handles: stats.handles, status };
+  `);
+  t.deepEqual(result.probes, [true, true, true], JSON.stringify(result));
+  t.deepEqual(result.events, ['connected 1', 'disconnected 1', 'connected 2', 'disconnected 2', 'connected 3', 'disconnected 3']);
+  // Statistics go on across sessions; what the old guests held does not.
+  t.is(result.init, 3);
+  t.is(result.opendir, 3);
+  t.is(result.inodes, 1, 'only the root');
+  t.is(result.handles, 0);
+  t.deepEqual(result.status, { code: 0, signal: null });
 });
 
 test('CLI: --reconnect keeps the daemon serving after its frontend leaves', async (t) => {
