@@ -68,8 +68,8 @@ export function manPage(table: readonly OptionSpec[] = OPTION_TABLE): string {
     ),
     '.SH EXIT STATUS',
     roffEscape(
-      '0 when the frontend disconnected or a stop signal was received; non-zero when an option is refused or the ' +
-        'device cannot start, with the reason on standard error.',
+      '0 when the frontend disconnected (without --reconnect) or a stop signal was received; non-zero when an option ' +
+        'is refused or the device cannot start, with the reason on standard error.',
     ),
     '.SH SEE ALSO',
     `${bold('qemu-system-x86_64')}(1), ${bold('mount')}(8)`,
