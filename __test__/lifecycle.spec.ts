@@ -198,6 +198,32 @@ test('library: with reconnect, each frontend gets a fresh FUSE session (INIT aga
   t.deepEqual(result.status, { code: 0, signal: null });
 });
 
+test('library: a root device that may open file handles for a migration keeps CAP_DAC_READ_SEARCH', async (t) => {
+  if (process.geteuid?.() !== 0) {
+    t.pass('capabilities are cut only for a root device');
+    return;
+  }
+  const { result } = await libraryScenario(`
+    const capabilities = async (extra) => {
+      const device = await lib.startDevice({ sharedDir: dir, socketPath: path.join(dir, 'caps.sock'), ...extra });
+      const stats = await device.stats();
+      await device.stop(5000);
+      return stats.capabilities;
+    };
+    return {
+      plain: await capabilities({}),
+      findPaths: await capabilities({ migrationMode: 'find-paths', migrationVerifyHandles: true }),
+      fileHandles: await capabilities({ migrationMode: 'file-handles' }),
+      inodeHandles: await capabilities({ inodeFileHandles: 'prefer' }),
+    };
+  `);
+  t.false(result.plain.includes('dac_read_search'), JSON.stringify(result));
+  t.false(result.findPaths.includes('dac_read_search'));
+  t.true(result.fileHandles.includes('dac_read_search'));
+  t.true(result.inodeHandles.includes('dac_read_search'));
+  t.deepEqual(result.fileHandles.filter((c: string) => c !== 'dac_read_search'), result.plain);
+});
+
 test('CLI: --reconnect keeps the daemon serving after its frontend leaves', async (t) => {
   const dir = tempDir();
   const socketPath = path.join(dir, 'cli.sock');
