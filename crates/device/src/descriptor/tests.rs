@@ -419,3 +419,46 @@ fn io_spanning_more_descriptors_than_one_syscall_takes() {
     r.read_exact(&mut copy).unwrap();
     assert_eq!(copy, data);
 }
+
+/// The kernel writes READ payloads behind vm-memory's back; the pages it wrote must be marked
+/// in the region-relative bitmaps all the same, offsets within a descriptor and a descriptor
+/// that crosses into the next region included.
+#[test]
+fn payload_read_from_a_file_marks_exactly_its_pages() {
+    use vm_memory::bitmap::{AtomicBitmap, Bitmap};
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+    let mem: GuestMemoryMmap<AtomicBitmap> = GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(0), 0x10000),
+        (GuestAddress(0x10000), 0x10000),
+    ])
+    .unwrap();
+    let file = memfd();
+    file.write_all_at(&[9u8; 0x1001], 0).unwrap();
+    let queue = MockSplitQueue::new(&mem, 16);
+    // One writable descriptor from page 0xf of the first region into the second; the 16-byte
+    // header goes first (vm-memory marks that), then 0x1001 payload bytes at 0xf010..0x10011.
+    let chain = queue.build_desc_chain(&[raw(0xf000, 0x3000, W)]).unwrap();
+    let (_, mut w) = split_chain(&mem, chain).unwrap();
+    w.write_all(&[1u8; 16]).unwrap();
+    assert_eq!(w.write_from_file(file.as_fd(), 0x2000, 0).unwrap(), 0x1001);
+    let first = mem.find_region(GuestAddress(0)).unwrap();
+    let second = mem.find_region(GuestAddress(0x10000)).unwrap();
+    let dirty = |r: &vm_memory::GuestRegionMmap<AtomicBitmap>, page: usize| {
+        r.bitmap().dirty_at(page * 0x1000)
+    };
+    let first_dirty: Vec<usize> = (0..16).filter(|&p| dirty(first, p)).collect();
+    let second_dirty: Vec<usize> = (0..16).filter(|&p| dirty(second, p)).collect();
+    // The mock queue's own rings were written through vm-memory in the first pages.
+    assert!(first_dirty.contains(&0xf), "{first_dirty:?}");
+    assert!(!first_dirty.contains(&0xe), "{first_dirty:?}");
+    assert_eq!(
+        second_dirty,
+        [0],
+        "only the payload's last 0x11 bytes reach the second region"
+    );
+    assert_eq!(second.len(), 0x10000);
+    let mut tail = [0u8; 2];
+    mem.read_slice(&mut tail, GuestAddress(0x10010)).unwrap();
+    assert_eq!(tail, [9, 0]);
+}
