@@ -452,7 +452,8 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     {
       text:
         'How this daemon, as a migration source, describes its inodes to the destination: find-paths (each ' +
-        'inode\'s path below the shared directory, found from /proc/self/fd or by searching the directory) or ' +
+        'inode\'s path below the shared directory, read from /proc/self/fd; an inode without one, such as a file ' +
+        'unlinked while open, cannot migrate) or ' +
         'file-handles (file handles: source and destination must share the same directory on the same filesystem, ' +
         'and the destination needs CAP_DAC_READ_SEARCH, which a root daemon keeps with this mode). A destination ' +
         'reads whichever form the state carries',
