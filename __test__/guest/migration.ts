@@ -61,11 +61,20 @@ export class MigrationPair {
     return this.dest;
   }
 
-  /** Starts the destination if needed, migrates, and waits for the end (completed or failed). */
-  async migrate(timeoutMs = 120_000): Promise<MigrationResult> {
-    await this.destination();
+  /**
+   * Starts the destination if needed, migrates, and waits for the end (completed or failed). The
+   * return path is on, so a destination that fails to load the state fails the migration on the
+   * source too, which then runs on. `maxBandwidth` (bytes/s) slows the RAM copy down.
+   */
+  async migrate(o: { timeoutMs?: number; maxBandwidth?: number; started?: () => Promise<void> } = {}): Promise<MigrationResult> {
+    const dest = await this.destination();
+    const caps = { capabilities: [{ capability: 'return-path', state: true }] };
+    await dest.qmp.execute('migrate-set-capabilities', caps);
+    await this.source.qmp.execute('migrate-set-capabilities', caps);
+    if (o.maxBandwidth) await this.source.qmp.execute('migrate-set-parameters', { 'max-bandwidth': o.maxBandwidth });
     await migrate(this.source.qmp, this.uri);
-    return waitMigration(this.source.qmp, timeoutMs);
+    await o.started?.();
+    return waitMigration(this.source.qmp, o.timeoutMs ?? 120_000);
   }
 
   async stop(): Promise<void> {

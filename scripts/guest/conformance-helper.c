@@ -5,7 +5,8 @@
 // read and write the raw system.posix_acl_* values, no libacl needed).
 // Built statically on the host at test time (see __test__/conformance.spec.ts); the policy suite
 // (__test__/policy.spec.ts) also runs the same binary on the host, to read a shared directory's
-// owners, xattrs and ACLs as the host stores them.
+// owners, xattrs and ACLs as the host stores them. The migration suite (__test__/migration.spec.ts)
+// uses `hold`: descriptors of every kind held across a live migration.
 //
 //   cx [-u UID:GID[:G1,G2...]] OP ARGS...
 //
@@ -722,6 +723,125 @@ static int op_owner(const char *path) {
   return 0;
 }
 
+// --- live migration: descriptors held across the move ----------------------------------------------
+
+// "ok", or what the descriptor read at offset 0 instead of WANT (or the errno name).
+static const char *pread_is(int fd, const char *want) {
+  static char buf[128];
+  char got[64];
+  ssize_t r = pread(fd, got, sizeof got - 1, 0);
+  if (r < 0) return ename(errno);
+  got[r] = 0;
+  if (!strcmp(got, want)) return "ok";
+  snprintf(buf, sizeof buf, "content:%zd", r);
+  return buf;
+}
+
+static const char *write_is(int fd, const char *data) {
+  ssize_t r = write(fd, data, strlen(data));
+  return r < 0 ? ename(errno) : r == (ssize_t)strlen(data) ? "ok" : "short";
+}
+
+// A fresh process asks for what FD's holder holds: a write lock (F_GETLK) and a flock.
+static const char *probe_plock(int fd) {
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100};
+  if (fcntl(fd, F_GETLK, &fl) < 0) return ename(errno);
+  return fl.l_type == F_UNLCK ? "unlocked" : "held";
+}
+static const char *probe_flock(int fd) {
+  if (flock(fd, LOCK_EX | LOCK_NB) == 0) return "unlocked";
+  return errno == EWOULDBLOCK ? "held" : ename(errno);
+}
+static const char *child_probe(const char *path, const char *(*probe)(int)) {
+  static char word[64];
+  int p[2];
+  if (pipe(p) < 0) return ename(errno);
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) return ename(errno);
+  if (pid == 0) {
+    int fd = open(path, O_RDWR);
+    const char *w = fd < 0 ? ename(errno) : probe(fd);
+    ssize_t ignored = write(p[1], w, strlen(w));
+    (void)ignored;
+    _exit(0);
+  }
+  close(p[1]);
+  ssize_t r = read(p[0], word, sizeof word - 1);
+  close(p[0]);
+  waitpid(pid, NULL, 0);
+  word[r > 0 ? r : 0] = 0;
+  return word;
+}
+
+// Opens descriptors of every kind in DIR, says "held" (and creates DIR/held), waits for DIR/go (the
+// host creates it once the guest runs on the destination), then uses each descriptor and prints one
+// "<case>: <word>" line per case. DIR must hold r.txt ("read-me\n"), the folder d with e1 and e2,
+// and, if the case is wanted, vanish ("vanish\n", deleted by the host while held). With OPTS
+// "nounlink" there is no unlinked-while-open file (an inode without a name cannot be found by path).
+static int op_hold(const char *dir, const char *opts) {
+  int with_unlink = !strstr(opts, "nounlink");
+  if (chdir(dir) < 0) return res(-1);
+  int r = open("r.txt", O_RDONLY);
+  int w = open("w.txt", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  int a = open("a.txt", O_WRONLY | O_APPEND | O_CREAT | O_TRUNC, 0644);
+  DIR *d = opendir("d");
+  int rn = open("ren-old", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  int un = with_unlink ? open("unl", O_RDWR | O_CREAT | O_TRUNC, 0644) : open("unl", O_RDWR | O_CREAT, 0644);
+  int pl = open("plock", O_RDWR | O_CREAT, 0644);
+  int fl = open("flock", O_RDWR | O_CREAT, 0644);
+  int v = open("vanish", O_RDWR);
+  if (r < 0 || w < 0 || a < 0 || !d || rn < 0 || un < 0 || pl < 0 || fl < 0) return res(-1);
+  const char *setup[] = {
+      write_is(w, "before\n"), write_is(a, "A1\n"), write_is(rn, "R1\n"), write_is(un, "U1\n"),
+      rename("ren-old", "ren-new") < 0 ? ename(errno) : "ok", !with_unlink ? "ok" : unlink("unl") < 0 ? ename(errno) : "ok",
+      setlk(pl, F_SETLK, F_WRLCK, 0, 100), flock(fl, LOCK_EX) < 0 ? ename(errno) : "ok",
+  };
+  for (size_t i = 0; i < sizeof setup / sizeof *setup; i++) {
+    if (strcmp(setup[i], "ok")) {
+      printf("setup %zu: %s\n", i, setup[i]);
+      return 1;
+    }
+  }
+  while (readdir(d)) {}
+  printf("held vanish=%s\n", v < 0 ? ename(errno) : "open");
+  fflush(stdout);
+  int h = open("held", O_WRONLY | O_CREAT, 0644);
+  if (h >= 0) close(h);
+  struct stat st;
+  for (int i = 0; stat("go", &st) < 0; i++) {
+    if (i > 6000) return usage("no go file after 600 s");
+    usleep(100000);
+  }
+  printf("read-fd: %s\n", pread_is(r, "read-me\n"));
+  const char *wr = write_is(w, "after\n");
+  printf("write-fd: %s\n", strcmp(wr, "ok") ? wr : pread_is(w, "before\nafter\n"));
+  printf("append-fd: %s\n", write_is(a, "A2\n"));
+  rewinddir(d);
+  char names[256] = "";
+  for (struct dirent *e; (e = readdir(d));) {
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strlen(names) + strlen(e->d_name) + 2 < sizeof names) {
+      strcat(names, *names ? "," : "");
+      strcat(names, e->d_name);
+    }
+  }
+  printf("dir-fd: %s\n", !strcmp(names, "e1,e2") || !strcmp(names, "e2,e1") ? "ok" : *names ? names : "empty");
+  printf("renamed-fd: %s\n", write_is(rn, "R2\n"));
+  if (with_unlink) {
+    const char *ur = pread_is(un, "U1\n");
+    printf("unlinked-fd: %s\n", strcmp(ur, "ok") ? ur : write_is(un, "U2\n"));
+  }
+  printf("posix-lock: %s\n", child_probe("plock", probe_plock));
+  printf("flock: %s\n", child_probe("flock", probe_flock));
+  if (v >= 0) printf("vanished-fd: %s\n", pread_is(v, "vanish\n"));
+  int fds[] = {r, w, a, rn, un, pl, fl};
+  int bad = 0;
+  for (size_t i = 0; i < sizeof fds / sizeof *fds; i++) bad += close(fds[i]) < 0;
+  bad += closedir(d) < 0;
+  printf("close: %s\n", bad ? "failed" : "ok");
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int i = 1;
   if (i + 1 < argc && !strcmp(argv[i], "-u")) {
@@ -835,5 +955,6 @@ int main(int argc, char **argv) {
   if (!strcmp(op, "aclset")) { NEED(3); return op_aclset(a[0], a[1], a[2]); }
   if (!strcmp(op, "aclget")) { NEED(2); return op_aclget(a[0], a[1]); }
   if (!strcmp(op, "owner")) { NEED(1); return op_owner(a[0]); }
+  if (!strcmp(op, "hold")) { NEED(1); return op_hold(a[0], n > 1 ? a[1] : ""); }
   return usage("unknown operation");
 }
