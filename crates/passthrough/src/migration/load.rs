@@ -13,7 +13,7 @@ use super::format::{self, InodeRecord, Location, Mode, State, WireHandle};
 use super::save::relative;
 use super::{LoadError, MAX_STATE_BYTES};
 use crate::budget::FdToken;
-use crate::config::{FileHandleMode, MigrationOnError};
+use crate::config::{FileHandleMode, MigrationMode, MigrationOnError};
 use crate::consts::{
     FUSE_HANDLE_KILLPRIV_V2, FUSE_POSIX_ACL, FUSE_SECURITY_CTX, FUSE_SUBMOUNTS,
     FUSE_WRITEBACK_CACHE,
@@ -121,6 +121,19 @@ impl PassthroughFs {
         let state = format::decode(data)?;
         if self.inodes.len() != 1 || self.handles.len() != 0 {
             return Err(LoadError::NotFresh);
+        }
+        // Opening by handle needs a capability and a system call that a device is given only
+        // when it was told it would open handles; without them the load would be refused one
+        // inode at a time (or, under seccomp, end the process).
+        if state.mode == Mode::FileHandles
+            && self.cfg.migration_mode != MigrationMode::FileHandles
+            && self.cfg.inode_file_handles == FileHandleMode::Never
+        {
+            return Err(LoadError::Session(
+                "the source saved its inodes as file handles: start the destination with \
+                 --migration-mode=file-handles as well"
+                    .into(),
+            ));
         }
         let session = self.check_session(negotiated, state.session_flags)?;
         let root = self

@@ -207,6 +207,22 @@ fn file_handles_mode_survives_an_unlink() {
 }
 
 #[test]
+fn a_file_handles_state_needs_a_destination_that_opens_handles() {
+    let (dir, src) = setup_with(|c| c.migration_mode = MigrationMode::FileHandles);
+    fs::write(dir.join("f"), b"abc").unwrap();
+    lookup(&src, ROOT_ID, "f");
+    let state = src.save_state().unwrap();
+    // A find-paths destination has neither the capability nor (under seccomp) the system call.
+    let dst = destination(&dir, |c| c.migration_mode = MigrationMode::FindPaths);
+    let e = dst.load_state(src.session_flags(), &state).unwrap_err();
+    assert!(
+        e.to_string().contains("--migration-mode=file-handles"),
+        "{e}"
+    );
+    assert_eq!(dst.inodes.len(), 1);
+}
+
+#[test]
 fn file_handles_mode_restores_into_inode_file_handles() {
     let (dir, src) = setup_with(|c| c.migration_mode = MigrationMode::FileHandles);
     fs::write(dir.join("f"), b"abc").unwrap();
