@@ -655,7 +655,7 @@ case!(
 case!(
     second_init,
     init = true,
-    ours = "EIO; alive",
+    ours = "ok; alive, open handles dropped",
     reference = "ok; alive, open handles dropped",
     |c: &mut Ctx<'_>| {
         send(

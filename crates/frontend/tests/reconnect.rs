@@ -23,7 +23,7 @@ fn the_next_frontend_gets_a_fresh_session_ours() {
         // A frontend that leaves in the middle of the setup ends only its session too.
         drop(d.connect());
         let mut s = d.connect();
-        // INIT again: the old session's is gone (a second INIT in one session fails).
+        // INIT again, in a new session: the old one ended with its frontend.
         s.init().unwrap_or_else(|e| {
             panic!(
                 "round {round}: INIT of the new session: {e}; log:\n{}",

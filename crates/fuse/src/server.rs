@@ -537,8 +537,17 @@ impl<F: FileSystem> Server<F> {
         }
 
         let _guard = self.lifecycle.lock().unwrap_or_else(|p| p.into_inner());
-        if self.ready.load(Ordering::Acquire) {
-            return reply_error(w, h.unique, libc::EIO);
+        if self.ready.swap(false, Ordering::AcqRel) {
+            // A guest kernel sends INIT only when it mounts: on a live session that means its
+            // driver started over without a DESTROY (a reboot or device reset in the same VM).
+            // The old session's inodes, handles and locks belong to a kernel that is gone.
+            crate::guest_log!(
+                log::Level::Info,
+                "request {}: FUSE_INIT on a live session (the guest reset the device); starting a new session",
+                h.unique
+            );
+            self.negotiated.store(0, Ordering::Release);
+            self.fs.destroy();
         }
         let mut offered = init.flags as u64;
         if offered & FUSE_INIT_EXT != 0 {
@@ -1793,8 +1802,6 @@ mod state_tests {
         let init = || crate::testing::call(&server, crate::testing::init_request(1, 0), 4096);
         let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
         assert_eq!(h.error, 0);
-        let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
-        assert_eq!(h.error, -libc::EIO, "a second INIT in one session");
         server.end_session();
         assert_eq!(server.negotiated_flags(), 0);
         let (h, _) = crate::testing::parse_reply(&init().unwrap()).unwrap();
