@@ -324,10 +324,8 @@ for (const kind of MIGRATING) {
 }
 
 // A reboot in the same QEMU (no migration): the device is reset without an unmount, the guest mounts
-// again. On the system QEMU and on the migration QEMU. Ours joins REBOOTING once a rebooted guest
-// can mount again (today its FUSE_INIT after the device reset is refused: the mount fails with
-// ECONNREFUSED).
-const REBOOTING: Kind[] = ['reference'];
+// again (its new FUSE_INIT starts a new session). On the system QEMU and on the migration QEMU.
+const REBOOTING: Kind[] = ['reference', 'ours'];
 for (const kind of REBOOTING) {
   for (const mode of ['reboot', 'reset'] as const) {
     for (const qemu of ['system', 'migration'] as const) {

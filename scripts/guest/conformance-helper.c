@@ -406,11 +406,13 @@ static int op_flock(const char *path, const char *m1, const char *m2) {
 // POSIX record locks: the parent holds T1 on bytes [0,10); a child tries T2 on [5,15) with F_SETLK
 // (prints ok or the errno), asks F_GETLK who conflicts (prints the lock type and whether the pid is
 // the parent's), then waits in F_SETLKW until the parent unlocks.
-static int op_posixlock(const char *path, const char *t1, const char *t2) {
+// The parent locks bytes 0-9 (or, with `whole`, the whole file: l_len 0), a child asks for an
+// overlapping lock, reports who holds the conflicting one (F_GETLK), then waits for it.
+static int op_posixlock(const char *path, const char *t1, const char *t2, int whole) {
   short k1 = !strcmp(t1, "wr") ? F_WRLCK : F_RDLCK, k2 = !strcmp(t2, "wr") ? F_WRLCK : F_RDLCK;
   int fd = open(path, O_RDWR);
   if (fd < 0) return res(-1);
-  struct flock fl = {.l_type = k1, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
+  struct flock fl = {.l_type = k1, .l_whence = SEEK_SET, .l_start = 0, .l_len = whole ? 0 : 10};
   if (fcntl(fd, F_SETLK, &fl) < 0) return res(-1);
   pid_t parent = getpid();
   int pipefd[2];
@@ -947,7 +949,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(op, "locksem")) { NEED(2); return op_lock_semantics(a[0], a[1]); }
-  if (!strcmp(op, "posixlock")) { NEED(3); return op_posixlock(a[0], a[1], a[2]); }
+  if (!strcmp(op, "posixlock")) { NEED(3); return op_posixlock(a[0], a[1], a[2], n > 3 && !strcmp(a[3], "whole")); }
   if (!strcmp(op, "readdir-modify")) { NEED(2); return op_readdir_modify(a[0], num(a[1])); }
   if (!strcmp(op, "count")) { NEED(1); return op_count(a[0]); }
   if (!strcmp(op, "mkfiles")) { NEED(2); return op_mkfiles(a[0], num(a[1])); }

@@ -565,6 +565,9 @@ t posix-wr-wr "EAGAIN wr@0+10/parent ok" cx posixlock lk wr wr
 t posix-wr-rd "EAGAIN wr@0+10/parent ok" cx posixlock lk wr rd
 t posix-rd-wr "EAGAIN rd@0+10/parent ok" cx posixlock lk rd wr
 t posix-rd-rd "ok rd@0+10/parent ok" cx posixlock lk rd rd
+# F_GETLK of a lock held to the end of the file reports l_len 0 (the guest kernel refuses a reply
+# whose end passes the largest offset).
+t posix-getlk-whole-file "EAGAIN wr@0+0/parent ok" cx posixlock lk wr wr whole
 t locks-free-after-contention "ok ok" cx trylock lk
 # One file per scenario, each followed by a check that nothing stays locked once its processes exit.
 for sc in close-releases split same-process upgrade flock-close flock-convert; do : > "lk-$sc"; done

@@ -155,11 +155,14 @@ fn to_host(lock: &FileLock) -> io::Result<libc::flock64> {
 }
 
 fn from_host(fl: &libc::flock64, pid: u32) -> FileLock {
-    let start = fl.l_start.max(0) as u64;
+    // The guest kernel refuses (EIO) a lock reaching past the largest file offset, so "to the
+    // end of the file" is that offset, not u64::MAX.
+    const OFFSET_MAX: u64 = i64::MAX as u64;
+    let start = (fl.l_start.max(0) as u64).min(OFFSET_MAX);
     let end = if fl.l_len <= 0 {
-        u64::MAX
+        OFFSET_MAX
     } else {
-        start.saturating_add(fl.l_len as u64 - 1)
+        start.saturating_add(fl.l_len as u64 - 1).min(OFFSET_MAX)
     };
     FileLock {
         start,
@@ -317,7 +320,14 @@ mod tests {
         };
         let fl = to_host(&whole).unwrap();
         assert_eq!(fl.l_len, 0);
-        assert_eq!(from_host(&fl, 0), whole);
+        // Back towards the guest, "to the end" is the largest offset: the guest kernel answers
+        // EIO to a conflicting lock that ends past it.
+        let to_end = FileLock {
+            end: i64::MAX as u64,
+            ..whole
+        };
+        assert_eq!(from_host(&fl, 0), to_end);
+        assert_eq!(to_host(&to_end).unwrap().l_len, 0);
     }
 
     #[test]
