@@ -455,6 +455,11 @@ export interface StartGuestOptions extends RunGuestOptions {
   incoming?: string;
   /** A guest reboot restarts it in the same QEMU (no -no-reboot). */
   allowReboot?: boolean;
+  /**
+   * Attach this QEMU to the daemon of an earlier guest (one started with `--reconnect`, whose QEMU
+   * has ended) instead of starting a daemon: that daemon is neither waited for nor killed here.
+   */
+  attachTo?: Guest;
 }
 
 /** A guest started by startGuest: its daemon and QEMU run until it powers off or stop() is called. */
@@ -469,8 +474,11 @@ export interface Guest {
   console(): string;
   /** The report so far (ttyS1), parsed, or undefined before the script ended. */
   report(): Promise<{ output: string; status: number } | undefined>;
-  /** Waits for QEMU to end on its own (the guest powered off) and returns the run as runGuest does. */
-  wait(timeoutMs: number): Promise<GuestRun>;
+  /**
+   * Waits for QEMU to end on its own (the guest powered off) and returns the run as runGuest does.
+   * With `daemonStays` the daemon is expected to go on (`--reconnect`): it is not waited for.
+   */
+  wait(timeoutMs: number, opts?: { daemonStays?: boolean }): Promise<GuestRun>;
   /** Kills QEMU and the daemon (if still running) and removes the work folder. */
   stop(): Promise<void>;
 }
@@ -488,7 +496,8 @@ export async function startGuest(opts: StartGuestOptions): Promise<Guest> {
   const argv = await daemonArgv(opts.daemon, paths);
   const sharedDir = path.resolve(opts.sharedDir);
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'virtiofsd-vm-'));
-  const socket = path.join(work, 'vfs.sock');
+  const attached = opts.attachTo;
+  const socket = attached?.socket ?? path.join(work, 'vfs.sock');
   const qmpSocket = path.join(work, 'qmp.sock');
   if (Buffer.byteLength(qmpSocket) >= 108 || work.includes(',')) {
     await fs.rm(work, { recursive: true, force: true });
@@ -504,14 +513,16 @@ export async function startGuest(opts: StartGuestOptions): Promise<Guest> {
   await fs.writeFile(initrd, Buffer.concat([await fs.readFile(paths.initramfs), extra]));
   const [cmd, ...args] = argv;
   if (!cmd) throw new Error('daemon argv is empty');
-  const daemon = spawn(cmd, [...args, `--socket-path=${socket}`, `--shared-dir=${sharedDir}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const daemonLog = collect(daemon);
-  const daemonError = new Promise<Error>((resolve) => daemon.once('error', resolve));
+  const daemon =
+    attached?.daemon ??
+    spawn(cmd, [...args, `--socket-path=${socket}`, `--shared-dir=${sharedDir}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  const daemonLog = attached ? { text: attached.daemonStderr } : collect(daemon);
+  const daemonError = attached ? new Promise<Error>(() => undefined) : new Promise<Error>((resolve) => daemon.once('error', resolve));
   let qemu: ChildProcess | undefined;
   const kill = async (): Promise<void> => {
-    for (const child of [qemu, daemon]) {
+    for (const child of attached ? [qemu] : [qemu, daemon]) {
       if (child && child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL');
         await exitOf(child);
@@ -550,7 +561,7 @@ export async function startGuest(opts: StartGuestOptions): Promise<Guest> {
       daemonStderr: daemonLog.text,
       console: consoleText,
       report,
-      async wait(timeoutMs: number): Promise<GuestRun> {
+      async wait(timeoutMs: number, waitOpts: { daemonStays?: boolean } = {}): Promise<GuestRun> {
         const ended = await withTimeout(qemuExited, timeoutMs);
         if (ended === 'timeout') throw new GuestError(`guest did not power off within ${timeoutMs} ms`, consoleText(), daemonLog.text());
         const parsed = (await report()) ?? parseReport(consoleText());
@@ -559,8 +570,10 @@ export async function startGuest(opts: StartGuestOptions): Promise<Guest> {
         }
         if (ended.code !== 0) throw new GuestError(`QEMU exited with code ${ended.code}, signal ${ended.signal}`, consoleText(), daemonLog.text());
         let daemonExit: DaemonExit;
-        const done = await withTimeout(exitOf(daemon), 5_000);
-        if (done === 'timeout') {
+        const done = waitOpts.daemonStays || attached ? 'stays' : await withTimeout(exitOf(daemon), 5_000);
+        if (done === 'stays') {
+          daemonExit = { code: daemon.exitCode, signal: daemon.signalCode, exitedOnItsOwn: daemon.exitCode !== null || daemon.signalCode !== null };
+        } else if (done === 'timeout') {
           daemon.kill('SIGKILL');
           daemonExit = { ...(await exitOf(daemon)), exitedOnItsOwn: false };
         } else daemonExit = { ...done, exitedOnItsOwn: true };
