@@ -7,8 +7,11 @@ pub mod fuse;
 pub mod load;
 pub mod memory;
 pub mod migration;
+pub mod native;
 pub mod ops;
 pub mod session;
+mod sys;
+pub mod tree;
 pub mod virtq;
 
 pub use error::{Error, Result};

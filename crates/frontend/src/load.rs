@@ -1,51 +1,73 @@
 //! Workloads of the `virtiofsd-load` benchmark client.
 
+mod pipeline;
+mod walk;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::fuse::{op, Reader, ROOT_ID};
-use crate::session::{Request, Session, Slot, Ticket};
-use crate::virtq::Buf;
+use crate::fuse::ROOT_ID;
+use crate::session::Session;
+
+pub use walk::{lookup_tree, TreeLookups};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     Lookup,
+    Getattr,
     Create,
     Readdirplus,
     Randread,
     Randwrite,
     Seqread,
     Seqwrite,
+    Walk,
 }
 
 impl Workload {
+    pub const ALL: [Workload; 9] = [
+        Workload::Lookup,
+        Workload::Getattr,
+        Workload::Create,
+        Workload::Readdirplus,
+        Workload::Randread,
+        Workload::Randwrite,
+        Workload::Seqread,
+        Workload::Seqwrite,
+        Workload::Walk,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "lookup" => Workload::Lookup,
-            "create" => Workload::Create,
-            "readdirplus" => Workload::Readdirplus,
-            "randread" => Workload::Randread,
-            "randwrite" => Workload::Randwrite,
-            "seqread" => Workload::Seqread,
-            "seqwrite" => Workload::Seqwrite,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|w| w.name() == s)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Lookup => "lookup",
+            Workload::Getattr => "getattr",
             Workload::Create => "create",
             Workload::Readdirplus => "readdirplus",
             Workload::Randread => "randread",
             Workload::Randwrite => "randwrite",
             Workload::Seqread => "seqread",
             Workload::Seqwrite => "seqwrite",
+            Workload::Walk => "walk",
         }
     }
+
+    /// Whether more than one operation can be in flight (`--depth` above 1).
+    pub fn pipelined(self) -> bool {
+        matches!(
+            self,
+            Workload::Lookup | Workload::Getattr | Workload::Randread | Workload::Randwrite
+        )
+    }
 }
+
+/// Files of the `meta/` fixture that the lookup and getattr workloads cycle through.
+pub const META_FILES: u64 = 1000;
 
 #[derive(Clone, Debug)]
 pub struct Params {
@@ -65,10 +87,14 @@ pub struct Stats {
     pub seconds: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// Request queues the operations were spread over (absent for the native runs).
+    pub queues: Option<usize>,
+    /// Files stat'ed by the measured operations (the walk only).
+    pub files: Option<u64>,
 }
 
 impl Stats {
-    fn from(workload: Workload, lat_us: &mut [f64], bytes: u64, elapsed: Duration) -> Self {
+    pub fn from(workload: Workload, lat_us: &mut [f64], bytes: u64, elapsed: Duration) -> Self {
         lat_us.sort_by(|a, b| a.total_cmp(b));
         Stats {
             workload: workload.name(),
@@ -77,6 +103,8 @@ impl Stats {
             seconds: elapsed.as_secs_f64(),
             p50_us: percentile(lat_us, 50.0),
             p99_us: percentile(lat_us, 99.0),
+            queues: None,
+            files: None,
         }
     }
 
@@ -98,8 +126,8 @@ impl Stats {
     }
 
     pub fn json(&self) -> String {
-        format!(
-            "{{\"workload\":\"{}\",\"ops\":{},\"bytes\":{},\"seconds\":{:.3},\"opsPerSec\":{:.1},\"mbPerSec\":{:.1},\"latencyUs\":{{\"p50\":{:.1},\"p99\":{:.1}}}}}",
+        let mut out = format!(
+            "{{\"workload\":\"{}\",\"ops\":{},\"bytes\":{},\"seconds\":{:.3},\"opsPerSec\":{:.1},\"mbPerSec\":{:.1},\"latencyUs\":{{\"p50\":{:.1},\"p99\":{:.1}}}",
             self.workload,
             self.ops,
             self.bytes,
@@ -108,7 +136,20 @@ impl Stats {
             self.mb_per_sec(),
             self.p50_us,
             self.p99_us
-        )
+        );
+        if let Some(q) = self.queues {
+            out.push_str(&format!(",\"queues\":{q}"));
+        }
+        if let Some(f) = self.files {
+            let per_sec = if self.seconds > 0.0 {
+                f as f64 / self.seconds
+            } else {
+                0.0
+            };
+            out.push_str(&format!(",\"files\":{f},\"filesPerSec\":{per_sec:.1}"));
+        }
+        out.push('}');
+        out
     }
 }
 
@@ -124,7 +165,11 @@ impl fmt::Display for Stats {
             self.mb_per_sec(),
             self.p50_us,
             self.p99_us
-        )
+        )?;
+        if let Some(files) = self.files {
+            write!(f, ", {files} files stat'ed")?;
+        }
+        Ok(())
     }
 }
 
@@ -213,38 +258,24 @@ fn lookup_path(s: &mut Session, path: &[&[u8]]) -> Result<u64> {
 
 /// Runs a workload on a session that has already done INIT.
 pub fn run(s: &mut Session, p: &Params) -> Result<Stats> {
-    match p.workload {
-        Workload::Lookup => run_lookup(s, p),
+    if p.depth > 1 && !p.workload.pipelined() {
+        return Err(Error::Unsupported(format!(
+            "--depth {} with {}: this workload runs one operation at a time",
+            p.depth,
+            p.workload.name()
+        )));
+    }
+    let mut stats = match p.workload {
+        Workload::Lookup | Workload::Getattr => pipeline::run_meta(s, p),
         Workload::Create => run_create(s, p),
         Workload::Readdirplus => run_readdirplus(s, p),
         Workload::Randread | Workload::Randwrite | Workload::Seqread | Workload::Seqwrite => {
-            run_io(s, p)
+            pipeline::run_io(s, p)
         }
-    }
-}
-
-fn run_lookup(s: &mut Session, p: &Params) -> Result<Stats> {
-    let meta = lookup_path(s, &[b"meta"])?;
-    let mut counts: HashMap<u64, u64> = HashMap::new();
-    let mut lat = Vec::new();
-    let mut clock = Clock::new(p);
-    let mut i = 0u64;
-    while !clock.done(lat.len() as u64) {
-        let name = format!("f{}", i % 1000);
-        let t0 = Instant::now();
-        let e = s.lookup(meta, name.as_bytes())?;
-        s.getattr(e.nodeid)?;
-        let us = t0.elapsed().as_secs_f64() * 1e6;
-        *counts.entry(e.nodeid).or_default() += 1;
-        if clock.measuring() {
-            lat.push(us);
-        }
-        i += 1;
-    }
-    let elapsed = clock.elapsed();
-    counts.insert(meta, counts.get(&meta).copied().unwrap_or(0) + 1);
-    s.batch_forget(&counts.into_iter().collect::<Vec<_>>())?;
-    Ok(Stats::from(p.workload, &mut lat, 0, elapsed))
+        Workload::Walk => walk::run(s, p),
+    }?;
+    stats.queues = Some(s.request_queues());
+    Ok(stats)
 }
 
 fn run_create(s: &mut Session, p: &Params) -> Result<Stats> {
@@ -276,7 +307,7 @@ fn run_readdirplus(s: &mut Session, p: &Params) -> Result<Stats> {
     let dir = lookup_path(s, &[b"dir10k"])?;
     let mut lat = Vec::new();
     let mut clock = Clock::new(p);
-    let mut bytes = 0u64;
+    let mut listed = 0u64;
     while !clock.done(lat.len() as u64) {
         let t0 = Instant::now();
         let o = s.opendir(dir)?;
@@ -292,151 +323,15 @@ fn run_readdirplus(s: &mut Session, p: &Params) -> Result<Stats> {
         s.batch_forget(&counts.into_iter().collect::<Vec<_>>())?;
         if clock.measuring() {
             lat.push(us);
-            bytes += entries.len() as u64;
+            listed += entries.len() as u64;
         }
     }
     let elapsed = clock.elapsed();
     s.forget(dir, 1)?;
-    // `bytes` stays 0 for metadata workloads; entries counted above only guard against empty listings.
-    if bytes == 0 && !lat.is_empty() {
+    if listed == 0 && !lat.is_empty() {
         return Err(Error::BadReply("dir10k listing returned no entries".into()));
     }
     Ok(Stats::from(p.workload, &mut lat, 0, elapsed))
-}
-
-struct InFlight {
-    ticket: Ticket,
-    slot: usize,
-    started: Instant,
-    len: u32,
-}
-
-fn run_io(s: &mut Session, p: &Params) -> Result<Stats> {
-    let (write, random) = match p.workload {
-        Workload::Randread => (false, true),
-        Workload::Randwrite => (true, true),
-        Workload::Seqread => (false, false),
-        _ => (true, false),
-    };
-    let (size, depth): (u32, usize) = if random {
-        (4096, p.depth.max(1))
-    } else {
-        (1 << 20, 1)
-    };
-    let node = lookup_path(s, &[b"data.bin"])?;
-    let file_size = s.getattr(node)?.attr.size;
-    if file_size < u64::from(size) {
-        return Err(Error::Unsupported(format!(
-            "data.bin is {file_size} bytes, need at least {size}"
-        )));
-    }
-    let flags = if write { libc::O_RDWR } else { libc::O_RDONLY } as u32;
-    let fh = s.open(node, flags)?.fh;
-    if depth > usize::from(s.queue(1)?.size()) / 4 {
-        return Err(Error::Unsupported(format!(
-            "depth {depth} too large for the queue size"
-        )));
-    }
-    let mut slots: Vec<(Slot, u64)> = Vec::new();
-    for _ in 0..depth {
-        let slot = s.alloc_slot(256, 256)?;
-        let data = s.mem_mut().alloc(u64::from(size), 4096)?;
-        s.mem().fill(data, size as usize, 0xa5)?;
-        slots.push((slot, data));
-    }
-    let nq = s.request_queues();
-    let blocks = file_size / u64::from(size);
-    let mut rng = Rng::new(0x5eed_1234);
-    let mut seq = 0u64;
-    let mut next_offset = move || {
-        let b = if random {
-            rng.next_u64() % blocks
-        } else {
-            let b = seq % blocks;
-            seq += 1;
-            b
-        };
-        b * u64::from(size)
-    };
-    let mut inflight: HashMap<(usize, u16), InFlight> = HashMap::new();
-    let submit = |s: &mut Session,
-                  inflight: &mut HashMap<(usize, u16), InFlight>,
-                  slot_i: usize,
-                  n: u64,
-                  offset: u64|
-     -> Result<()> {
-        let (slot, data) = slots[slot_i];
-        let q = 1 + (n as usize % nq);
-        let args = crate::ops::read_args(fh, offset, size);
-        let mut req = Request::new(if write { op::WRITE } else { op::READ }, node, &args);
-        if write {
-            req.payload = Some(Buf::readable(data, size));
-        } else {
-            req.reply_data = Some(Buf::writable(data, size));
-        }
-        let ticket = s.submit(q, slot, &req)?;
-        inflight.insert(
-            (q, ticket.head),
-            InFlight {
-                ticket,
-                slot: slot_i,
-                started: Instant::now(),
-                len: size,
-            },
-        );
-        Ok(())
-    };
-    let mut n = 0u64;
-    for i in 0..depth {
-        submit(s, &mut inflight, i, n, next_offset())?;
-        n += 1;
-    }
-    let mut clock = Clock::new(p);
-    let mut lat = Vec::new();
-    let mut bytes = 0u64;
-    let mut stopping = false;
-    while !inflight.is_empty() {
-        let (q, used) = s.wait_any(s.timeout)?;
-        let f = inflight.remove(&(q, used.id)).ok_or_else(|| {
-            Error::BadReply(format!(
-                "completion for unknown head {} on queue {q}",
-                used.id
-            ))
-        })?;
-        let us = f.started.elapsed().as_secs_f64() * 1e6;
-        let reply = s.decode(&f.ticket, used, write)?;
-        if reply.header.error != 0 {
-            return Err(Error::Fuse {
-                opcode: f.ticket.opcode,
-                errno: -reply.header.error,
-            });
-        }
-        let done = if write {
-            u64::from(Reader::new(&reply.body).u32()?)
-        } else {
-            u64::from(used.len) - 16
-        };
-        if done != u64::from(f.len) {
-            return Err(Error::BadReply(format!(
-                "short {}: {done} of {} bytes",
-                if write { "write" } else { "read" },
-                f.len
-            )));
-        }
-        if clock.measuring() && !stopping {
-            lat.push(us);
-            bytes += done;
-        }
-        stopping = stopping || clock.done(lat.len() as u64);
-        if !stopping {
-            submit(s, &mut inflight, f.slot, n, next_offset())?;
-            n += 1;
-        }
-    }
-    let elapsed = clock.elapsed();
-    s.release(node, fh)?;
-    s.forget(node, 1)?;
-    Ok(Stats::from(p.workload, &mut lat, bytes, elapsed))
 }
 
 #[cfg(test)]
@@ -454,18 +349,33 @@ mod tests {
 
     #[test]
     fn json_has_the_contracted_shape() {
-        let s = Stats {
+        let mut s = Stats {
             workload: "randread",
             ops: 123,
             bytes: 503808,
             seconds: 5.0,
             p50_us: 12.3,
             p99_us: 45.6,
+            queues: None,
+            files: None,
         };
         assert_eq!(
             s.json(),
             "{\"workload\":\"randread\",\"ops\":123,\"bytes\":503808,\"seconds\":5.000,\"opsPerSec\":24.6,\"mbPerSec\":0.1,\"latencyUs\":{\"p50\":12.3,\"p99\":45.6}}"
         );
-        assert!(Workload::parse("seqwrite").is_some() && Workload::parse("nope").is_none());
+        s.queues = Some(2);
+        s.files = Some(1000);
+        assert!(s
+            .json()
+            .ends_with("\"p99\":45.6},\"queues\":2,\"files\":1000,\"filesPerSec\":200.0}"));
+    }
+
+    #[test]
+    fn workload_names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::parse(w.name()), Some(w));
+        }
+        assert_eq!(Workload::parse("nope"), None);
+        assert!(Workload::Getattr.pipelined() && !Workload::Walk.pipelined());
     }
 }

@@ -118,6 +118,8 @@ fn bench(kind: Kind, workload: &str, ops: u32, depth: u32) -> String {
 fn every_workload_ours() {
     for (w, ops, depth) in [
         ("lookup", 50, 1),
+        ("lookup", 50, 4),
+        ("getattr", 50, 4),
         ("create", 20, 1),
         ("readdirplus", 1, 1),
         ("randread", 200, 32),
@@ -133,6 +135,98 @@ fn every_workload_ours() {
             assert_eq!(field(&line, "bytes"), f64::from(ops) * 1048576.0, "{line}");
         }
     }
+}
+
+fn load_tool(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_virtiofsd-load"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A small `walk/` beside the other fixtures (the benchmark's is 50,000 files).
+fn walk_fixture() -> &'static Path {
+    let sh = fixtures();
+    let dir = sh.join("walk");
+    let made = load_tool(&[
+        "mktree",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--files",
+        "500",
+        "--per-dir",
+        "50",
+        "--fanout",
+        "4",
+        "--file-bytes",
+        "10",
+    ]);
+    assert!(made.contains("\"files\":500,\"dirs\":13,"), "{made}");
+    sh
+}
+
+#[test]
+fn walk_through_both_daemons() {
+    walk_fixture();
+    for kind in [Kind::Ours, Kind::Reference] {
+        let line = bench(kind, "walk", 2, 1);
+        assert_eq!(field(&line, "files"), 1000.0, "{line}");
+    }
+}
+
+#[test]
+fn native_runs_every_workload() {
+    let sh = walk_fixture().to_str().unwrap().to_string();
+    for (w, ops, depth) in [
+        ("lookup", 50, 1),
+        ("getattr", 50, 4),
+        ("create", 20, 1),
+        ("readdirplus", 1, 1),
+        ("randread", 200, 8),
+        ("randwrite", 200, 8),
+        ("seqread", 10, 1),
+        ("seqwrite", 10, 1),
+        ("walk", 2, 1),
+    ] {
+        let (ops, depth) = (ops.to_string(), depth.to_string());
+        let line = load_tool(&[
+            "native",
+            "--dir",
+            &sh,
+            "--workload",
+            w,
+            "--ops",
+            &ops,
+            "--depth",
+            &depth,
+            "--seconds",
+            "30",
+            "--json",
+        ]);
+        assert!(
+            line.starts_with(&format!("{{\"workload\":\"{w}\",\"ops\":{ops},")),
+            "{line}"
+        );
+        if w == "walk" {
+            assert_eq!(field(&line, "files"), 1000.0, "{line}");
+        }
+        if w == "randread" {
+            assert_eq!(field(&line, "bytes"), 200.0 * 4096.0, "{line}");
+        }
+    }
+    assert_eq!(
+        fs::read_dir(Path::new(&sh).join("scratch"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]

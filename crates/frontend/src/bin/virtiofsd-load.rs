@@ -1,66 +1,132 @@
 //! `virtiofsd-load`: drives a virtio-fs daemon's vhost-user socket without a VM.
 //!
 //! virtiofsd-load bench --socket PATH --workload W [--queues N] [--depth D] [--seconds S] [--ops N] [--json]
+//! virtiofsd-load native --dir PATH --workload W [--depth D] [--seconds S] [--ops N] [--json]
+//! virtiofsd-load mktree --dir PATH --files N [--per-dir M] [--fanout K] [--file-bytes B]
+//! virtiofsd-load tree --socket PATH [--hold]
 //! virtiofsd-load probe --socket PATH
 //! virtiofsd-load hold --socket PATH [--creates N] [--write-bytes B] [--missing-lookups K]
 //!
-//! `hold` sends a known request mix (for checking a device's statistics), prints what it sent
-//! as one JSON line, and keeps the connection until its stdin closes: the device exits when its
-//! frontend goes away, so statistics must be read while the connection lasts.
+//! `hold`, and `tree --hold`, print their result as one JSON line and keep the connection until
+//! stdin closes: the device exits when its frontend goes away, so whatever is to be read of the
+//! device process (statistics, descriptors, memory) must be read while the connection lasts.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use virtiofsd_frontend::fuse::ROOT_ID;
 use virtiofsd_frontend::load::{self, Params, Workload};
-use virtiofsd_frontend::{Options, Session};
+use virtiofsd_frontend::tree::{self, TreeSpec};
+use virtiofsd_frontend::{native, Options, Session};
 
 const USAGE: &str = "usage:
   virtiofsd-load bench --socket PATH --workload W [--queues N] [--depth D] [--seconds S] [--ops N] [--json]
-      W: lookup | create | readdirplus | randread | randwrite | seqread | seqwrite
+      W: lookup | getattr | create | readdirplus | randread | randwrite | seqread | seqwrite | walk
+      (--depth above 1: lookup, getattr, randread, randwrite only)
+  virtiofsd-load native --dir PATH --workload W [--depth D] [--seconds S] [--ops N] [--json]
+  virtiofsd-load mktree --dir PATH --files N [--per-dir M] [--fanout K] [--file-bytes B]
+  virtiofsd-load tree --socket PATH [--hold]
   virtiofsd-load probe --socket PATH
   virtiofsd-load hold --socket PATH [--creates N] [--write-bytes B] [--missing-lookups K]";
 
+#[derive(Debug, PartialEq)]
 struct Args {
     command: String,
     socket: Option<String>,
+    dir: Option<PathBuf>,
     workload: Option<Workload>,
     queues: usize,
     depth: usize,
     seconds: f64,
     ops: Option<u64>,
     json: bool,
+    hold: bool,
     creates: u64,
     write_bytes: u64,
     missing_lookups: u64,
+    files: Option<u64>,
+    per_dir: u64,
+    fanout: u64,
+    file_bytes: u64,
+}
+
+const COMMANDS: [&str; 6] = ["bench", "native", "mktree", "tree", "probe", "hold"];
+
+/// Options each command takes, besides `--json` and `--hold` where it applies.
+fn allowed(command: &str) -> &'static [&'static str] {
+    match command {
+        "bench" => &[
+            "--socket",
+            "--workload",
+            "--queues",
+            "--depth",
+            "--seconds",
+            "--ops",
+            "--json",
+        ],
+        "native" => &[
+            "--dir",
+            "--workload",
+            "--depth",
+            "--seconds",
+            "--ops",
+            "--json",
+        ],
+        "mktree" => &["--dir", "--files", "--per-dir", "--fanout", "--file-bytes"],
+        "tree" => &["--socket", "--hold"],
+        "probe" => &["--socket"],
+        _ => &[
+            "--socket",
+            "--creates",
+            "--write-bytes",
+            "--missing-lookups",
+        ],
+    }
 }
 
 fn parse(argv: &[String]) -> Result<Args, String> {
     let mut it = argv.iter();
     let command = it.next().ok_or("missing command")?.clone();
-    if !["bench", "probe", "hold"].contains(&command.as_str()) {
+    if !COMMANDS.contains(&command.as_str()) {
         return Err(format!("unknown command '{command}'"));
     }
     let mut a = Args {
         command,
         socket: None,
+        dir: None,
         workload: None,
         queues: 1,
         depth: 1,
         seconds: 5.0,
         ops: None,
         json: false,
+        hold: false,
         creates: 1,
         write_bytes: 0,
         missing_lookups: 0,
+        files: None,
+        per_dir: 1000,
+        fanout: 0,
+        file_bytes: 0,
     };
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) => (k, Some(v.to_string())),
             None => (arg.as_str(), None),
         };
-        if key == "--json" {
-            a.json = true;
+        if !allowed(&a.command).contains(&key) {
+            return Err(format!("unknown option '{arg}' for {}", a.command));
+        }
+        if key == "--json" || key == "--hold" {
+            if inline.is_some() {
+                return Err(format!("{key} takes no value"));
+            }
+            *(if key == "--json" {
+                &mut a.json
+            } else {
+                &mut a.hold
+            }) = true;
             continue;
         }
         let mut value = || {
@@ -75,6 +141,7 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         };
         match key {
             "--socket" => a.socket = Some(value()?),
+            "--dir" => a.dir = Some(PathBuf::from(value()?)),
             "--workload" => {
                 let v = value()?;
                 a.workload = Some(Workload::parse(&v).ok_or(format!("unknown workload '{v}'"))?);
@@ -85,6 +152,10 @@ fn parse(argv: &[String]) -> Result<Args, String> {
             "--creates" => a.creates = num(value()?)?,
             "--write-bytes" => a.write_bytes = num(value()?)?,
             "--missing-lookups" => a.missing_lookups = num(value()?)?,
+            "--files" => a.files = Some(num(value()?)?),
+            "--per-dir" => a.per_dir = num(value()?)?,
+            "--fanout" => a.fanout = num(value()?)?,
+            "--file-bytes" => a.file_bytes = num(value()?)?,
             "--seconds" => {
                 let v = value()?;
                 a.seconds = v
@@ -93,14 +164,33 @@ fn parse(argv: &[String]) -> Result<Args, String> {
                     .filter(|s| s.is_finite() && *s > 0.0)
                     .ok_or(format!("--seconds: '{v}' is not a positive number"))?;
             }
-            _ => return Err(format!("unknown option '{arg}'")),
+            _ => unreachable!("every allowed option is handled"),
         }
     }
-    if a.socket.is_none() {
+    let needs_socket = !matches!(a.command.as_str(), "native" | "mktree");
+    if needs_socket && a.socket.is_none() {
         return Err("--socket is required".into());
     }
-    if a.command == "bench" && a.workload.is_none() {
-        return Err("--workload is required".into());
+    if !needs_socket && a.dir.is_none() {
+        return Err("--dir is required".into());
+    }
+    if matches!(a.command.as_str(), "bench" | "native") {
+        let w = a.workload.ok_or("--workload is required")?;
+        if a.depth > 1 && !w.pipelined() {
+            return Err(format!(
+                "--depth above 1 is for lookup, getattr, randread and randwrite, not {}",
+                w.name()
+            ));
+        }
+    }
+    if a.command == "mktree" {
+        let files = a.files.ok_or("--files is required")?;
+        if files == 0 || a.per_dir == 0 || a.fanout == 1 || a.file_bytes > 1 << 20 {
+            return Err(
+                "--files and --per-dir must be positive, --fanout 0 or at least 2, --file-bytes at most 1 MiB"
+                    .into(),
+            );
+        }
     }
     if a.command == "hold" && a.creates == 0 && a.write_bytes > 0 {
         return Err("--write-bytes needs a file: --creates must be at least 1".into());
@@ -147,6 +237,13 @@ fn probe(s: &mut Session) -> virtiofsd_frontend::Result<()> {
 
 /// Bytes per WRITE and READ of `hold`.
 const HOLD_CHUNK: u64 = 64 * 1024;
+
+/// Flushes stdout and blocks until stdin reaches its end (the caller closes it).
+fn wait_for_stdin_close() {
+    use std::io::{Read, Write};
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
 
 /// `hold`: CREATE `creates` files (RELEASE all but the first), WRITE `write_bytes` into the
 /// first and READ them back in [`HOLD_CHUNK`] pieces, LOOKUP `missing_lookups` names that do
@@ -197,9 +294,40 @@ fn hold(s: &mut Session, a: &Args) -> virtiofsd_frontend::Result<()> {
         a.write_bytes,
         a.missing_lookups
     );
-    use std::io::{Read, Write};
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    wait_for_stdin_close();
+    Ok(())
+}
+
+fn params(a: &Args) -> Params {
+    Params {
+        workload: a.workload.expect("checked in parse"),
+        depth: a.depth,
+        seconds: a.seconds,
+        max_ops: a.ops,
+        warmup: Duration::from_secs_f64((a.seconds / 10.0).min(0.5)),
+    }
+}
+
+fn print_stats(stats: &load::Stats, json: bool) {
+    if json {
+        println!("{}", stats.json());
+    } else {
+        println!("{stats}");
+    }
+}
+
+fn offline(a: &Args, dir: &Path) -> virtiofsd_frontend::Result<()> {
+    if a.command == "native" {
+        print_stats(&native::run(dir, &params(a))?, a.json);
+        return Ok(());
+    }
+    let spec = TreeSpec {
+        files: a.files.expect("checked in parse"),
+        per_dir: a.per_dir,
+        fanout: a.fanout,
+        file_bytes: a.file_bytes as usize,
+    };
+    println!("{}", tree::make_tree(dir, &spec)?.json());
     Ok(())
 }
 
@@ -212,49 +340,97 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let socket = a.socket.clone().unwrap_or_default();
-    let opts = Options {
-        request_queues: a.queues,
-        queue_size: 256,
-        ..Options::default()
+    let result = match &a.dir {
+        Some(dir) if a.socket.is_none() => offline(&a, dir),
+        _ => online(&a),
     };
-    let result =
-        Session::connect_retry(&socket, &opts, Duration::from_secs(5)).and_then(|mut s| {
-            if a.command == "probe" {
-                return probe(&mut s);
-            }
-            if a.command == "hold" {
-                return hold(&mut s, &a);
-            }
-            s.init()?;
-            let workload = a.workload.expect("checked in parse");
-            if s.request_queues() < a.queues {
-                eprintln!(
-                    "virtiofsd-load: the backend offers {} request queue(s); using them",
-                    s.request_queues()
-                );
-            }
-            let warmup = Duration::from_secs_f64((a.seconds / 10.0).min(0.5));
-            let p = Params {
-                workload,
-                depth: a.depth,
-                seconds: a.seconds,
-                max_ops: a.ops,
-                warmup,
-            };
-            let stats = load::run(&mut s, &p)?;
-            if a.json {
-                println!("{}", stats.json());
-            } else {
-                println!("{stats}");
-            }
-            Ok(())
-        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("virtiofsd-load: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn online(a: &Args) -> virtiofsd_frontend::Result<()> {
+    let socket = a.socket.clone().unwrap_or_default();
+    let opts = Options {
+        request_queues: a.queues,
+        queue_size: 256,
+        ..Options::default()
+    };
+    let mut s = Session::connect_retry(&socket, &opts, Duration::from_secs(5))?;
+    match a.command.as_str() {
+        "probe" => return probe(&mut s),
+        "hold" => return hold(&mut s, a),
+        _ => {}
+    }
+    s.init()?;
+    if a.command == "tree" {
+        println!("{}", load::lookup_tree(&mut s)?.json());
+        if a.hold {
+            wait_for_stdin_close();
+        }
+        return Ok(());
+    }
+    if s.request_queues() < a.queues {
+        eprintln!(
+            "virtiofsd-load: the backend offers {} request queue(s); using them",
+            s.request_queues()
+        );
+    }
+    print_stats(&load::run(&mut s, &params(a))?, a.json);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Args, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn bench_and_native_take_their_options() {
+        let a = args("bench --socket s --workload getattr --queues 4 --depth=32 --json").unwrap();
+        assert_eq!(a.workload, Some(Workload::Getattr));
+        assert_eq!((a.queues, a.depth, a.json), (4, 32, true));
+        let a = args("native --dir /x --workload walk --seconds 0.5 --ops 3").unwrap();
+        assert_eq!(a.dir.as_deref(), Some(Path::new("/x")));
+        assert_eq!((a.seconds, a.ops), (0.5, Some(3)));
+        assert!(args("native --workload walk").is_err(), "--dir is required");
+        assert!(args("native --dir /x --workload walk --queues 2").is_err());
+        assert!(args("bench --socket s --workload walk --depth 2").is_err());
+        assert!(args("bench --socket s --workload create --depth 4").is_err());
+        assert!(args("bench --socket s --workload lookup --depth 65").is_err());
+    }
+
+    #[test]
+    fn mktree_and_tree() {
+        let a = args("mktree --dir t --files 1000000").unwrap();
+        assert_eq!((a.files, a.per_dir, a.fanout), (Some(1_000_000), 1000, 0));
+        let a =
+            args("mktree --dir t --files 50000 --per-dir 200 --fanout 8 --file-bytes 100").unwrap();
+        assert_eq!((a.per_dir, a.fanout, a.file_bytes), (200, 8, 100));
+        assert!(args("mktree --dir t").is_err(), "--files is required");
+        assert!(args("mktree --dir t --files 10 --fanout 1").is_err());
+        assert!(args("mktree --dir t --files 0").is_err());
+        assert!(args("mktree --socket s --files 10").is_err());
+        let a = args("tree --socket s --hold").unwrap();
+        assert!(a.hold);
+        assert!(args("tree --socket s --hold=1").is_err());
+        assert!(args("tree --socket s --workload lookup").is_err());
+    }
+
+    #[test]
+    fn unknown_commands_and_options() {
+        assert!(args("frobnicate").is_err());
+        assert!(args("").is_err());
+        assert!(args("bench --socket s --workload nope").is_err());
+        assert!(args("probe --socket s --hold").is_err());
+        assert!(args("hold --socket s --creates 0 --write-bytes 5").is_err());
+        assert!(args("hold --socket s --creates 2 --missing-lookups 3").is_ok());
     }
 }
