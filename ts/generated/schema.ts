@@ -234,6 +234,7 @@ export interface DeviceConfig {
   securityLabel: boolean;
   /** Extended-attribute name rules, or null to pass every name unchanged. The list is not empty and has a catch-all for each side: a `client` rule with an empty `key` and a `server` rule with an empty `prepend`. */
   xattrMap: XattrRule[] | null;
+  /** How looked-up inodes are held. `prefer` (the TypeScript layer's default) holds a file handle where the filesystem makes one and an O_PATH descriptor elsewhere, and descriptors throughout when the device finds at start-up that it cannot open handles (no CAP_DAC_READ_SEARCH in the initial user namespace), where `mandatory` refuses to start. */
   inodeFileHandles: InodeFileHandleMode;
   /** Keep the guest's O_NOATIME. */
   preserveNoatime: boolean;

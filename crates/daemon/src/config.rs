@@ -382,10 +382,13 @@ impl DaemonConfig {
                 }
             }
         }
-        if self.opens_file_handles() && self.modcaps.drop.iter().any(|c| c == "dac_read_search") {
+        // `prefer` without the capability holds inodes as `never` does; only what must open
+        // handles is refused.
+        if self.requires_file_handles() && self.modcaps.drop.iter().any(|c| c == "dac_read_search")
+        {
             return invalid(
-                "modcaps cannot drop dac_read_search when the device opens file handles \
-                 (inodeFileHandles, or migrationMode file-handles)"
+                "modcaps cannot drop dac_read_search when the device must open file handles \
+                 (inodeFileHandles mandatory, or migrationMode file-handles)"
                     .into(),
             );
         }
@@ -431,6 +434,14 @@ impl DaemonConfig {
     /// both sides (the usual single command line) keeps the capability where it is needed.
     pub fn opens_file_handles(&self) -> bool {
         self.inode_file_handles != InodeFileHandles::Never
+            || self.migration_mode == MigrationMode::FileHandles
+    }
+
+    /// Whether the device cannot do its work without opening file handles: `prefer` falls back
+    /// to descriptors when it cannot open them (the device finds out at start-up), `mandatory`
+    /// and a file-handle migration cannot.
+    pub fn requires_file_handles(&self) -> bool {
+        self.inode_file_handles == InodeFileHandles::Mandatory
             || self.migration_mode == MigrationMode::FileHandles
     }
 

@@ -31,6 +31,9 @@ enum RunError {
     Sandbox(virtiofsd_sandbox::SandboxError),
     #[error("cannot install the seccomp filter")]
     Seccomp(#[source] virtiofsd_seccomp::Error),
+    /// Says itself that inode file handles are mandatory, and why they cannot be used.
+    #[error(transparent)]
+    FileHandles(virtiofsd_passthrough::HandleProbeError),
 }
 
 /// An error and its chain of causes, `outer: inner: ...`.
@@ -176,18 +179,23 @@ fn serve(
     let bound = Arc::new(bound);
     let mut fs_cfg = fs_config(config, fd_budget(fd_limit));
     fs_cfg.root_dir = sandboxed.root_dir.clone();
-    let fs = PassthroughFs::with_proc_self_fd(fs_cfg, sandboxed.proc_self_fd)
+    let mut fs = PassthroughFs::with_proc_self_fd(fs_cfg, sandboxed.proc_self_fd)
         .map_err(|e| RunError::SharedDir(config.shared_dir.clone(), e))?;
+
+    sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
+    // Whether handles open is known only here: inside the sandbox (a user namespace takes the
+    // capability away), with the capabilities the device keeps, and before the seccomp filter
+    // (which allows open_by_handle_at only to a device that then uses it).
+    fs.probe_file_handles().map_err(RunError::FileHandles)?;
+    let file_handles = fs.opens_file_handles();
     let server = Arc::new(virtiofsd_fuse::Server::new(fs).with_id_policy(
         virtiofsd_policy::IdPolicy {
             uid: config.translate_uid.clone(),
             gid: config.translate_gid.clone(),
         },
     ));
-
-    sandbox::restrict_capabilities(config).map_err(RunError::Sandbox)?;
     let confinement = Confinement::record(config, euid_at_start);
-    crate::seccomp::install(config).map_err(RunError::Seccomp)?;
+    crate::seccomp::install(config, file_handles).map_err(RunError::Seccomp)?;
     let device_stats = Arc::new(DeviceStats::new(config.num_request_queues + 1));
     let stats = Arc::new(StatsSource::new(
         Arc::clone(&server),

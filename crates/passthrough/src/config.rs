@@ -95,12 +95,16 @@ impl CachePolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FileHandleMode {
     /// An `O_PATH` descriptor per inode: one host fd for every inode the guest knows.
-    #[default]
     Never,
     /// A file handle (`name_to_handle_at`) per inode where the host filesystem can make one,
-    /// an `O_PATH` descriptor elsewhere.
+    /// an `O_PATH` descriptor elsewhere (the default, as upstream virtiofsd since 1.13.3): the
+    /// descriptors held then stay within the budget however many inodes the guest looks up. A
+    /// device that cannot open handles at all holds every inode as with `Never`
+    /// ([`crate::PassthroughFs::probe_file_handles`]).
+    #[default]
     Prefer,
-    /// File handles only; lookups on filesystems that cannot make them fail.
+    /// File handles only; lookups on filesystems that cannot make them fail, and a device that
+    /// cannot open handles does not start.
     Mandatory,
 }
 
@@ -271,7 +275,8 @@ pub struct Config {
     /// (`FUSE_SECURITY_CTX`; INIT fails with `EPROTO` without it) and store it on each new inode
     /// before the guest sees the inode; a new inode that cannot be labelled is removed again.
     pub security_label: bool,
-    /// How inodes are held on the host.
+    /// How inodes are held on the host. [`crate::PassthroughFs::probe_file_handles`] may turn
+    /// `Prefer` into `Never`; [`crate::PassthroughFs::config`] shows the mode in force.
     pub inode_file_handles: FileHandleMode,
     /// Honour the guest's `O_NOATIME`; otherwise it is stripped.
     pub preserve_noatime: bool,
@@ -311,7 +316,7 @@ impl Config {
             xattr_map: None,
             posix_acl: false,
             security_label: false,
-            inode_file_handles: FileHandleMode::Never,
+            inode_file_handles: FileHandleMode::Prefer,
             preserve_noatime: false,
             posix_locks: true,
             flock: true,
@@ -351,7 +356,8 @@ mod tests {
         assert_eq!("mandatory".parse(), Ok(FileHandleMode::Mandatory));
         assert!("always".parse::<FileHandleMode>().is_err());
         let c = Config::new("/x");
-        assert_eq!(c.inode_file_handles, FileHandleMode::Never);
+        assert_eq!(c.inode_file_handles, FileHandleMode::Prefer);
+        assert_eq!(FileHandleMode::default(), FileHandleMode::Prefer);
         assert!(c.posix_locks && c.flock && !c.xattr && !c.preserve_noatime);
         assert!(c.xattr_map.is_none() && !c.posix_acl && !c.security_label);
     }

@@ -131,6 +131,8 @@ pub struct PassthroughFs {
     /// host kernel would drop the real one (see `xattr_names::mapped_capability`).
     pub(crate) mapped_capability: Option<CString>,
     umask_once: Once,
+    /// Why this device cannot open file handles, once `probe_file_handles` found that out.
+    pub(crate) cannot_open_handles: Option<String>,
 }
 
 impl PassthroughFs {
@@ -175,6 +177,7 @@ impl PassthroughFs {
             posix_acl: AtomicBool::new(false),
             mapped_capability: crate::xattr_names::mapped_capability(cfg.xattr_map.as_ref()),
             umask_once: Once::new(),
+            cannot_open_handles: None,
             cfg,
         })
     }
@@ -429,8 +432,11 @@ impl PassthroughFs {
         let token = label.as_ref().map(|_| self.fd_token()).transpose()?;
         let umask = umask.map_or(0, |u| self.creation_umask(&parent, u));
         {
+            // Reached before the switch: a handle inode opens with CAP_DAC_READ_SEARCH, which
+            // the caller's fsuid takes out of the effective set.
+            let pfd = parent.fd()?;
             let _creds = ScopedCreds::for_ctx(&ctx)?;
-            op(parent.fd()?.as_fd(), umask)?;
+            op(pfd.as_fd(), umask)?;
         }
         match (label, token) {
             (Some(label), Some(token)) => self.label_new(&parent, name, &label, token),

@@ -48,6 +48,18 @@ impl PassthroughFs {
     /// Opens the file behind `data` with `flags` after checking its type on an `O_PATH`
     /// descriptor. Creation flags are stripped: the gate only opens what exists.
     pub(crate) fn open_inode(&self, data: &InodeData, flags: i32) -> io::Result<GuestFd> {
+        self.open_inode_as(data, flags, None)
+    }
+
+    /// [`PassthroughFs::open_inode`], the final open made with `ctx`'s credentials when given.
+    /// A handle is opened before the switch, as the daemon: the caller's fsuid takes
+    /// CAP_DAC_READ_SEARCH, which `open_by_handle_at` needs, out of the effective set.
+    fn open_inode_as(
+        &self,
+        data: &InodeData,
+        flags: i32,
+        ctx: Option<&Context>,
+    ) -> io::Result<GuestFd> {
         let token = self.fd_token()?;
         let flags = flags
             & !(libc::O_NOFOLLOW
@@ -56,22 +68,25 @@ impl PassthroughFs {
                 | libc::O_PATH
                 | libc::O_TMPFILE
                 | libc::O_NOCTTY);
-        let fd = match &data.file {
+        let by_handle;
+        let path_fd = match &data.file {
             // The descriptor pins the inode, so its type is the one recorded at lookup.
             InodeFile::Fd(path_fd) => {
                 check_openable(data.file_type)?;
-                self.open_path_fd(path_fd.as_fd(), flags)?
+                path_fd.as_fd()
             }
             // A handle names whatever has it now; a recycled inode number with a generation-less
             // handle could be another file, of another type. Check the file itself.
             InodeFile::Handle { handle, mount } => {
-                let path_fd =
+                by_handle =
                     oslib::open_by_handle(mount.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
-                check_openable(oslib::stat_fd(path_fd.as_fd())?.st_mode & libc::S_IFMT)?;
-                self.open_path_fd(path_fd.as_fd(), flags)?
+                check_openable(oslib::stat_fd(by_handle.as_fd())?.st_mode & libc::S_IFMT)?;
+                by_handle.as_fd()
             }
             InodeFile::Broken => return Err(io::Error::from_raw_os_error(libc::EIO)),
         };
+        let _creds = ctx.map(ScopedCreds::for_ctx).transpose()?;
+        let fd = self.open_path_fd(path_fd, flags)?;
         Ok(GuestFd { fd, token })
     }
 
@@ -141,10 +156,7 @@ impl PassthroughFs {
                 if existing.is_dir() {
                     return Err(err(libc::EISDIR));
                 }
-                let opened = {
-                    let _creds = ScopedCreds::for_ctx(ctx)?;
-                    self.open_inode(&existing, flags)?
-                };
+                let opened = self.open_inode_as(&existing, flags, Some(ctx))?;
                 // O_TRUNC may have changed what the lookup saw.
                 entry.attr = oslib::stat_fd(opened.fd.as_fd())?;
                 Ok(opened)

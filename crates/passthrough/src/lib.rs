@@ -11,6 +11,7 @@ mod credentials;
 mod fs;
 mod gate;
 mod handle;
+mod handle_probe;
 mod inode;
 mod label;
 mod locks;
@@ -44,3 +45,4 @@ pub use config::{
     UnknownFileHandleMode, UnknownMigrationMode, UnknownMigrationOnError,
 };
 pub use fs::PassthroughFs;
+pub use handle_probe::{CannotOpen, HandleProbeError};

@@ -118,7 +118,10 @@ fn mandatory_fails_and_prefer_falls_back_without_handles() {
 
 #[test]
 fn fd_budget_answers_enfile_when_spent() {
-    let (d, fs) = setup_with(|c| c.fd_budget = 3);
+    let (d, fs) = setup_with(|c| {
+        c.fd_budget = 3;
+        c.inode_file_handles = FileHandleMode::Never;
+    });
     for n in ["a", "b", "c", "d"] {
         fs::write(d.join(n), b"").unwrap();
     }
@@ -166,7 +169,8 @@ fn fd_budget_answers_enfile_when_spent() {
 /// Runs in a forked child of `emfile_is_an_error_reply`: it lowers the fd limit, which would
 /// disturb the other tests of this process.
 fn emfile_scenario() {
-    let (d, fs) = setup_with(|_| {});
+    // Descriptor inodes: each lookup holds one more.
+    let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Never);
     for i in 0..64 {
         fs::write(d.join(&format!("{i}")), b"").unwrap();
     }
@@ -211,4 +215,48 @@ fn emfile_is_an_error_reply() {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the EMFILE scenario failed in the child (status {status:#x}); its panic message is above"
     );
+}
+
+#[test]
+fn a_caller_creates_and_opens_through_inodes_held_as_handles() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Not root: its fsuid takes CAP_DAC_READ_SEARCH out of the thread's effective set, so
+    // the handles must be opened before the switch.
+    let user = virtiofsd_fuse::filesystem::Context {
+        uid: 1000,
+        gid: 1000,
+        ..ROOT
+    };
+    let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Mandatory);
+    fs::create_dir(d.join("sub")).unwrap();
+    fs::set_permissions(d.join("sub"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(d.join("sub/f"), b"x").unwrap();
+    fs::set_permissions(d.join("sub/f"), fs::Permissions::from_mode(0o666)).unwrap();
+    let sub = lookup(&fs, "sub").inode;
+    assert!(!fs.inodes.get(sub).unwrap().holds_fd());
+    let made = fs.mkdir(user.clone(), sub, c"made", 0o755, 0).unwrap();
+    assert_eq!(made.attr.st_uid, 1000);
+    // CREATE of an existing name opens that file, as the caller.
+    let f = fs.lookup(ROOT, sub, c"f").unwrap();
+    let (e, h, _) = fs
+        .create(
+            user.clone(),
+            sub,
+            c"f",
+            0o644,
+            libc::O_RDWR as u32,
+            0,
+            false,
+        )
+        .unwrap();
+    assert_eq!(e.inode, f.inode);
+    fs.release(user.clone(), e.inode, 0, h.unwrap(), false, None)
+        .unwrap();
+    // Still the caller's permissions: a root-only file is refused.
+    fs::set_permissions(d.join("sub/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        errno(fs.create(user, sub, c"f", 0o644, libc::O_RDWR as u32, 0, false)),
+        libc::EACCES
+    );
+    assert_eq!(fs::metadata(d.join("sub/made")).unwrap().uid(), 1000);
 }

@@ -64,9 +64,12 @@ fn create_each(fs: &PassthroughFs, ctx: &Context) -> Vec<(&'static str, std::io:
             fs.mknod(ctx.clone(), ROOT_ID, c"fifo", libc::S_IFIFO | 0o644, 0, 0),
         ),
         ("link", fs.symlink(ctx.clone(), c"file", ROOT_ID, c"link")),
+        // Left open: a nameless file lives only while something holds it open, which an inode
+        // held as a file handle does not.
         (
             "",
-            release(fs.tmpfile(ctx.clone(), ROOT_ID, 0o644, libc::O_RDWR as u32, 0)),
+            fs.tmpfile(ctx.clone(), ROOT_ID, 0o644, libc::O_RDWR as u32, 0)
+                .map(|(e, _, _)| e),
         ),
     ]
 }

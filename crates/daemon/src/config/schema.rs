@@ -613,7 +613,11 @@ pub const DEVICE_CONFIG: ObjectSchema = ObjectSchema {
         Field {
             name: "inodeFileHandles",
             ty: FieldType::Enum(&INODE_FILE_HANDLE_MODES),
-            doc: "",
+            doc: "How looked-up inodes are held. `prefer` (the TypeScript layer's default) holds \
+                  a file handle where the filesystem makes one and an O_PATH descriptor \
+                  elsewhere, and descriptors throughout when the device finds at start-up that \
+                  it cannot open handles (no CAP_DAC_READ_SEARCH in the initial user \
+                  namespace), where `mandatory` refuses to start.",
         },
         flag("preserveNoatime", "Keep the guest's O_NOATIME."),
         flag("posixLocks", "Serve POSIX record locks."),

@@ -500,8 +500,13 @@ fn file_handles_keep_dac_read_search() {
     let mut v = sample();
     v["modcaps"] = serde_json::json!({ "add": [], "drop": ["dac_read_search"] });
     assert!(DaemonConfig::from_json(&v.to_string()).is_ok());
+    // `prefer` without the capability falls back to descriptors at start-up.
+    let mut prefer = v.clone();
+    prefer["inodeFileHandles"] = serde_json::json!("prefer");
+    let config = DaemonConfig::from_json(&prefer.to_string()).unwrap();
+    assert!(config.opens_file_handles() && !config.requires_file_handles());
     for (field, value) in [
-        ("inodeFileHandles", "prefer"),
+        ("inodeFileHandles", "mandatory"),
         ("migrationMode", "file-handles"),
     ] {
         let mut with = v.clone();
@@ -512,10 +517,11 @@ fn file_handles_keep_dac_read_search() {
             "{err}"
         );
         let config: DaemonConfig = serde_json::from_value(sample()).unwrap();
-        assert!(!config.opens_file_handles());
+        assert!(!config.opens_file_handles() && !config.requires_file_handles());
         let mut keep = sample();
         keep[field] = serde_json::json!(value);
         let config: DaemonConfig = serde_json::from_value(keep).unwrap();
         assert!(config.opens_file_handles(), "{field}");
+        assert!(config.requires_file_handles(), "{field}");
     }
 }

@@ -123,17 +123,25 @@ impl PassthroughFs {
             return Err(LoadError::NotFresh);
         }
         // Opening by handle needs a capability and a system call that a device is given only
-        // when it was told it would open handles; without them the load would be refused one
-        // inode at a time (or, under seccomp, end the process).
-        if state.mode == Mode::FileHandles
-            && self.cfg.migration_mode != MigrationMode::FileHandles
-            && self.cfg.inode_file_handles == FileHandleMode::Never
-        {
-            return Err(LoadError::Session(
-                "the source saved its inodes as file handles: start the destination with \
-                 --migration-mode=file-handles as well"
-                    .into(),
-            ));
+        // when it was told it would open handles and found at start-up that it can (a
+        // `prefer` that fell back holds inodes as `never` does); without them the load would
+        // be refused one inode at a time (or, under seccomp, end the process).
+        if state.mode == Mode::FileHandles {
+            if let Some(why) = &self.cannot_open_handles {
+                return Err(LoadError::Session(format!(
+                    "the source saved its inodes as file handles, which this device cannot \
+                     open: {why}"
+                )));
+            }
+            if self.cfg.migration_mode != MigrationMode::FileHandles
+                && self.cfg.inode_file_handles == FileHandleMode::Never
+            {
+                return Err(LoadError::Session(
+                    "the source saved its inodes as file handles: start the destination with \
+                     --migration-mode=file-handles as well"
+                        .into(),
+                ));
+            }
         }
         let session = self.check_session(negotiated, state.session_flags)?;
         let root = self

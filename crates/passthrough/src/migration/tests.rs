@@ -212,8 +212,12 @@ fn a_file_handles_state_needs_a_destination_that_opens_handles() {
     fs::write(dir.join("f"), b"abc").unwrap();
     lookup(&src, ROOT_ID, "f");
     let state = src.save_state().unwrap();
-    // A find-paths destination has neither the capability nor (under seccomp) the system call.
-    let dst = destination(&dir, |c| c.migration_mode = MigrationMode::FindPaths);
+    // A find-paths destination that holds no handles has neither the capability nor (under
+    // seccomp) the system call.
+    let dst = destination(&dir, |c| {
+        c.migration_mode = MigrationMode::FindPaths;
+        c.inode_file_handles = crate::FileHandleMode::Never;
+    });
     let e = dst.load_state(src.session_flags(), &state).unwrap_err();
     assert!(
         e.to_string().contains("--migration-mode=file-handles"),
@@ -562,7 +566,10 @@ fn find_paths_from_a_source_that_holds_file_handles() {
     assert!(!src.inodes.get(f.inode).unwrap().holds_fd());
     let h = open(&src, f.inode, libc::O_RDONLY);
     let (hd, _) = src.opendir(ROOT, d.inode, 0).unwrap();
-    let dst = destination(&dir, |_| {});
+    // The destination holds inodes as its own mode says.
+    let dst = destination(&dir, |c| {
+        c.inode_file_handles = crate::FileHandleMode::Never
+    });
     migrate(&src, &dst).unwrap();
     assert!(dst.inodes.get(f.inode).unwrap().holds_fd());
     assert_eq!(read_all(&dst, f.inode, h, 20, 0), b"via handle");

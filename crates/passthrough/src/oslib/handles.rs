@@ -104,6 +104,25 @@ pub fn open_by_handle(
     Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
 }
 
+/// Whether this process may open file handles on the mount `mount_fd` (a real descriptor) is
+/// on, asked without any real handle: the kernel checks the caller's privilege before it decodes
+/// the handle, so a handle that names no file answers `EPERM` to a process that may not open
+/// handles there, and some other error (`ESTALE`, `EINVAL`, ...) to one that may. Only `EPERM`
+/// is returned as an error. For filesystems that make no handles of their own, which cannot
+/// offer a real one to try.
+pub fn may_open_handles(mount_fd: BorrowedFd<'_>) -> io::Result<()> {
+    // FILEID_INO32_GEN with inode 0, generation 0: no filesystem gives that to a file.
+    let nothing = FileHandle {
+        handle_type: 1,
+        bytes: [0u8; 8].into(),
+    };
+    match open_by_handle(mount_fd, &nothing, libc::O_PATH | libc::O_NOFOLLOW) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(e),
+        // A descriptor (which nothing should ever give) is closed at once.
+        Ok(_) | Err(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +150,20 @@ mod tests {
         let s = std::fs::read_to_string(format!("/proc/self/fd/{}", g.as_raw_fd())).unwrap();
         assert_eq!(s, "hello");
         std::fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn a_handle_that_names_nothing_tells_whether_handles_open() {
+        let dir = std::fs::File::open(std::env::temp_dir()).unwrap();
+        let (h, _) = name_to_handle(dir.as_fd()).expect("temp dir fs must support file handles");
+        // The answer must match what a real handle gets.
+        match open_by_handle(dir.as_fd(), &h, libc::O_PATH) {
+            Ok(_) => assert!(may_open_handles(dir.as_fd()).is_ok()),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                let refused = may_open_handles(dir.as_fd()).unwrap_err();
+                assert_eq!(refused.raw_os_error(), Some(libc::EPERM));
+            }
+            Err(e) => panic!("open_by_handle_at of the temp dir: {e}"),
+        }
     }
 }
