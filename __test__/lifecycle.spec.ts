@@ -198,7 +198,7 @@ test('library: with reconnect, each frontend gets a fresh FUSE session (INIT aga
   t.deepEqual(result.status, { code: 0, signal: null });
 });
 
-test('library: a root device that may open file handles for a migration keeps CAP_DAC_READ_SEARCH', async (t) => {
+test('library: a root device that may open file handles (the default, or for a migration) keeps CAP_DAC_READ_SEARCH', async (t) => {
   if (process.geteuid?.() !== 0) {
     t.pass('capabilities are cut only for a root device');
     return;
@@ -210,18 +210,22 @@ test('library: a root device that may open file handles for a migration keeps CA
       await device.stop(5000);
       return stats.capabilities;
     };
+    const never = { inodeFileHandles: 'never' };
     return {
-      plain: await capabilities({}),
-      findPaths: await capabilities({ migrationMode: 'find-paths', migrationVerifyHandles: true }),
-      fileHandles: await capabilities({ migrationMode: 'file-handles' }),
-      inodeHandles: await capabilities({ inodeFileHandles: 'prefer' }),
+      byDefault: await capabilities({}),
+      plain: await capabilities(never),
+      findPaths: await capabilities({ ...never, migrationMode: 'find-paths', migrationVerifyHandles: true }),
+      fileHandles: await capabilities({ ...never, migrationMode: 'file-handles' }),
+      inodeHandles: await capabilities({ inodeFileHandles: 'mandatory' }),
     };
   `);
-  t.false(result.plain.includes('dac_read_search'), JSON.stringify(result));
+  t.true(result.byDefault.includes('dac_read_search'), JSON.stringify(result));
+  t.false(result.plain.includes('dac_read_search'));
   t.false(result.findPaths.includes('dac_read_search'));
   t.true(result.fileHandles.includes('dac_read_search'));
   t.true(result.inodeHandles.includes('dac_read_search'));
   t.deepEqual(result.fileHandles.filter((c: string) => c !== 'dac_read_search'), result.plain);
+  t.deepEqual(result.byDefault, result.fileHandles);
 });
 
 test('CLI: --reconnect keeps the daemon serving after its frontend leaves', async (t) => {

@@ -225,11 +225,15 @@ test('an unprivileged daemon with --migration-mode=file-handles is warned that i
   t.deepEqual(configWarnings(cliConfig(opts(BASE)), 1000), []);
 });
 
-test('a device that opens file handles keeps CAP_DAC_READ_SEARCH: --modcaps cannot drop it, as upstream', (t) => {
-  t.deepEqual(cliConfig(opts([...BASE, '--modcaps=-dac_read_search'])).modcaps.drop, ['dac_read_search']);
+test('a device that must open file handles keeps CAP_DAC_READ_SEARCH: --modcaps cannot drop it; prefer falls back instead', (t) => {
+  // The default (prefer) and its spellings: the device holds descriptors without the capability.
+  for (const extra of [[], ['--inode-file-handles=prefer'], ['--inode-file-handles=fallback'], ['--inode-file-handles=never']]) {
+    const config = cliConfig(opts([...BASE, ...extra, '--modcaps=-dac_read_search']));
+    t.deepEqual(config.modcaps.drop, ['dac_read_search'], extra.join(' '));
+    t.is(config.inodeFileHandles, extra[0] === '--inode-file-handles=never' ? 'never' : 'prefer');
+  }
   for (const [option, shown] of [
-    ['--inode-file-handles=prefer', '--inode-file-handles=prefer'],
-    ['--inode-file-handles=fallback', '--inode-file-handles=prefer'],
+    ['--inode-file-handles=mandatory', '--inode-file-handles=mandatory'],
     ['--migration-mode=file-handles', '--migration-mode=file-handles'],
   ]) {
     const error = t.throws(() => cliConfig(opts([...BASE, option, '--modcaps=-DAC_READ_SEARCH'])), { instanceOf: OptionError });
@@ -412,7 +416,7 @@ function tempDir(): string {
 
 test('CLI options compile to the device config', (t) => {
   const dir = tempDir();
-  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=prefer']);
+  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=never']);
   checkRunnable(parsed);
   const config = cliConfig(parsed.options, '/some/cwd', {});
   t.deepEqual(config, {
@@ -434,7 +438,7 @@ test('CLI options compile to the device config', (t) => {
     posixAcl: false,
     securityLabel: false,
     xattrMap: null,
-    inodeFileHandles: 'prefer',
+    inodeFileHandles: 'never',
     preserveNoatime: true,
     posixLocks: true,
     flock: true,
@@ -468,7 +472,7 @@ test('defaults of the device config', (t) => {
   t.true(config.announceSubmounts);
   t.false(config.killprivV2);
   t.false(config.xattr);
-  t.is(config.inodeFileHandles, 'never');
+  t.is(config.inodeFileHandles, 'prefer', 'as upstream since 1.13.3');
   t.false(config.preserveNoatime);
   t.true(config.posixLocks);
   t.true(config.flock);
@@ -572,7 +576,12 @@ test('library migration and reconnect options: strict values, defaults, and the 
   const dropped = optionError(t, () => buildDeviceConfig({ ...base, migrationMode: 'file-handles', modcaps: '-dac_read_search' }));
   t.is(dropped?.message, "'modcaps' cannot drop dac_read_search with migrationMode 'file-handles', which opens file handles");
   t.is(dropped?.key, 'modcaps');
-  t.is(optionError(t, () => buildDeviceConfig({ ...base, inodeFileHandles: 'mandatory', modcaps: '-dac_read_search' }))?.reason, 'conflict');
+  const mandatory = optionError(t, () => buildDeviceConfig({ ...base, inodeFileHandles: 'mandatory', modcaps: '-dac_read_search' }));
+  t.is(mandatory?.message, "'modcaps' cannot drop dac_read_search with inodeFileHandles 'mandatory', which opens file handles");
+  t.is(mandatory?.reason, 'conflict');
+  // 'prefer' (the default) falls back to descriptors without the capability.
+  t.is(buildDeviceConfig({ ...base, modcaps: '-dac_read_search' }).inodeFileHandles, 'prefer');
+  t.is(buildDeviceConfig({ ...base, inodeFileHandles: 'prefer', modcaps: '-dac_read_search' }).modcaps.drop[0], 'dac_read_search');
 });
 
 test('the option table checks every library key and no other', (t) => {

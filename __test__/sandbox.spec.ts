@@ -10,7 +10,9 @@ import { runGuest } from './guest/harness.ts';
 
 const NOBODY = 65534;
 /** CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP */
-const DEFAULT_CAPS = 0x880000dbn;
+const BASE_CAPS = 0x880000dbn;
+/** And DAC_READ_SEARCH, which the default --inode-file-handles=prefer opens its handles with. */
+const DEFAULT_CAPS = BASE_CAPS | (1n << 2n);
 const CAP = { dac_read_search: 2, sys_admin: 21, mknod: 27 };
 const PROC_SUPER_MAGIC = 0x9fa0;
 
@@ -152,14 +154,30 @@ test.serial('default: namespaces, root, capabilities and descriptors of the serv
 });
 
 test.serial('--modcaps and --inode-file-handles change the capability sets', async (t) => {
-  const s = await startCli(['--modcaps=+sys_admin:-mknod', '--inode-file-handles=prefer']);
+  const s = await startCli(['--modcaps=+sys_admin:-mknod']);
   try {
-    const expected = (DEFAULT_CAPS | (1n << BigInt(CAP.sys_admin)) | (1n << BigInt(CAP.dac_read_search))) & ~(1n << BigInt(CAP.mknod));
+    const expected = (DEFAULT_CAPS | (1n << BigInt(CAP.sys_admin))) & ~(1n << BigInt(CAP.mknod));
     t.is(capSet(s.server, 'CapEff'), expected);
     t.is(capSet(s.server, 'CapBnd'), expected);
   } finally {
     t.is(await stop(s), 0, s.stderr());
   }
+  // Without file handles the device does not keep CAP_DAC_READ_SEARCH.
+  const never = await startCli(['--inode-file-handles=never']);
+  try {
+    t.is(capSet(never.server, 'CapEff'), BASE_CAPS);
+    t.is(capSet(never.server, 'CapBnd'), BASE_CAPS);
+  } finally {
+    t.is(await stop(never), 0, never.stderr());
+  }
+  // Dropping it makes the default fall back to descriptors; the device still starts.
+  const dropped = await startCli(['--modcaps=-dac_read_search']);
+  try {
+    t.is(capSet(dropped.server, 'CapEff'), BASE_CAPS);
+  } finally {
+    t.is(await stop(dropped), 0, dropped.stderr());
+  }
+  t.regex(dropped.stderr(), /inode file handles: this device cannot open them/);
 });
 
 test.serial('--sandbox=none --seccomp=none: host namespaces, a warning for each', async (t) => {

@@ -70,7 +70,14 @@ export interface DeviceOptions {
   translateUid?: (IdTranslation | string)[];
   /** GID translation done by the device, as `--translate-gid`; see `translateUid`. */
   translateGid?: (IdTranslation | string)[];
-  /** Hold looked-up inodes as file handles instead of O_PATH descriptors (default 'never'). */
+  /**
+   * Hold looked-up inodes as file handles instead of O_PATH descriptors, so the descriptors the
+   * device holds stay bounded however many inodes the guest looks up (default 'prefer', as
+   * upstream). 'prefer' uses descriptors where the filesystem makes no handles, and throughout
+   * when the device cannot open handles (they need CAP_DAC_READ_SEARCH in the initial user
+   * namespace, which an unprivileged device or `modcaps: '-dac_read_search'` lacks), saying so
+   * once at info level; 'mandatory' refuses to start then.
+   */
   inodeFileHandles?: InodeFileHandleMode;
   /** Honour the guest's O_NOATIME instead of dropping it. */
   preserveNoatime?: boolean;
@@ -244,7 +251,7 @@ export function compileDevice(input: DeviceOptions, naming: PolicyNaming = LIBRA
     posixAcl: options.posixAcl ?? false,
     securityLabel: options.securityLabel ?? false,
     xattrMap: policies.compiled.xattrMap,
-    inodeFileHandles: options.inodeFileHandles ?? 'never',
+    inodeFileHandles: options.inodeFileHandles ?? 'prefer',
     preserveNoatime: options.preserveNoatime ?? false,
     posixLocks: options.posixLocks ?? true,
     flock: options.flock ?? true,
@@ -313,15 +320,16 @@ function checkMigrationOptions(options: DeviceOptions, mode: MigrationMode, nami
 }
 
 /**
- * As upstream for `--inode-file-handles`, and for a file-handle migration too: the device opens
- * file handles, so `modcaps` may not drop CAP_DAC_READ_SEARCH.
+ * A device that must open file handles (mandatory inode file handles, or a file-handle
+ * migration) keeps CAP_DAC_READ_SEARCH, so `modcaps` may not drop it. 'prefer', the default,
+ * falls back to descriptors without it instead.
  */
 function checkFileHandleCapability(options: DeviceOptions, mode: MigrationMode, dropped: readonly string[], naming: PolicyNaming): void {
   if (!dropped.includes('dac_read_search')) return;
   const modcaps = naming.cli ? '--modcaps' : 'modcaps';
   let needing: string | null = null;
-  if ((options.inodeFileHandles ?? 'never') !== 'never') {
-    needing = naming.cli ? `--inode-file-handles=${options.inodeFileHandles}` : `inodeFileHandles '${options.inodeFileHandles}'`;
+  if (options.inodeFileHandles === 'mandatory') {
+    needing = naming.cli ? '--inode-file-handles=mandatory' : "inodeFileHandles 'mandatory'";
   } else if (mode === 'file-handles') {
     needing = naming.cli ? '--migration-mode=file-handles' : "migrationMode 'file-handles'";
   }

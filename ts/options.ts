@@ -300,9 +300,10 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     help: {
       text:
         'Reference inodes by file handle instead of O_PATH descriptors: never, prefer (alias: fallback) or mandatory. ' +
-        'Handles keep the number of open descriptors bounded however many inodes the guest has looked up; they need ' +
-        'CAP_DAC_READ_SEARCH',
-      default: 'never',
+        'Handles keep the number of open descriptors bounded however many inodes the guest has looked up; opening them ' +
+        'needs CAP_DAC_READ_SEARCH. prefer uses descriptors where the filesystem makes no handles, and throughout when ' +
+        'the daemon cannot open handles (unprivileged, or --modcaps=-dac_read_search), which mandatory refuses',
+      default: 'prefer',
     },
     // The library takes the current names only: no `fallback`.
     sets: sets('inodeFileHandles', enumOf(INODE_FILE_HANDLE_MODES)),
