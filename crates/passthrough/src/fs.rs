@@ -283,9 +283,13 @@ impl PassthroughFs {
     /// Looks `name` up in `parent`, taking one lookup reference.
     pub(crate) fn do_lookup(&self, parent: &InodeData, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
+        let dir = parent.fd()?;
+        if let Some(entry) = self.lookup_pinned(parent, dir.as_fd(), name)? {
+            return Ok(entry);
+        }
         // Taken before the open, so the guest never makes the daemon exceed its budget.
         let token = self.fd_token()?;
-        let fd = self.open_child_path(parent.fd()?.as_fd(), name)?;
+        let fd = self.open_child_path(dir.as_fd(), name)?;
         self.register_inode(parent, fd, token)
     }
 

@@ -200,6 +200,18 @@ impl InodeStore {
         Some(existing.clone())
     }
 
+    /// Like [`Self::ref_existing`], but only for an inode that holds a descriptor: its key is
+    /// then known to name its file (see [`InodeFile::same_file`]) without looking at the file.
+    pub fn ref_pinned(&self, key: &InodeKey) -> Option<Arc<InodeData>> {
+        let maps = self.write();
+        let existing = maps.by_key.get(key).and_then(|id| maps.by_id.get(id))?;
+        if !matches!(existing.file, InodeFile::Fd(_)) {
+            return None;
+        }
+        existing.refcount.fetch_add(1, Ordering::AcqRel);
+        Some(existing.clone())
+    }
+
     /// Takes one lookup reference on the file `file` refers to: an existing inode with the same
     /// key (then `file` and `token` are dropped), or a new one.
     pub fn insert_or_ref(
@@ -320,6 +332,29 @@ mod tests {
         // A later lookup of the same file gets a fresh id.
         let c = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
         assert_ne!(c.id, a.id);
+    }
+
+    #[test]
+    fn only_inodes_holding_a_descriptor_are_pinned() {
+        let store = InodeStore::new(fd(), key(1));
+        let a = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
+        let b = store
+            .ref_pinned(&key(7))
+            .expect("a descriptor pins its key");
+        assert_eq!((a.id, a.refcount()), (b.id, 2));
+        assert!(store.ref_pinned(&key(8)).is_none());
+        store.restore(
+            vec![InodeData::restored(
+                50,
+                InodeFile::Broken,
+                None,
+                key(9),
+                libc::S_IFREG,
+                1,
+            )],
+            51,
+        );
+        assert!(store.ref_pinned(&key(9)).is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod handle_probe;
 mod inode;
 mod label;
 mod locks;
+mod lookup;
 pub mod migration;
 mod negotiate;
 mod newops;

@@ -123,13 +123,23 @@ pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
 /// `statx(2)` of the file `fd` refers to, returning `stat64`-shaped attributes plus the mount id
 /// (0 when the kernel does not report one). Fails with `ENOSYS` on kernels without `statx`.
 pub fn statx_fd(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u64)> {
+    statx_at(fd, EMPTY, libc::AT_EMPTY_PATH)
+}
+
+/// [`statx_fd`] of `name` in the directory `dir`, never following a symlink `name` names.
+pub fn statx_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+) -> io::Result<(libc::stat64, u64)> {
     let mut stx = MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: `stx` is writable memory of the right type; the path is an empty C string.
+    // SAFETY: `stx` is writable memory of the right type; `name` is NUL-terminated and only
+    // read during the call.
     check(unsafe {
         libc::statx(
-            fd.as_raw_fd(),
-            EMPTY.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_SYNC_AS_STAT,
             libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
             stx.as_mut_ptr(),
         )
