@@ -428,8 +428,10 @@ impl DaemonConfig {
         Ok(())
     }
 
-    /// Whether the device opens file handles, which takes CAP_DAC_READ_SEARCH: to hold inodes
-    /// (`inodeFileHandles`), or to restore the inodes of a file-handle migration state. A
+    /// Whether the device means to open file handles, which takes CAP_DAC_READ_SEARCH (a root
+    /// device keeps it): to hold inodes (`inodeFileHandles`), or to restore the inodes of a
+    /// file-handle migration state. Whether it can is found at start-up
+    /// (`PassthroughFs::probe_file_handles`). A
     /// destination cannot know the source's mode before the state arrives, so the same mode on
     /// both sides (the usual single command line) keeps the capability where it is needed.
     pub fn opens_file_handles(&self) -> bool {

@@ -284,7 +284,8 @@ const FILTERED: &[Allowed] = &[
     },
 ];
 
-/// Only with `--inode-file-handles=prefer|mandatory`: with a handle a process holding
+/// Only for a device that opens file handles (`--inode-file-handles=prefer|mandatory` or
+/// `--migration-mode=file-handles`, and able to): with a handle a process holding
 /// `CAP_DAC_READ_SEARCH` may open any file of the file system, shared or not.
 const FILE_HANDLES: &[Allowed] = allow![open_by_handle_at];
 

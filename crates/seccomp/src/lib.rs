@@ -63,7 +63,9 @@ pub struct Filter {
 
 impl Filter {
     /// Compiles the allow list with `action` for everything else. `file_handles` (the device
-    /// runs with `--inode-file-handles=prefer|mandatory`) allows `open_by_handle_at`.
+    /// opens file handles: `--inode-file-handles=prefer|mandatory` or
+    /// `--migration-mode=file-handles`, and it found at start-up that it can) allows
+    /// `open_by_handle_at`.
     pub fn new(action: SeccompAction, file_handles: bool) -> Result<Self, Error> {
         let program = match action.ret_value() {
             None => None,
