@@ -13,8 +13,14 @@ use virtiofsd_fuse::io::{ReplyWriter, RequestReader, ZeroCopyReader, ZeroCopyWri
 use vm_memory::bitmap::{BitmapSlice, MS};
 use vm_memory::{GuestMemoryBackend, VolatileSlice};
 
+mod slices;
+
+use slices::SliceList;
+
 /// Largest iovec array handed to one `preadv`/`pwritev` call (Linux `UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
+/// iovecs built on the stack for one call; a transfer over more slices builds them on the heap.
+const STACK_IOVECS: usize = 16;
 
 /// Why a descriptor chain cannot be turned into a reader and a writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +81,17 @@ where
     M: GuestMemoryBackend,
     I: IntoIterator<Item = Descriptor>,
 {
-    // First pass: structure and lengths only, so an absurd chain fails before any translation.
-    let mut descs_seen: Vec<Descriptor> = Vec::new();
+    // One pass that checks the structure and translates as it goes, without a list of the
+    // descriptors: a structural fault (which nothing of the chain may survive) is reported before
+    // a translation fault, whichever descriptor comes first, as if structure were checked first.
+    let mut last: Option<Descriptor> = None;
     let mut total: u32 = 0;
     let mut seen_writable = false;
+    let mut readable = SliceList::default();
+    let mut writable = SliceList::default();
+    let mut read_len = 0usize;
+    let mut write_len = 0usize;
+    let mut unbacked: Option<ChainError> = None;
     for desc in descs {
         total = total.checked_add(desc.len()).ok_or(ChainError::TooLong)?;
         let write_only = desc.is_write_only();
@@ -86,27 +99,28 @@ where
             return Err(ChainError::ReadableAfterWritable);
         }
         seen_writable |= write_only;
-        descs_seen.push(desc);
-    }
-    match descs_seen.last() {
-        None => return Err(ChainError::Empty),
-        Some(last) if last.has_next() => return Err(ChainError::Truncated),
-        Some(_) => {}
-    }
-
-    // Second pass: every byte must be backed by guest memory.
-    let mut readable = Vec::new();
-    let mut writable = Vec::new();
-    let mut read_len = 0usize;
-    let mut write_len = 0usize;
-    for desc in &descs_seen {
-        let (bufs, sum) = if desc.is_write_only() {
+        last = Some(desc);
+        if unbacked.is_some() {
+            continue;
+        }
+        let (bufs, sum) = if write_only {
             (&mut writable, &mut write_len)
         } else {
             (&mut readable, &mut read_len)
         };
-        translate(mem, desc, bufs)?;
-        *sum += desc.len() as usize;
+        // Every byte must be backed by guest memory.
+        match translate(mem, &desc, bufs) {
+            Ok(()) => *sum += desc.len() as usize,
+            Err(e) => unbacked = Some(e),
+        }
+    }
+    match last {
+        None => return Err(ChainError::Empty),
+        Some(last) if last.has_next() => return Err(ChainError::Truncated),
+        Some(_) => {}
+    }
+    if let Some(e) = unbacked {
+        return Err(e);
     }
     Ok((
         ChainReader {
@@ -122,7 +136,7 @@ where
 fn translate<'a, M: GuestMemoryBackend>(
     mem: &'a M,
     desc: &Descriptor,
-    out: &mut Vec<VolatileSlice<'a, MS<'a, M>>>,
+    out: &mut SliceList<VolatileSlice<'a, MS<'a, M>>>,
 ) -> Result<(), ChainError> {
     let oob = || ChainError::OutOfBounds {
         addr: desc.addr().0,
@@ -146,7 +160,7 @@ fn translate<'a, M: GuestMemoryBackend>(
 
 /// An ordered list of guest-memory slices with a consuming front.
 struct Cursor<'a, B> {
-    bufs: Vec<VolatileSlice<'a, B>>,
+    bufs: SliceList<VolatileSlice<'a, B>>,
     /// Index of the first slice with unconsumed bytes.
     pos: usize,
     /// Unconsumed bytes over all slices.
@@ -154,7 +168,7 @@ struct Cursor<'a, B> {
 }
 
 impl<'a, B: BitmapSlice> Cursor<'a, B> {
-    fn new(bufs: Vec<VolatileSlice<'a, B>>, avail: usize) -> Self {
+    fn new(bufs: SliceList<VolatileSlice<'a, B>>, avail: usize) -> Self {
         Self {
             bufs,
             pos: 0,
@@ -167,20 +181,22 @@ impl<'a, B: BitmapSlice> Cursor<'a, B> {
         debug_assert!(n <= self.avail);
         n = n.min(self.avail);
         self.avail -= n;
-        while n > 0 && self.pos < self.bufs.len() {
-            let cur = self.bufs[self.pos].clone();
+        while n > 0 {
+            let Some(cur) = self.bufs.get(self.pos) else {
+                break;
+            };
             if n >= cur.len() {
                 n -= cur.len();
                 self.pos += 1;
             } else {
                 // In range by the branch condition, so `offset` cannot fail.
                 if let Ok(rest) = cur.offset(n) {
-                    self.bufs[self.pos] = rest;
+                    self.bufs.set(self.pos, rest);
                 }
                 n = 0;
             }
         }
-        while self.pos < self.bufs.len() && self.bufs[self.pos].is_empty() {
+        while self.bufs.get(self.pos).is_some_and(|s| s.is_empty()) {
             self.pos += 1;
         }
     }
@@ -192,8 +208,8 @@ impl<'a, B: BitmapSlice> Cursor<'a, B> {
         max_slices: usize,
     ) -> impl Iterator<Item = VolatileSlice<'a, B>> + '_ {
         let mut left = limit;
-        self.bufs[self.pos..]
-            .iter()
+        self.bufs
+            .iter_from(self.pos)
             .take(max_slices)
             .map_while(move |s| {
                 if left == 0 {
@@ -215,15 +231,16 @@ impl<'a, B: BitmapSlice> Cursor<'a, B> {
         }
         let mut left = offset;
         let mut idx = self.pos;
-        let mut tail: Vec<VolatileSlice<'a, B>> = Vec::new();
-        while idx < self.bufs.len() {
-            let cur = self.bufs[idx].clone();
+        let mut tail = SliceList::default();
+        while let Some(cur) = self.bufs.get(idx) {
             if left < cur.len() {
                 let (head, rest) = cur
                     .split_at(left)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 tail.push(rest);
-                tail.extend_from_slice(&self.bufs[idx + 1..]);
+                for s in self.bufs.iter_from(idx + 1) {
+                    tail.push(s.clone());
+                }
                 self.bufs.truncate(idx);
                 self.bufs.push(head);
                 break;
@@ -255,13 +272,12 @@ impl<B: BitmapSlice> Cursor<'_, B> {
     ) -> io::Result<usize> {
         let count = count.min(self.avail);
         let mut done = 0usize;
-        let mut iov = Vec::new();
+        let mut stack = [NO_IOVEC; STACK_IOVECS];
+        let mut heap = Vec::new();
         while done < count {
-            let slices: Vec<_> = self.front(count - done, MAX_IOVECS).collect();
-            iov.clear();
-            iov.extend(slices.iter().map(iovec));
+            let iov = self.iovecs(count - done, &mut stack, &mut heap);
             let want: usize = iov.iter().map(|v| v.iov_len).sum();
-            let ret = op(&iov, file_offset(offset, done)?);
+            let ret = op(iov, file_offset(offset, done)?);
             if ret < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -278,7 +294,8 @@ impl<B: BitmapSlice> Cursor<'_, B> {
             }
             let n = ret as usize;
             if into_guest {
-                mark_dirty(&slices, n);
+                // The first `n` bytes are exactly the front slices the call was given.
+                mark_dirty(self.front(n, MAX_IOVECS), n);
             }
             self.consume(n);
             done += n;
@@ -289,6 +306,34 @@ impl<B: BitmapSlice> Cursor<'_, B> {
         Ok(done)
     }
 }
+
+impl<B: BitmapSlice> Cursor<'_, B> {
+    /// The iovecs of the front slices covering at most `limit` bytes (at most MAX_IOVECS of
+    /// them): in `stack` when they fit, which is nearly always, else in `heap`.
+    fn iovecs<'v>(
+        &self,
+        limit: usize,
+        stack: &'v mut [libc::iovec; STACK_IOVECS],
+        heap: &'v mut Vec<libc::iovec>,
+    ) -> &'v [libc::iovec] {
+        let mut n = 0;
+        for s in self.front(limit, MAX_IOVECS) {
+            if n == STACK_IOVECS {
+                heap.clear();
+                heap.extend(self.front(limit, MAX_IOVECS).map(|s| iovec(&s)));
+                return heap;
+            }
+            stack[n] = iovec(&s);
+            n += 1;
+        }
+        &stack[..n]
+    }
+}
+
+const NO_IOVEC: libc::iovec = libc::iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
 
 fn iovec<B: BitmapSlice>(s: &VolatileSlice<'_, B>) -> libc::iovec {
     libc::iovec {
@@ -447,7 +492,10 @@ impl<B: BitmapSlice> ZeroCopyWriter for ChainWriter<'_, B> {
 }
 
 /// Records guest pages written behind vm-memory's back (by `preadv`) for dirty-page logging.
-fn mark_dirty<B: BitmapSlice>(slices: &[VolatileSlice<'_, B>], mut n: usize) {
+fn mark_dirty<'a, B: BitmapSlice + 'a>(
+    slices: impl Iterator<Item = VolatileSlice<'a, B>>,
+    mut n: usize,
+) {
     for s in slices {
         if n == 0 {
             break;

@@ -279,6 +279,81 @@ fn readable_after_writable_is_rejected() {
 }
 
 #[test]
+fn a_structural_fault_wins_over_an_unbacked_descriptor_before_it() {
+    let mem = memory();
+    let next = VRING_DESC_F_NEXT as u16;
+    let oob = (MEM_SIZE as u64, 4);
+    let readable_after_writable = [
+        Descriptor::new(oob.0, oob.1, next, 1),
+        Descriptor::new(0x3000, 4, W | next, 2),
+        Descriptor::new(0x2000, 4, 0, 0),
+    ];
+    assert_eq!(
+        split_chain(&mem, readable_after_writable).err(),
+        Some(ChainError::ReadableAfterWritable)
+    );
+    let truncated = [
+        Descriptor::new(oob.0, oob.1, next, 1),
+        Descriptor::new(0x2000, 4, next, 2),
+    ];
+    assert_eq!(
+        split_chain(&mem, truncated).err(),
+        Some(ChainError::Truncated)
+    );
+    let too_long = [
+        Descriptor::new(oob.0, oob.1, next, 1),
+        Descriptor::new(0x1000, u32::MAX, 0, 0),
+    ];
+    assert_eq!(split_chain(&mem, too_long).err(), Some(ChainError::TooLong));
+    // With the structure sound, the first unbacked descriptor is the one reported.
+    let unbacked = [
+        Descriptor::new(0x1000, 4, next, 1),
+        Descriptor::new(oob.0, oob.1, W | next, 2),
+        Descriptor::new(oob.0 + 8, 4, W, 0),
+    ];
+    assert_eq!(
+        split_chain(&mem, unbacked).err(),
+        Some(ChainError::OutOfBounds {
+            addr: oob.0,
+            len: oob.1
+        })
+    );
+}
+
+#[test]
+fn transfers_over_more_slices_than_the_stack_holds() {
+    let mem = memory();
+    let next = VRING_DESC_F_NEXT as u16;
+    for n in [
+        STACK_IOVECS as u16 - 1,
+        STACK_IOVECS as u16,
+        STACK_IOVECS as u16 + 1,
+    ] {
+        let data: Vec<u8> = (0..n).map(|i| i as u8 ^ 0x5a).collect();
+        let file = memfd();
+        file.write_all_at(&data, 0).unwrap();
+        // One 1-byte writable descriptor per byte, apart in memory: n slices.
+        let descs: Vec<Descriptor> = (0..n)
+            .map(|i| {
+                let flags = W | if i + 1 < n { next } else { 0 };
+                Descriptor::new(0x1000 + 0x10 * u64::from(i), 1, flags, i + 1)
+            })
+            .collect();
+        let (_, mut w) = split_chain(&mem, descs).unwrap();
+        assert_eq!(
+            w.write_from_file(file.as_fd(), usize::MAX, 0).unwrap(),
+            n as usize
+        );
+        for i in 0..n {
+            let mut b = [0u8];
+            mem.read_slice(&mut b, GuestAddress(0x1000 + 0x10 * u64::from(i)))
+                .unwrap();
+            assert_eq!(b[0], data[usize::from(i)], "slice {i} of {n}");
+        }
+    }
+}
+
+#[test]
 fn total_length_overflow_is_rejected() {
     let mem = memory();
     let next = VRING_DESC_F_NEXT as u16;
