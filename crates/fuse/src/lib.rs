@@ -6,6 +6,7 @@
 //! implement [`filesystem::FileSystem`].
 
 pub mod abi;
+mod args;
 mod ext;
 pub mod filesystem;
 mod ids;

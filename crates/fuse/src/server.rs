@@ -20,6 +20,7 @@ use std::time::Duration;
 use virtiofsd_policy::IdPolicy;
 
 use crate::abi::{self, *};
+use crate::args::ArgBuf;
 use crate::ext;
 use crate::filesystem::{
     Context, DirEntry, Entry, FileLock, FileSystem, InitOptions, LockRequest, SetAttr, SetTime,
@@ -1159,10 +1160,8 @@ impl<F: FileSystem> Server<F> {
 }
 
 /// Reads the `len` argument bytes of a request.
-fn read_args<R: RequestReader>(r: &mut R, len: usize) -> Result<Vec<u8>, Error> {
-    let mut args = vec![0u8; len];
-    r.read_exact(&mut args).map_err(Error::Io)?;
-    Ok(args)
+fn read_args<R: RequestReader>(r: &mut R, len: usize) -> Result<ArgBuf, Error> {
+    ArgBuf::read(r, len).map_err(Error::Io)
 }
 
 fn arg<T: WireStruct>(args: &[u8]) -> Result<(T, &[u8]), i32> {
