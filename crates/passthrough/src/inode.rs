@@ -200,16 +200,26 @@ impl InodeStore {
         Some(existing.clone())
     }
 
-    /// Like [`Self::ref_existing`], but only for an inode that holds a descriptor: its key is
-    /// then known to name its file (see [`InodeFile::same_file`]) without looking at the file.
-    pub fn ref_pinned(&self, key: &InodeKey) -> Option<Arc<InodeData>> {
+    /// The inode the key names now, without taking a reference (see [`Self::ref_held`]).
+    pub fn find(&self, key: &InodeKey) -> Option<Arc<InodeData>> {
+        let maps = self.read();
+        maps.by_key
+            .get(key)
+            .and_then(|id| maps.by_id.get(id))
+            .cloned()
+    }
+
+    /// Takes one lookup reference on `data` if the table still holds it (the guest may have
+    /// forgotten it since [`Self::find`]); ids are never reused, so the id alone tells.
+    pub fn ref_held(&self, data: &Arc<InodeData>) -> bool {
         let maps = self.write();
-        let existing = maps.by_key.get(key).and_then(|id| maps.by_id.get(id))?;
-        if !matches!(existing.file, InodeFile::Fd(_)) {
-            return None;
+        match maps.by_id.get(&data.id) {
+            Some(held) if Arc::ptr_eq(held, data) => {
+                held.refcount.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            _ => false,
         }
-        existing.refcount.fetch_add(1, Ordering::AcqRel);
-        Some(existing.clone())
     }
 
     /// Takes one lookup reference on the file `file` refers to: an existing inode with the same
@@ -335,26 +345,21 @@ mod tests {
     }
 
     #[test]
-    fn only_inodes_holding_a_descriptor_are_pinned() {
+    fn a_found_inode_is_referenced_only_while_held() {
         let store = InodeStore::new(fd(), key(1));
         let a = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
-        let b = store
-            .ref_pinned(&key(7))
-            .expect("a descriptor pins its key");
-        assert_eq!((a.id, a.refcount()), (b.id, 2));
-        assert!(store.ref_pinned(&key(8)).is_none());
-        store.restore(
-            vec![InodeData::restored(
-                50,
-                InodeFile::Broken,
-                None,
-                key(9),
-                libc::S_IFREG,
-                1,
-            )],
-            51,
-        );
-        assert!(store.ref_pinned(&key(9)).is_none());
+        let found = store.find(&key(7)).expect("the key names the inode");
+        assert_eq!(found.id, a.id);
+        assert_eq!(found.refcount(), 1);
+        assert!(store.ref_held(&found));
+        assert_eq!(found.refcount(), 2);
+        assert!(store.find(&key(8)).is_none());
+        store.forget(a.id, 2);
+        assert!(!store.ref_held(&found));
+        // A new inode under the same key is another inode: the stale one is not revived.
+        let b = store.insert_or_ref(InodeFile::Fd(fd()), None, key(7), libc::S_IFREG);
+        assert!(!store.ref_held(&found));
+        assert_eq!(b.refcount(), 1);
     }
 
     #[test]

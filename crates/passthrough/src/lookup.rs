@@ -1,9 +1,12 @@
 //! Looking up a name whose file the inode table already holds, without opening it.
 //!
 //! A guest looks the same names up again and again (each time its entry times out), and most of
-//! them name inodes the table holds open. Opening the file only to find that out, then closing
-//! the new descriptor again, is two system calls of the three a lookup costs; `statx` of the name
-//! alone tells which file it is when the table's descriptor pins that file's inode number.
+//! them name inodes the table holds. Opening the file only to find that out, then closing the
+//! new descriptor again, costs two system calls more than asking about the name itself:
+//! `statx` of the name tells which inode number it has, and when the table's inode under that
+//! number is held by a descriptor (which pins the number) that settles it. An inode held by a
+//! file handle pins nothing, so the name's own handle (`name_to_handle_at`, which opens nothing
+//! either) must equal the held one.
 //!
 //! The name goes through the same checks as an open: one component, never `.` or `..` (so the
 //! walk cannot leave the directory), and a symlink is described, not followed. Nothing is opened,
@@ -11,18 +14,18 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use virtiofsd_fuse::filesystem::Entry;
 
 use crate::fs::PassthroughFs;
-use crate::inode::{InodeData, InodeKey};
-use crate::oslib;
+use crate::inode::{InodeData, InodeFile, InodeKey};
+use crate::oslib::{self, FileHandle};
 
 impl PassthroughFs {
-    /// The entry of `name` in `parent` (whose descriptor is `dir`) when the table holds its file
-    /// open, with one more lookup reference taken; `None` when only opening it can tell. `name`
-    /// must have passed `check_name`.
+    /// The entry of `name` in `parent` (whose descriptor is `dir`) when the table holds its file,
+    /// with one more lookup reference taken; `None` when only opening it can tell. `name` must
+    /// have passed `check_name`.
     ///
     /// A missing name answers `ENOENT` right away: the open would say the same. Any other
     /// failure is left to the open, so the guest sees exactly the error it always saw.
@@ -42,13 +45,63 @@ impl PassthroughFs {
             ino: st.st_ino,
             mnt_id,
         };
-        // A descriptor keeps its inode alive, so no other file can carry this key meanwhile: the
-        // name named this very inode when it was stat'ed, as an open would have found.
-        Ok(self
-            .inodes
-            .ref_pinned(&key)
-            .map(|data| self.entry_for(parent, &data, st, mnt_id)))
+        let Some(data) = self.inodes.find(&key) else {
+            return Ok(None);
+        };
+        let same = match &data.file {
+            // A descriptor keeps its inode alive, so no other file can carry this key meanwhile:
+            // the name named this very inode when it was stat'ed, as an open would have found.
+            InodeFile::Fd(_) => true,
+            // Handles name one file for good: equal handles, same file, now. It is the file
+            // the stat described too, since while it lives no other file has its number.
+            InodeFile::Handle { handle, .. } => name_has_handle(dir, name, handle, mnt_id),
+            InodeFile::Broken => false,
+        };
+        if !same || !self.inodes.ref_held(&data) {
+            return Ok(None);
+        }
+        Ok(Some(self.entry_for(parent, &data, st, mnt_id)))
     }
+}
+
+/// The kernel's `MAX_HANDLE_SZ`.
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct RawHandle {
+    handle_bytes: u32,
+    handle_type: libc::c_int,
+    f_handle: [u8; MAX_HANDLE_SZ],
+}
+
+/// Whether `name` in `dir` (a symlink itself, not its target) has the file handle `want` on
+/// the mount `mnt_id`. Compared in place: nothing is allocated.
+fn name_has_handle(dir: BorrowedFd<'_>, name: &CStr, want: &FileHandle, mnt_id: u64) -> bool {
+    let mut raw = RawHandle {
+        handle_bytes: MAX_HANDLE_SZ as u32,
+        handle_type: 0,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    let mut got_mnt: libc::c_int = 0;
+    // SAFETY: `raw` is a file_handle with `handle_bytes` of writable space after its header;
+    // `got_mnt` is writable; `name` is NUL-terminated and only read during the call. Without
+    // AT_SYMLINK_FOLLOW the kernel does not follow a symlink `name` names.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut raw as *mut RawHandle,
+            &mut got_mnt as *mut libc::c_int,
+            0,
+        )
+    };
+    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    ret == 0
+        && got_mnt as u64 == mnt_id
+        && raw.handle_type == want.handle_type()
+        && &raw.f_handle[..len] == want.bytes()
 }
 
 #[cfg(test)]
@@ -60,11 +113,18 @@ mod tests {
     use virtiofsd_fuse::filesystem::{FileSystem, ROOT_ID};
 
     use crate::config::FileHandleMode;
+    use crate::inode::InodeFile;
     use crate::tests::{setup_with, ROOT};
 
     #[test]
     fn known_names_are_found_without_a_descriptor_and_unknown_ones_are_not() {
-        let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Never);
+        for mode in [FileHandleMode::Never, FileHandleMode::Mandatory] {
+            known_names_are_found(mode);
+        }
+    }
+
+    fn known_names_are_found(mode: FileHandleMode) {
+        let (d, fs) = setup_with(|c| c.inode_file_handles = mode);
         fs::write(d.join("a"), b"x").unwrap();
         fs::create_dir(d.join("sub")).unwrap();
         symlink("a", d.join("link")).unwrap();
@@ -99,14 +159,35 @@ mod tests {
 
     #[test]
     fn a_replaced_name_is_looked_up_afresh() {
-        let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Never);
-        fs::write(d.join("a"), b"old").unwrap();
-        let old = fs.lookup(ROOT, ROOT_ID, c"a").unwrap();
-        fs::write(d.join("b"), b"new!").unwrap();
-        fs::rename(d.join("b"), d.join("a")).unwrap();
-        let new = fs.lookup(ROOT, ROOT_ID, c"a").unwrap();
-        assert_ne!(new.inode, old.inode);
-        assert_eq!(new.attr.st_size, 4);
-        assert_eq!(fs.lookup(ROOT, ROOT_ID, c"a").unwrap().inode, new.inode);
+        for mode in [FileHandleMode::Never, FileHandleMode::Mandatory] {
+            let (d, fs) = setup_with(|c| c.inode_file_handles = mode);
+            fs::write(d.join("a"), b"old").unwrap();
+            let old = fs.lookup(ROOT, ROOT_ID, c"a").unwrap();
+            fs::write(d.join("b"), b"new!").unwrap();
+            fs::rename(d.join("b"), d.join("a")).unwrap();
+            let new = fs.lookup(ROOT, ROOT_ID, c"a").unwrap();
+            assert_ne!(new.inode, old.inode);
+            assert_eq!(new.attr.st_size, 4);
+            assert_eq!(fs.lookup(ROOT, ROOT_ID, c"a").unwrap().inode, new.inode);
+        }
+    }
+
+    #[test]
+    fn a_handle_that_differs_is_not_the_held_inode() {
+        let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Mandatory);
+        fs::write(d.join("a"), b"x").unwrap();
+        fs::write(d.join("b"), b"y").unwrap();
+        let a = fs.lookup(ROOT, ROOT_ID, c"a").unwrap();
+        let root = fs.inodes.get(ROOT_ID).unwrap();
+        let dir = root.fd().unwrap();
+        let held = fs.inodes.get(a.inode).unwrap();
+        let InodeFile::Handle { handle, .. } = &held.file else {
+            panic!("a mandatory-handles inode holds a handle");
+        };
+        let mnt = held.key.mnt_id;
+        assert!(super::name_has_handle(dir.as_fd(), c"a", handle, mnt));
+        assert!(!super::name_has_handle(dir.as_fd(), c"b", handle, mnt));
+        assert!(!super::name_has_handle(dir.as_fd(), c"a", handle, mnt + 1));
+        assert!(!super::name_has_handle(dir.as_fd(), c"nope", handle, mnt));
     }
 }
