@@ -25,7 +25,9 @@ import { multiqueueTable, pairTable } from './bench/report.mts';
 
 interface Options {
   modes: Mode[];
+  modeGiven: boolean;
   filter: RegExp;
+  filterGiven: boolean;
   rounds: number;
   seconds: number;
   json: boolean;
@@ -82,7 +84,9 @@ function parseOptions(argv: string[]): Options {
   if (!Number.isSafeInteger(files) || files < 1 || files > 100_000_000) throw new UsageError(`--inodes-files must be an integer in [1, 100000000], got ${values['inodes-files']}`);
   return {
     modes,
+    modeGiven: values.mode !== undefined,
     filter,
+    filterGiven: values.filter !== undefined,
     rounds,
     seconds,
     json: values.json ?? false,
@@ -96,8 +100,10 @@ function parseOptions(argv: string[]): Options {
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const plan = opts.modes.map((mode) => ({ mode, workloads: mode.workloads.filter((w) => opts.filter.test(w.name)) })).filter((p) => p.workloads.length > 0);
-  const scaleSelected = opts.filter.test('scale');
-  const inodesSelected = opts.filter.test('inodes');
+  // Sections run in the full default run, or when a --filter names them; --mode alone asks for modes.
+  const sections = opts.filterGiven || !opts.modeGiven;
+  const scaleSelected = sections && opts.filter.test('scale');
+  const inodesSelected = sections && opts.filter.test('inodes');
   if (plan.length === 0 && !scaleSelected && !inodesSelected) {
     const all = [...new Set(opts.modes.flatMap((m) => m.workloads.map((w) => w.name)))];
     throw new UsageError(`--filter ${opts.filter.source} matches no workload of the modes ${opts.modes.map((m) => m.name).join(', ')} (${all.join(', ')}) nor the sections "scale" and "inodes"`);
