@@ -130,6 +130,7 @@ export async function runDaemon(spec: RunSpec, kind: Kind, tool: string, referen
     let first: Sample | undefined;
     let last = before;
     let peakPrivate = before.privateKiB;
+    let liveFds = before.fds;
     let done = false;
     void t.exit.then(() => (done = true));
     void t.error.then(() => (done = true));
@@ -138,6 +139,9 @@ export async function runDaemon(spec: RunSpec, kind: Kind, tool: string, referen
       if (!s) break;
       if (!first && s.at - started >= warmupMs) first = s;
       last = s;
+      // Descriptors from a reading while the tool surely still runs: the readings that race with
+      // the device's exit find some of them closed already.
+      if (s.at - started < endMs - 100) liveFds = s.fds;
       peakPrivate = Math.max(peakPrivate, s.privateKiB);
       const late = Date.now() - started > endMs - 500;
       await Promise.race([sleep(late ? 10 : 100), t.exit]);
@@ -164,7 +168,7 @@ export async function runDaemon(spec: RunSpec, kind: Kind, tool: string, referen
       cpuUsPerOp: (cpuPerSecond * 1e6) / result.opsPerSec,
       peakRssMiB: last.hwmKiB / 1024,
       privateMiB: peakPrivate / 1024,
-      fds: last.fds,
+      fds: liveFds,
     };
   } finally {
     if (daemon) await stopDaemon(daemon);
