@@ -393,9 +393,9 @@ test('the help text documents every option the parser knows', (t) => {
   t.deepEqual([...documentedShort].sort(), ['V', 'd', 'f', 'h', 'o']);
   // A heading per option, not a mention in another option's text: --socket has its own entry.
   t.true(headings.includes('      --socket <SOCKET>'));
-  // The long options of upstream virtiofsd 1.13, none missing, plus the one of ours (--reconnect).
+  // The long options of upstream virtiofsd 1.13, none missing, plus ours (--reconnect, --max-request-queues).
   const upstream = ['shared-dir', 'tag', 'socket', 'socket-path', 'socket-group', 'fd', 'thread-pool-size', 'xattr', 'posix-acl', 'xattrmap', 'sandbox', 'readonly', 'seccomp', 'announce-submounts', 'no-announce-submounts', 'inode-file-handles', 'cache', 'allow-mmap', 'no-readdirplus', 'writeback', 'allow-direct-io', 'print-capabilities', 'modcaps', 'log-level', 'syslog', 'rlimit-nofile', 'no-killpriv-v2', 'killpriv-v2', 'security-label', 'uid-map', 'gid-map', 'translate-uid', 'translate-gid', 'preserve-noatime', 'migration-mode', 'migration-on-error', 'migration-verify-handles', 'migration-confirm-paths', 'help', 'version'];
-  t.deepEqual([...LONG_OPTIONS].sort(), [...upstream, 'reconnect'].sort());
+  t.deepEqual([...LONG_OPTIONS].sort(), [...upstream, 'reconnect', 'max-request-queues'].sort());
 });
 
 test('xattrmap rule syntax (more in policy-options.spec.ts)', (t) => {
@@ -416,14 +416,14 @@ function tempDir(): string {
 
 test('CLI options compile to the device config', (t) => {
   const dir = tempDir();
-  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=never']);
+  const parsed = parseArgs(['--shared-dir', dir, '--socket-path', 'rel.sock', '--socket-group', 'kvm', '--tag', 'fs0', '--cache=metadata', '--thread-pool-size=8', '--readonly', '--no-readdirplus', '--writeback', '--allow-direct-io', '--allow-mmap', '--no-announce-submounts', '--rlimit-nofile=2048', '--log-level=warn', '--sandbox=none', '--seccomp=none', '--xattr', '--killpriv-v2', '--preserve-noatime', '--inode-file-handles=never', '--max-request-queues=4']);
   checkRunnable(parsed);
   const config = cliConfig(parsed.options, '/some/cwd', {});
   t.deepEqual(config, {
     sharedDir: dir,
     socket: { kind: 'path', path: '/some/cwd/rel.sock', group: 'kvm' },
     tag: 'fs0',
-    numRequestQueues: 1,
+    maxRequestQueues: 4,
     queueSize: 1024,
     threadPoolSize: 8,
     cache: 'metadata',
@@ -508,8 +508,8 @@ test('library options are validated with the CLI rules', (t) => {
   t.throws(() => buildDeviceConfig({ sharedDir: '/tmp', fd: 3, socketGroup: 'kvm' }), { message: /'socketGroup' only applies/ });
   t.throws(() => buildDeviceConfig({ ...base, readonly: 'yes' as never }), { message: "invalid value for 'readonly': expected a boolean" });
   t.throws(() => buildDeviceConfig({ ...base, queueSize: 1000 }), { message: /must be a power of two/ });
-  t.throws(() => buildDeviceConfig({ ...base, numRequestQueues: 64 }), { message: /'numRequestQueues'/ });
-  t.is(buildDeviceConfig({ ...base, numRequestQueues: 2 }).numRequestQueues, 2);
+  t.throws(() => buildDeviceConfig({ ...base, maxRequestQueues: 64 }), { message: /'maxRequestQueues'/ });
+  t.is(buildDeviceConfig({ ...base, maxRequestQueues: 2 }).maxRequestQueues, 2);
   t.true(buildDeviceConfig({ ...base, killprivV2: true }).killprivV2);
   t.throws(() => buildDeviceConfig({ ...base, inodeFileHandles: 'fallback' as never }), { message: /invalid value 'fallback' for 'inodeFileHandles'/ });
   t.throws(() => buildDeviceConfig({ ...base, xattr: 1 as never }), { message: "invalid value for 'xattr': expected a boolean" });
@@ -545,7 +545,7 @@ const EVERY_DEVICE_OPTION: Record<keyof DeviceOptions, true> = {
   sharedDir: true, socketPath: true, socketGroup: true, fd: true, tag: true, cache: true, threadPoolSize: true,
   readonly: true, readdirplus: true, writeback: true, allowDirectIo: true, allowMmap: true, announceSubmounts: true,
   killprivV2: true, xattr: true, inodeFileHandles: true, preserveNoatime: true, posixLocks: true, flock: true,
-  rlimitNofile: true, logLevel: true, numRequestQueues: true, queueSize: true, sandbox: true, seccomp: true,
+  rlimitNofile: true, logLevel: true, maxRequestQueues: true, queueSize: true, sandbox: true, seccomp: true,
   uidMap: true, gidMap: true, modcaps: true, cwd: true, posixAcl: true, securityLabel: true, xattrMap: true,
   translateUid: true, translateGid: true, migrationMode: true, migrationOnError: true, migrationVerifyHandles: true,
   migrationConfirmPaths: true, reconnect: true,
@@ -619,7 +619,9 @@ test('library limits are the device\'s: a value TypeScript accepts is never refu
     t.is(optionError(t, () => checkDeviceOptions({ [key]: max + 1 }))?.reason, 'out-of-range', key);
     t.is(optionError(t, () => checkDeviceOptions({ [key]: min - 1 }))?.reason, 'out-of-range', key);
   }
-  t.is(optionError(t, () => checkDeviceOptions({ numRequestQueues: 64 }))?.message, "invalid value '64' for 'numRequestQueues': must be an integer between 1 and 63");
+  t.is(optionError(t, () => checkDeviceOptions({ maxRequestQueues: 64 }))?.message, "invalid value '64' for 'maxRequestQueues': must be an integer between 1 and 63");
+  t.throws(() => parseArgs(['--max-request-queues=64']), { message: /'--max-request-queues'.*63/ });
+  t.throws(() => parseArgs(['--max-request-queues=0']), { message: /'--max-request-queues'/ });
   t.is(optionError(t, () => checkDeviceOptions({ queueSize: 65536 }))?.key, 'queueSize');
   t.is(optionError(t, () => checkDeviceOptions({ tag: 'é'.repeat(19) }))?.reason, 'out-of-range', '38 bytes');
   t.is(optionError(t, () => checkDeviceOptions({ modcaps: '+sys_everything' }))?.key, 'modcaps');

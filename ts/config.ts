@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { OptionError } from './errors';
-import { DEFAULT_QUEUE_SIZE } from './generated/schema';
+import { DEFAULT_QUEUE_SIZE, MAX_REQUEST_QUEUES } from './generated/schema';
 import type { DeviceConfig, InodeFileHandleMode, LogTarget, MigrationMode, MigrationOnError, SocketConfig } from './generated/schema';
 import { CliOptions, LIBRARY_OPTIONS } from './options';
 import { CLI_NAMING, CompiledPolicies, IdTranslation, LIBRARY_NAMING, PolicyNaming, XattrMapRule, compilePolicies, currentIdentity } from './policy';
@@ -88,7 +88,8 @@ export interface DeviceOptions {
   /** `null` keeps the default; 0 leaves the limit unchanged. */
   rlimitNofile?: number | null;
   logLevel?: LogLevel;
-  numRequestQueues?: number;
+  /** The most request queues offered (default: `MAX_REQUEST_QUEUES`, the most there can be); the frontend decides how many it uses. */
+  maxRequestQueues?: number;
   queueSize?: number;
   /** Confinement of the device process (default 'namespace', as upstream). */
   sandbox?: SandboxMode;
@@ -236,7 +237,7 @@ export function compileDevice(input: DeviceOptions, naming: PolicyNaming = LIBRA
     sharedDir,
     socket,
     tag: options.tag ?? null,
-    numRequestQueues: options.numRequestQueues ?? 1,
+    maxRequestQueues: options.maxRequestQueues ?? MAX_REQUEST_QUEUES,
     queueSize: options.queueSize ?? DEFAULT_QUEUE_SIZE,
     threadPoolSize: options.threadPoolSize ?? 0,
     cache: options.cache ?? 'auto',
@@ -355,6 +356,7 @@ export function cliToDeviceOptions(cli: CliOptions, cwd: string = process.cwd())
     tag: cli.tag ?? null,
     cache: cli.cache,
     threadPoolSize: cli.threadPoolSize,
+    maxRequestQueues: cli.maxRequestQueues,
     readonly: cli.readonly,
     readdirplus: !cli.noReaddirplus,
     writeback: cli.writeback,

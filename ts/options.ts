@@ -51,6 +51,7 @@ export interface CliOptions {
   socketGroup?: string;
   fd?: number;
   threadPoolSize?: number;
+  maxRequestQueues?: number;
   xattr: boolean;
   posixAcl: boolean;
   /** The `--xattrmap` (or `-o xattrmap=`) rules as written, checked. */
@@ -171,6 +172,7 @@ const BOOLEAN: ValueCheck = { type: 'boolean' };
 const STRING: ValueCheck = { type: 'string' };
 const SOCKET_FD = { type: 'integer', min: 0, max: MAX_SOCKET_FD } as const;
 const THREAD_POOL_SIZE = { type: 'integer', min: 0, max: MAX_THREAD_POOL_SIZE } as const;
+const REQUEST_QUEUES = { type: 'integer', min: MIN_REQUEST_QUEUES, max: MAX_REQUEST_QUEUES } as const;
 const RLIMIT_NOFILE = { type: 'integer', min: 0, max: MAX_RLIMIT_NOFILE } as const;
 const enumOf = (values: readonly string[]): ValueCheck => ({ type: 'enum', values });
 const sets = (key: LibraryKey, check: ValueCheck, nullable?: boolean): LibraryOption => ({ key, check, nullable });
@@ -231,6 +233,15 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     },
     (o, v, c) => (o.threadPoolSize = parseUint(c.name, v, THREAD_POOL_SIZE.max, THREAD_POOL_SIZE.min)),
     sets('threadPoolSize', THREAD_POOL_SIZE),
+  ),
+  value(
+    'max-request-queues',
+    {
+      text: `Offer at most this many request queues, at most ${MAX_REQUEST_QUEUES}; the frontend decides how many it uses (QEMU: num-request-queues)`,
+      default: String(MAX_REQUEST_QUEUES),
+    },
+    (o, v, c) => (o.maxRequestQueues = parseUint(c.name, v, REQUEST_QUEUES.max, REQUEST_QUEUES.min)),
+    sets('maxRequestQueues', REQUEST_QUEUES),
   ),
   flag('xattr', { text: 'Support extended attributes' }, (o) => (o.xattr = true), sets('xattr', BOOLEAN)),
   flag(
@@ -522,7 +533,6 @@ const BY_SHORT = new Map(OPTION_TABLE.filter((s) => s.short).map((s) => [s.short
 export const LIBRARY_ONLY_OPTIONS: readonly LibraryOption[] = [
   sets('posixLocks', BOOLEAN),
   sets('flock', BOOLEAN),
-  sets('numRequestQueues', { type: 'integer', min: MIN_REQUEST_QUEUES, max: MAX_REQUEST_QUEUES }),
   sets('queueSize', { type: 'integer', min: MIN_QUEUE_SIZE, max: MAX_QUEUE_SIZE, powerOfTwo: true }),
   sets('cwd', STRING),
 ];

@@ -18,7 +18,7 @@ const args = Object.fromEntries(
 startDevice({
   sharedDir: args['shared-dir'],
   socketPath: args['socket-path'],
-  numRequestQueues: Number(args.queues ?? 1),
+  maxRequestQueues: Number(args.queues ?? 1),
   threadPoolSize: Number(args['thread-pool-size'] ?? 0),
 }).then(
   (device) => {

@@ -206,8 +206,8 @@ export interface DeviceConfig {
   socket: SocketConfig;
   /** The tag the device reports in its configuration space. 1 to 36 UTF-8 bytes, no NUL. */
   tag: string | null;
-  /** An integer from 1 to 63. */
-  numRequestQueues: number;
+  /** The most request queues the device offers; the frontend decides how many it uses. An integer from 1 to 63. */
+  maxRequestQueues: number;
   /** The largest virtqueue size offered. An integer from 1 to 32768, a power of two. */
   queueSize: number;
   /** Worker threads for requests; 0 serves them on the queue threads. An integer from 0 to 1024. */

@@ -28,7 +28,7 @@ pub struct DaemonConfig {
     pub shared_dir: PathBuf,
     pub socket: SocketConfig,
     pub tag: Option<String>,
-    pub num_request_queues: usize,
+    pub max_request_queues: usize,
     pub queue_size: u16,
     pub thread_pool_size: usize,
     pub cache: CacheMode,
@@ -314,7 +314,7 @@ impl DaemonConfig {
                 return invalid("tag must not contain NUL characters".into());
             }
         }
-        if !(MIN_REQUEST_QUEUES..=MAX_REQUEST_QUEUES).contains(&self.num_request_queues) {
+        if !(MIN_REQUEST_QUEUES..=MAX_REQUEST_QUEUES).contains(&self.max_request_queues) {
             return invalid(format!(
                 "numRequestQueues must be between {MIN_REQUEST_QUEUES} and {MAX_REQUEST_QUEUES}"
             ));

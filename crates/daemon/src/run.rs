@@ -196,7 +196,7 @@ fn serve(
     ));
     let confinement = Confinement::record(config, euid_at_start);
     crate::seccomp::install(config, file_handles).map_err(RunError::Seccomp)?;
-    let device_stats = Arc::new(DeviceStats::new(config.num_request_queues + 1));
+    let device_stats = Arc::new(DeviceStats::new(config.max_request_queues + 1));
     let stats = Arc::new(StatsSource::new(
         Arc::clone(&server),
         Arc::clone(&device_stats),
@@ -214,7 +214,8 @@ fn serve(
 
     let device_config = DeviceConfig {
         tag: config.tag.clone(),
-        num_request_queues: config.num_request_queues,
+        max_request_queues: config.max_request_queues,
+        queue_threads: 0,
         queue_size: config.queue_size,
         thread_pool_size: config.thread_pool_size,
         // The passthrough filesystem saves and restores its inodes and handles.

@@ -110,7 +110,8 @@ pub struct Snapshot {
     pub unanswered: u64,
     /// Requests popped from any queue and not completed yet.
     pub in_flight: u64,
-    /// Per queue: index 0 is the hiprio queue, then the request queues.
+    /// Per queue: index 0 is the hiprio queue, then the request queues, up to the last one
+    /// that carried a request (the device offers more than a frontend usually sets up).
     pub queues: Vec<QueueStats>,
     /// Inodes the guest knows (the root included).
     pub inodes: u64,
@@ -185,7 +186,8 @@ impl StatsSource {
                 .entry(errno_name(slot).unwrap_or("other"))
                 .or_insert(0) += n;
         }
-        let queues: Vec<QueueStats> = self.device.snapshot().iter().map(Into::into).collect();
+        let mut queues: Vec<QueueStats> = self.device.snapshot().iter().map(Into::into).collect();
+        queues.truncate(queues_in_use(&queues));
         let fs = self.server.fs();
         let census = fs.census();
         Snapshot {
@@ -243,6 +245,13 @@ struct Printed<'a> {
     stats: &'a Snapshot,
 }
 
+/// How many queues to report: the hiprio queue and the request queues up to the last one that
+/// carried a request, and at least the first request queue, which every frontend sets up.
+fn queues_in_use(queues: &[QueueStats]) -> usize {
+    let last_used = queues.iter().rposition(|q| q.requests > 0).unwrap_or(0);
+    (last_used + 1).max(2).min(queues.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +263,19 @@ mod tests {
             seccomp: "kill",
             capabilities: vec!["chown".into()],
         }
+    }
+
+    #[test]
+    fn only_the_queues_up_to_the_last_used_one_are_reported() {
+        let q = |requests| QueueStats {
+            requests,
+            in_flight: 0,
+            latency_us_sum: 0,
+            latency_buckets: Vec::new(),
+        };
+        assert_eq!(queues_in_use(&[q(0), q(0), q(0), q(0)]), 2);
+        assert_eq!(queues_in_use(&[q(1), q(5), q(0), q(3), q(0)]), 4);
+        assert_eq!(queues_in_use(&[q(0)]), 1);
     }
 
     #[test]

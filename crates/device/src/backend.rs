@@ -28,6 +28,7 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod blocking;
+mod threads;
 
 use crate::config_space::{self, CONFIG_LEN};
 use crate::descriptor::split_chain;
@@ -38,6 +39,7 @@ use crate::pool::ThreadPool;
 use crate::stats::{DeviceStats, InFlight, Pending};
 use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
 use blocking::BlockingRequests;
+use threads::QueueThreads;
 
 /// Guest memory with a dirty-page log the frontend can install (SET_LOG_BASE) for live
 /// migration: every write through vm-memory marks the pages it touched, and the writes the
@@ -62,6 +64,13 @@ pub struct VhostUserFsBackend<H> {
     event_idx: AtomicBool,
     mem: RwLock<GuestMem>,
     pool: Option<ThreadPool>,
+    /// Which thread serves which queue.
+    threads: QueueThreads,
+    /// Chains per turn at a queue whose thread serves others too ([`FAIR_SHARE`]).
+    fair_share: usize,
+    /// Per thread, with a pool: the eventfd a worker signals when it frees a slot of a queue
+    /// of that thread that stopped popping (see [`CtlState::woken`]).
+    resumes: Vec<Arc<EventFd>>,
     /// Per queue: pool requests in flight, stop epoch, throttling and broken state.
     queues: Arc<Vec<QueueCtl>>,
     /// How long `stop_vring` waits for pool requests.
@@ -77,6 +86,15 @@ pub struct VhostUserFsBackend<H> {
 /// How long stopping a queue (GET_VRING_BASE) waits for its requests on the pool before it
 /// abandons them: a request wedged in the filesystem must not wedge the frontend's reset too.
 const STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// How many chains answered on the queue thread may wait for one interrupt: one per chain costs
+/// a system call each on both sides, one per burst would hold the first answers of a long
+/// burst back.
+const SIGNAL_BATCH: usize = 16;
+
+/// How many chains a thread that serves several queues takes from one of them before it looks
+/// at the others: a queue the guest keeps full must not starve its neighbours.
+const FAIR_SHARE: usize = 64;
 
 /// Epoll event id of a queue thread's "a pool slot came free" eventfd. Ids up to and including
 /// `num_queues` belong to the vhost-user library (queues and its exit event).
@@ -115,8 +133,9 @@ impl QueueConfig {
 struct QueueCtl {
     state: Mutex<CtlState>,
     idle: Condvar,
-    /// Written by a pool worker that frees a slot while the queue thread waits for one.
-    resume: EventFd,
+    /// Its thread's resume eventfd (with a pool): written by a pool worker that frees a slot
+    /// while the queue thread waits for one.
+    resume: Option<Arc<EventFd>>,
 }
 
 #[derive(Default)]
@@ -127,17 +146,19 @@ struct CtlState {
     epoch: u64,
     /// The queue thread stopped popping because `in_flight` reached the limit.
     throttled: bool,
+    /// A slot came free after `throttled`: the thread's next resume event serves this queue.
+    woken: bool,
     /// Set when the guest corrupted the queue: the configuration it was found broken in.
     broken: Option<QueueConfig>,
 }
 
 impl QueueCtl {
-    fn new() -> io::Result<Self> {
-        Ok(Self {
+    fn new(resume: Option<Arc<EventFd>>) -> Self {
+        Self {
             state: Mutex::new(CtlState::default()),
             idle: Condvar::new(),
-            resume: EventFd::new(EFD_NONBLOCK)?,
-        })
+            resume,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
@@ -149,7 +170,8 @@ impl QueueCtl {
         state.in_flight = state.in_flight.saturating_sub(1);
         if state.throttled {
             state.throttled = false;
-            if let Err(e) = self.resume.write(1) {
+            state.woken = true;
+            if let Some(Err(e)) = self.resume.as_ref().map(|r| r.write(1)) {
                 guest_log!(log::Level::Warn, "cannot wake a throttled queue: {e}");
             }
         }
@@ -183,14 +205,26 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let num_queues = config.num_request_queues + 1;
+        let num_queues = config.max_request_queues + 1;
         let pool = match config.thread_pool_size {
             0 => None,
             n => Some(ThreadPool::new(n)?),
         };
+        let threads =
+            QueueThreads::sized_to_machine(config.max_request_queues, config.queue_threads);
+        // Only a pool ever throttles a queue, so only a pool needs the eventfds to resume one.
+        let resumes = match pool {
+            Some(_) => (0..threads.len())
+                .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+                .collect::<io::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let queues = (0..num_queues)
-            .map(|_| QueueCtl::new())
-            .collect::<io::Result<Vec<_>>>()?;
+            .map(|q| {
+                let thread = threads.thread_of(q).unwrap_or(0);
+                QueueCtl::new(resumes.get(thread).cloned())
+            })
+            .collect();
         Ok(Self {
             handler,
             num_queues,
@@ -198,11 +232,14 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             has_tag: config.tag.is_some(),
             config_space: config_space::encode(
                 config.tag.as_deref(),
-                u32::try_from(config.num_request_queues).unwrap_or(u32::MAX),
+                u32::try_from(config.max_request_queues).unwrap_or(u32::MAX),
             ),
             event_idx: AtomicBool::new(false),
             mem: RwLock::new(mem),
             pool,
+            threads,
+            fair_share: FAIR_SHARE,
+            resumes,
             queues: Arc::new(queues),
             stop_wait: STOP_WAIT,
             blocking: BlockingRequests::new(num_queues),
@@ -221,6 +258,19 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
     ) -> io::Result<Self> {
         let mut backend = Self::new(handler, config, mem)?;
         backend.blocking = BlockingRequests::with_limit(backend.num_queues, limit);
+        Ok(backend)
+    }
+
+    /// Like [`new`](Self::new), with turns of `fair_share` chains at shared threads.
+    #[cfg(test)]
+    fn with_fair_share(
+        handler: Arc<H>,
+        config: &DeviceConfig,
+        mem: GuestMem,
+        fair_share: usize,
+    ) -> io::Result<Self> {
+        let mut backend = Self::new(handler, config, mem)?;
+        backend.fair_share = fair_share;
         Ok(backend)
     }
 
@@ -254,11 +304,16 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             .is_some_and(|c| c.lock().broken.is_some())
     }
 
-    /// The eventfd a queue thread must watch (as event [`Self::resume_event`]) so that it resumes
-    /// a queue it stopped popping while the pool was full; `None` without a pool.
-    pub fn resume_fd(&self, queue_index: usize) -> Option<RawFd> {
-        self.pool.as_ref()?;
-        self.queues.get(queue_index).map(|c| c.resume.as_raw_fd())
+    /// The eventfd queue thread `thread_index` must watch (as event [`Self::resume_event`]) so
+    /// that it resumes a queue it stopped popping while the pool was full; `None` without a
+    /// pool.
+    pub fn resume_fd(&self, thread_index: usize) -> Option<RawFd> {
+        self.resumes.get(thread_index).map(|r| r.as_raw_fd())
+    }
+
+    /// Number of queue threads (the hiprio queue's and the request queues').
+    pub fn queue_threads(&self) -> usize {
+        self.threads.len()
     }
 
     /// The epoll event id to register [`Self::resume_fd`] under.
@@ -339,44 +394,67 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         if self.still_broken(ctl, vring) {
             return Ok(());
         }
+        let shared = self
+            .threads
+            .thread_of(queue_index)
+            .is_some_and(|t| self.threads.shared(t));
+        let mut turn = Turn {
+            clock: Cell::new(None),
+            unsignalled: Cell::new(0),
+            budget: if shared { self.fair_share } else { usize::MAX },
+        };
+        let drained = self.drain(vring, queue_index, ctl, &mut turn);
+        // Interrupt once for the chains this turn answered, whatever ended it.
+        let signalled = turn.flush(vring, queue_index).map_err(ring_fault);
+        match signalled.and(drained) {
+            Ok(Drained::Empty | Drained::Throttled) => {}
+            Ok(Drained::OutOfTurn) => {
+                // Come back after the thread's other queues: a kick of our own is seen by the
+                // next epoll wait like the guest's.
+                if let Err(e) = requeue(vring) {
+                    guest_log!(log::Level::Warn, "queue {queue_index}: cannot requeue: {e}");
+                }
+            }
+            Err(fault) => self.mark_broken(ctl, vring, queue_index, &fault),
+        }
+        Ok(())
+    }
+
+    /// Serves chains until the ring is empty (with notifications enabled again), the pool is
+    /// full, or the turn's budget is spent (with notifications still off).
+    fn drain(
+        &self,
+        vring: &Vring,
+        queue_index: usize,
+        ctl: &QueueCtl,
+        turn: &mut Turn,
+    ) -> Result<Drained, QueueFault> {
         let mem = self.memory();
         let limit = self.pool_limit(vring);
-        // One clock read per chain in a burst: a chain answered here ends when the next starts.
-        let clock = Cell::new(None);
         loop {
-            if let Err(e) = vring.disable_notification() {
-                self.mark_broken(ctl, vring, queue_index, &QueueFault::from(e));
-                return Ok(());
-            }
+            vring.disable_notification().map_err(QueueFault::from)?;
             loop {
                 if self.pool.is_some() {
                     let mut state = ctl.lock();
                     if state.in_flight >= limit {
                         // Notifications stay off: the worker that frees a slot wakes us.
                         state.throttled = true;
-                        return Ok(());
+                        return Ok(Drained::Throttled);
                     }
                 }
-                let chain = match pop_chain(vring, &mem) {
-                    Ok(Some(chain)) => chain,
-                    Ok(None) => break,
-                    Err(fault) => {
-                        self.mark_broken(ctl, vring, queue_index, &fault);
-                        return Ok(());
-                    }
+                if turn.budget == 0 {
+                    return Ok(Drained::OutOfTurn);
+                }
+                let Some(chain) = pop_chain(vring, &mem)? else {
+                    break;
                 };
-                if let Err(fault) = self.serve_chain(vring, &mem, queue_index, ctl, chain, &clock) {
-                    self.mark_broken(ctl, vring, queue_index, &fault);
-                    return Ok(());
-                }
+                turn.budget -= 1;
+                self.serve_chain(vring, &mem, queue_index, ctl, chain, turn)?;
             }
-            match vring.enable_notification() {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(e) => {
-                    self.mark_broken(ctl, vring, queue_index, &QueueFault::from(e));
-                    return Ok(());
-                }
+            // Before notifications come back on: the guest may sleep until it sees these.
+            turn.flush(vring, queue_index).map_err(ring_fault)?;
+            if !vring.enable_notification().map_err(QueueFault::from)? {
+                return Ok(Drained::Empty);
             }
         }
     }
@@ -391,11 +469,11 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         queue_index: usize,
         ctl: &QueueCtl,
         chain: Chain,
-        clock: &Cell<Option<Instant>>,
+        turn: &Turn,
     ) -> Result<(), QueueFault> {
         let head = chain.head_index();
         // From the pop to the used element; finished when dropped, on every path below.
-        let pending = Pending::start(self.stats.queue(queue_index), clock);
+        let pending = Pending::start(self.stats.queue(queue_index), &turn.clock);
         guest_log!(
             log::Level::Debug,
             "queue {queue_index}: request in descriptor {head}"
@@ -429,7 +507,16 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         }
         let Some(pool) = &self.pool else {
             let len = run_parts(&*self.handler, head, &header, reader, writer);
-            return complete(vring, head, len, queue_index).map_err(ring_fault);
+            vring
+                .get_mut()
+                .add_used(head, len)
+                .map_err(queue_error)
+                .map_err(ring_fault)?;
+            turn.unsignalled.set(turn.unsignalled.get() + 1);
+            if turn.unsignalled.get() >= SIGNAL_BATCH {
+                turn.flush(vring, queue_index).map_err(ring_fault)?;
+            }
+            return Ok(());
         };
         drop((reader, writer));
         let epoch = {
@@ -456,6 +543,41 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             );
             ctl.finish(&mut ctl.lock());
             return complete(vring, head, 0, queue_index).map_err(ring_fault);
+        }
+        Ok(())
+    }
+}
+
+/// One turn of a queue thread at one queue.
+struct Turn {
+    /// One clock read per chain in a burst: a chain answered here ends when the next starts.
+    clock: Cell<Option<Instant>>,
+    /// Chains put on the used ring by this thread that the guest has not been told about.
+    unsignalled: Cell<usize>,
+    /// Chains this turn may still take.
+    budget: usize,
+}
+
+/// How a turn at a queue ended.
+enum Drained {
+    /// The ring is empty and notifications are on again.
+    Empty,
+    /// The pool holds a queue size of requests; a worker resumes the queue.
+    Throttled,
+    /// The budget is spent with chains left: the queue must be served again.
+    OutOfTurn,
+}
+
+impl Turn {
+    /// Interrupts the guest for the chains answered since the last time, if it asked to be.
+    fn flush(&self, vring: &Vring, queue_index: usize) -> io::Result<()> {
+        if self.unsignalled.replace(0) == 0 {
+            return Ok(());
+        }
+        let mut state = vring.get_mut();
+        if state.needs_notification().map_err(queue_error)? {
+            guest_log!(log::Level::Debug, "queue {queue_index}: signalling guest");
+            state.signal_used_queue()?;
         }
         Ok(())
     }
@@ -685,6 +807,24 @@ fn complete(vring: &Vring, head: u16, len: u32, queue_index: usize) -> io::Resul
     Ok(())
 }
 
+/// Kicks `vring` as the guest would, so its thread serves it again after its other queues.
+fn requeue(vring: &Vring) -> io::Result<()> {
+    let state = vring.get_ref();
+    let Some(kick) = state.get_kick() else {
+        return Ok(());
+    };
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: the kick eventfd stays open while `state` borrows the vring, and `one` is a
+    // valid 8-byte buffer for the duration of the call.
+    let n = unsafe { libc::write(kick.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    match n {
+        8 => Ok(()),
+        // The counter is already non-zero: a kick is pending anyway.
+        _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 fn queue_error(e: virtio_queue::Error) -> io::Error {
     io::Error::other(e)
 }
@@ -747,8 +887,7 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
     }
 
     fn queues_per_thread(&self) -> Vec<u64> {
-        // One worker thread per queue, so a busy request queue never delays the hiprio queue.
-        (0..self.num_queues).map(|i| 1u64 << i).collect()
+        self.threads.masks()
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
@@ -777,6 +916,7 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
             let mut state = ctl.lock();
             state.epoch += 1;
             state.throttled = false;
+            state.woken = false;
             state.broken = None;
         }
         // Waiting requests may never end; they are abandoned instead of awaited.
@@ -815,21 +955,31 @@ impl<H: RequestHandler + 'static> VhostUserBackend for VhostUserFsBackend<H> {
                 "unexpected event set {evset:?} on queue {thread_id}"
             )));
         }
-        // Each worker owns exactly one queue (see `queues_per_thread`), so the worker index is
-        // the queue index and the vring is the thread's only one.
-        let queue_index = thread_id;
-        let device_event = if device_event == self.resume_event() {
-            // A pool slot came free; the counter only says "look again".
-            if let Some(ctl) = self.queues.get(queue_index) {
-                let _ = ctl.resume.read();
+        let queues = self.threads.queues_of(thread_id);
+        if device_event == self.resume_event() {
+            // A pool slot came free; the counter only says "look again", at the queues a
+            // worker woke.
+            if let Some(resume) = self.resumes.get(thread_id) {
+                let _ = resume.read();
             }
-            0
-        } else {
-            device_event
+            for (position, &queue_index) in queues.iter().enumerate() {
+                let woken = self
+                    .queues
+                    .get(queue_index)
+                    .is_some_and(|c| std::mem::take(&mut c.lock().woken));
+                if let (true, Some(vring)) = (woken, vrings.get(position)) {
+                    self.process_queue(vring, queue_index)?;
+                }
+            }
+            return Ok(());
+        }
+        // The library numbers a thread's vring events by their place among its queues.
+        let position = usize::from(device_event);
+        let (Some(&queue_index), Some(vring)) = (queues.get(position), vrings.get(position)) else {
+            return Err(io::Error::other(format!(
+                "event for unknown vring {device_event} of thread {thread_id}"
+            )));
         };
-        let vring = vrings
-            .get(usize::from(device_event))
-            .ok_or_else(|| io::Error::other(format!("event for unknown vring {device_event}")))?;
         let kind = if queue_index == HIPRIO_QUEUE {
             "hiprio"
         } else {

@@ -33,7 +33,8 @@ pub use vhost::vhost_user::Error as VhostUserError;
 pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
 /// Largest virtqueue size a split virtqueue allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
-/// Queue-to-thread masks are 64 bits wide and the hiprio queue takes one.
+/// The most request queues a device offers: queue-to-thread masks are 64 bits wide and the
+/// hiprio queue takes one. The frontend decides how many of them it uses.
 pub const MAX_REQUEST_QUEUES: usize = 63;
 
 /// Answers one FUSE request: reads it from `r`, writes the reply into `w`, and returns the
@@ -106,8 +107,11 @@ impl DeviceEvents for NoEvents {
 pub struct DeviceConfig {
     /// Mount tag reported in the config space (`--tag`); without one the frontend supplies it.
     pub tag: Option<String>,
-    /// Number of request queues (besides the hiprio queue).
-    pub num_request_queues: usize,
+    /// The most request queues (besides the hiprio queue) offered to the frontend, which sets
+    /// up as many of them as it wants (QEMU's `num-request-queues`).
+    pub max_request_queues: usize,
+    /// Threads serving the request queues; 0 sizes them to the CPUs the device may run on.
+    pub queue_threads: usize,
     /// Maximum virtqueue size (`--queue-size`).
     pub queue_size: u16,
     /// Worker threads for requests (`--thread-pool-size`); 0 handles them in the queue thread.
@@ -124,7 +128,8 @@ impl Default for DeviceConfig {
     fn default() -> Self {
         Self {
             tag: None,
-            num_request_queues: 1,
+            max_request_queues: MAX_REQUEST_QUEUES,
+            queue_threads: 0,
             queue_size: DEFAULT_QUEUE_SIZE,
             thread_pool_size: 0,
             migration: false,
@@ -147,8 +152,8 @@ impl DeviceConfig {
                 return Err(ConfigError::TagHasNul);
             }
         }
-        if !(1..=MAX_REQUEST_QUEUES).contains(&self.num_request_queues) {
-            return Err(ConfigError::RequestQueues(self.num_request_queues));
+        if !(1..=MAX_REQUEST_QUEUES).contains(&self.max_request_queues) {
+            return Err(ConfigError::RequestQueues(self.max_request_queues));
         }
         if !self.queue_size.is_power_of_two() || self.queue_size > MAX_QUEUE_SIZE {
             return Err(ConfigError::QueueSize(self.queue_size));
@@ -170,7 +175,7 @@ pub fn serve<H: RequestHandler + 'static>(
     config: &DeviceConfig,
     events: &dyn DeviceEvents,
 ) -> Result<(), Error> {
-    let stats = Arc::new(DeviceStats::new(config.num_request_queues + 1));
+    let stats = Arc::new(DeviceStats::new(config.max_request_queues + 1));
     serve_with_stats(listener, handler, config, events, stats)
 }
 
@@ -227,8 +232,8 @@ fn serve_session<H: RequestHandler + 'static>(
 
     // A queue thread that stopped popping because the pool holds a queue size of its requests
     // resumes when a worker signals this eventfd.
-    for (queue_index, epoll) in daemon.get_epoll_handlers().iter().enumerate() {
-        if let Some(fd) = backend.resume_fd(queue_index) {
+    for (thread_index, epoll) in daemon.get_epoll_handlers().iter().enumerate() {
+        if let Some(fd) = backend.resume_fd(thread_index) {
             epoll
                 .register_listener(fd, EventSet::IN, u64::from(backend.resume_event()))
                 .map_err(|e| Error::Setup("cannot watch a queue's resume eventfd", e))?;

@@ -25,7 +25,8 @@ use super::*;
 fn default_config_is_valid() {
     let config = DeviceConfig::default();
     assert_eq!(config.queue_size, 1024);
-    assert_eq!(config.num_request_queues, 1);
+    assert_eq!(config.max_request_queues, MAX_REQUEST_QUEUES);
+    assert_eq!(config.queue_threads, 0);
     config.validate().unwrap();
 }
 
@@ -50,12 +51,12 @@ fn config_validation_rejects_bad_values() {
         Err(ConfigError::TagHasNul)
     );
     assert_eq!(
-        with(|c| c.num_request_queues = 0),
+        with(|c| c.max_request_queues = 0),
         Err(ConfigError::RequestQueues(0))
     );
-    assert_eq!(with(|c| c.num_request_queues = MAX_REQUEST_QUEUES), Ok(()));
+    assert_eq!(with(|c| c.max_request_queues = MAX_REQUEST_QUEUES), Ok(()));
     assert_eq!(
-        with(|c| c.num_request_queues = MAX_REQUEST_QUEUES + 1),
+        with(|c| c.max_request_queues = MAX_REQUEST_QUEUES + 1),
         Err(ConfigError::RequestQueues(MAX_REQUEST_QUEUES + 1))
     );
     assert_eq!(with(|c| c.queue_size = 0), Err(ConfigError::QueueSize(0)));
@@ -146,7 +147,7 @@ fn negotiate(frontend: &mut Frontend) -> VhostUserProtocolFeatures {
 fn serve_negotiates_reports_config_and_ends_on_disconnect() {
     let config = DeviceConfig {
         tag: Some("myfs".into()),
-        num_request_queues: 2,
+        max_request_queues: 2,
         ..DeviceConfig::default()
     };
     let (result, events) = with_daemon(config, |path| {

@@ -546,13 +546,14 @@ pub const DEVICE_CONFIG: ObjectSchema = ObjectSchema {
             doc: "The tag the device reports in its configuration space.",
         },
         Field {
-            name: "numRequestQueues",
+            name: "maxRequestQueues",
             ty: FieldType::Integer {
                 min: MIN_REQUEST_QUEUES as u64,
                 max: MAX_REQUEST_QUEUES as u64,
                 power_of_two: false,
             },
-            doc: "",
+            doc:
+                "The most request queues the device offers; the frontend decides how many it uses.",
         },
         Field {
             name: "queueSize",

@@ -182,9 +182,83 @@ fn backend<H: RequestHandler + 'static>(
     let config = DeviceConfig {
         thread_pool_size: pool,
         queue_size: QUEUE_SIZE,
+        max_request_queues: 1,
         ..DeviceConfig::default()
     };
     VhostUserFsBackend::new(Arc::new(h), &config, mem.clone()).unwrap()
+}
+
+/// How many interrupts the device raised since the last look (an eventfd counts its writes).
+fn interrupts(call: &mut File) -> u64 {
+    let mut buf = [0u8; 8];
+    match call.read(&mut buf) {
+        Ok(8) => u64::from_ne_bytes(buf),
+        _ => 0,
+    }
+}
+
+#[test]
+fn answers_on_the_queue_thread_share_interrupts() {
+    let requests: Vec<&[u8]> = vec![b"x"; 8];
+    let requests: Vec<Option<&[u8]>> = requests.into_iter().map(Some).collect();
+    let mut fx = fixture(&requests, false);
+    let be = backend(UpperEcho, &fx.mem, 0);
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries().len(), 8);
+    // One interrupt for the burst (fewer than SIGNAL_BATCH answers), not one per answer.
+    assert_eq!(interrupts(&mut fx.call), 1);
+    // Nothing new, no interrupt.
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(interrupts(&mut fx.call), 0);
+}
+
+#[test]
+fn queues_are_dealt_to_threads_and_events_mapped_to_their_queue() {
+    let fx = fixture(&[Some(b"q3")], false);
+    let config = DeviceConfig {
+        max_request_queues: 3,
+        queue_threads: 1,
+        queue_size: QUEUE_SIZE,
+        ..DeviceConfig::default()
+    };
+    let be = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, fx.mem.clone()).unwrap();
+    assert_eq!(be.queue_threads(), 2);
+    assert_eq!(be.queues_per_thread(), vec![0b1, 0b1110]);
+    // Thread 1's third vring is queue 3.
+    let idle = fixture(&[], false);
+    let vrings = [idle.vring.clone(), idle.vring.clone(), fx.vring.clone()];
+    be.handle_event(2, EventSet::IN, &vrings, 1).unwrap();
+    assert_eq!(fx.used_entries(), vec![(0, 2)]);
+    let counts: Vec<u64> = be.stats().snapshot().iter().map(|q| q.completed).collect();
+    assert_eq!(counts, vec![0, 0, 0, 1]);
+    assert!(be.handle_event(3, EventSet::IN, &vrings, 1).is_err());
+}
+
+#[test]
+fn a_thread_with_several_queues_serves_each_in_turns() {
+    let requests: Vec<Option<&[u8]>> = vec![Some(b"y"); 8];
+    let fx = fixture(&requests, false);
+    let config = DeviceConfig {
+        max_request_queues: 2,
+        queue_threads: 1,
+        queue_size: QUEUE_SIZE,
+        ..DeviceConfig::default()
+    };
+    let be = VhostUserFsBackend::with_fair_share(Arc::new(UpperEcho), &config, fx.mem.clone(), 3)
+        .unwrap();
+    let mut kick = eventfd();
+    fx.vring.set_kick(Some(kick.try_clone().unwrap()));
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries().len(), 3);
+    // The queue kicked itself so the thread comes back to it after the other queue.
+    assert!(signalled(&mut kick));
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries().len(), 6);
+    assert!(signalled(&mut kick));
+    be.process_queue(&fx.vring, 1).unwrap();
+    assert_eq!(fx.used_entries().len(), 8);
+    // The last turn found the ring empty: no kick of its own.
+    assert!(!signalled(&mut kick));
 }
 
 #[test]
@@ -283,7 +357,8 @@ fn features_and_protocol_features() {
 
     let config = DeviceConfig {
         tag: Some("share".into()),
-        num_request_queues: 3,
+        max_request_queues: 3,
+        queue_threads: 3,
         ..DeviceConfig::default()
     };
     let tagged = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, mem).unwrap();
@@ -360,7 +435,7 @@ fn stop_vring_waits_for_pool_requests() {
 fn new_rejects_invalid_config() {
     let mem = guest_memory();
     let config = DeviceConfig {
-        num_request_queues: 64,
+        max_request_queues: 64,
         ..DeviceConfig::default()
     };
     let err = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, mem)
