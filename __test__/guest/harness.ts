@@ -38,6 +38,8 @@ export interface RunGuestOptions {
   /** Extra files for the guest, e.g. { name: 'test/data.bin', data }; they land under / in the guest. */
   files?: CpioEntry[];
   numRequestQueues?: number;
+  /** Guest vCPUs; default 2. */
+  vcpus?: number;
   /** Whole run: daemon start, boot, script, power off. Default 120 s. */
   timeoutMs?: number;
   /** Mount tag the guest sees (QEMU's `tag=`; daemons are not given `--tag`, see below). */
@@ -210,7 +212,7 @@ function qemuArgs(
     // One host thread for both vCPUs: with multi-threaded TCG, a vCPU sometimes runs code the
     // other is patching (static keys, via int3) and the guest oopses while booting.
     '-accel', 'tcg,thread=single',
-    '-smp', '2',
+    '-smp', String(opts.vcpus ?? 2),
     '-m', `${mem}M`,
     // vhost-user needs guest RAM the daemon can map: shared memfd.
     '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
