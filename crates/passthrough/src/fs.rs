@@ -27,7 +27,7 @@ use crate::consts::*;
 use crate::credentials::ScopedCreds;
 use crate::gate::GuestFd;
 use crate::handle::{HandleData, HandleStore};
-use crate::inode::{InodeData, InodeFd, InodeFile, InodeKey, InodeStore};
+use crate::inode::{InodeData, InodeFd, InodeFile, InodeKey, InodeStore, Pinned};
 use crate::locks::LockTable;
 use crate::oslib;
 
@@ -103,6 +103,17 @@ pub(crate) fn stat_with_mount(fd: BorrowedFd<'_>) -> io::Result<(libc::stat64, u
     }
 }
 
+/// The most handle-held inodes that keep an `O_PATH` descriptor besides their handle. The
+/// descriptors held stay bounded (by this, not by the inodes the guest knows), and the hot set
+/// of a typical workload (a build tree's directories, the files being worked on) is served
+/// without opening a handle per request.
+const MAX_PINNED_HANDLE_FDS: usize = 4096;
+
+/// Pinned descriptors take at most a quarter of the fd budget: the rest stays for open files.
+fn pinned_slots(fd_budget: usize) -> usize {
+    (fd_budget / 4).min(MAX_PINNED_HANDLE_FDS)
+}
+
 /// A passthrough filesystem serving one host directory.
 pub struct PassthroughFs {
     pub(crate) cfg: Config,
@@ -112,6 +123,8 @@ pub struct PassthroughFs {
     pub(crate) proc_self_fd: OwnedFd,
     pub(crate) timeout: Duration,
     pub(crate) budget: Arc<FdBudget>,
+    /// Slots for handle-held inodes that keep their `O_PATH` descriptor ([`Pinned`]).
+    pinned_slots: Arc<FdBudget>,
     /// A real (non-`O_PATH`) descriptor per mount id, for `open_by_handle_at`.
     pub(crate) mount_fds: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     /// Host open file descriptions carrying the guest's POSIX locks, one per (inode, owner).
@@ -166,6 +179,7 @@ impl PassthroughFs {
             inodes: InodeStore::new(root, key),
             handles: HandleStore::default(),
             budget: FdBudget::new(cfg.fd_budget),
+            pinned_slots: FdBudget::new(pinned_slots(cfg.fd_budget)),
             mount_fds: Mutex::new(HashMap::new()),
             locks: LockTable::default(),
             proc_self_fd,
@@ -335,6 +349,23 @@ impl PassthroughFs {
         file_type: u32,
     ) -> io::Result<(InodeFile, Option<FdToken>)> {
         match self.file_handle(parent, &fd, mnt_id, file_type) {
+            Ok(InodeFile::Handle { handle, mount, .. }) => {
+                // The first inodes keep the descriptor they were found with, while slots last:
+                // requests on them then open nothing.
+                let pinned = self
+                    .pinned_slots
+                    .acquire()
+                    .ok()
+                    .map(|slot| Pinned::new(fd, token, slot));
+                Ok((
+                    InodeFile::Handle {
+                        handle,
+                        mount,
+                        pinned,
+                    },
+                    None,
+                ))
+            }
             Ok(file) => Ok((file, None)),
             Err(e) if self.cfg.inode_file_handles == FileHandleMode::Mandatory => Err(e),
             Err(e) => {
@@ -357,7 +388,11 @@ impl PassthroughFs {
             return Err(err(libc::EAGAIN));
         }
         let mount = self.mount_fd(parent, fd, mnt_id, file_type)?;
-        Ok(InodeFile::Handle { handle, mount })
+        Ok(InodeFile::Handle {
+            handle,
+            mount,
+            pinned: None,
+        })
     }
 
     fn mount_fd(

@@ -77,7 +77,13 @@ impl PassthroughFs {
             }
             // A handle names whatever has it now; a recycled inode number with a generation-less
             // handle could be another file, of another type. Check the file itself.
-            InodeFile::Handle { handle, mount } => {
+            InodeFile::Handle {
+                pinned: Some(p), ..
+            } => {
+                check_openable(data.file_type)?;
+                p.fd.as_fd()
+            }
+            InodeFile::Handle { handle, mount, .. } => {
                 by_handle =
                     oslib::open_by_handle(mount.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
                 check_openable(oslib::stat_fd(by_handle.as_fd())?.st_mode & libc::S_IFMT)?;

@@ -22,14 +22,37 @@ use crate::oslib::{self, FileHandle};
 pub enum InodeFile {
     /// An `O_PATH | O_NOFOLLOW` descriptor.
     Fd(OwnedFd),
-    /// A file handle, opened on demand against a real descriptor on the same mount.
+    /// A file handle, opened on demand against a real descriptor on the same mount, unless
+    /// the inode is one of the few that also keep the `O_PATH` descriptor they were looked up
+    /// with (see [`Pinned`]).
     Handle {
         handle: FileHandle,
         mount: Arc<OwnedFd>,
+        pinned: Option<Pinned>,
     },
     /// Restored by a migration that could not find the file again
     /// (`--migration-on-error=guest-error`): every request on it answers `EIO`.
     Broken,
+}
+
+/// The `O_PATH` descriptor a handle-held inode keeps so that requests on it need not open
+/// the handle each time: counted against the fd budget and against the few such slots the
+/// filesystem has, so the descriptors held stay bounded however many inodes the guest knows.
+#[derive(Debug)]
+pub struct Pinned {
+    pub fd: OwnedFd,
+    _budget: FdToken,
+    _slot: FdToken,
+}
+
+impl Pinned {
+    pub fn new(fd: OwnedFd, budget: FdToken, slot: FdToken) -> Self {
+        Self {
+            fd,
+            _budget: budget,
+            _slot: slot,
+        }
+    }
 }
 
 impl InodeFile {
@@ -88,7 +111,10 @@ impl InodeData {
     pub fn fd(&self) -> io::Result<InodeFd<'_>> {
         match &self.file {
             InodeFile::Fd(fd) => Ok(InodeFd::Borrowed(fd.as_fd())),
-            InodeFile::Handle { handle, mount } => Ok(InodeFd::Owned(oslib::open_by_handle(
+            InodeFile::Handle {
+                pinned: Some(p), ..
+            } => Ok(InodeFd::Borrowed(p.fd.as_fd())),
+            InodeFile::Handle { handle, mount, .. } => Ok(InodeFd::Owned(oslib::open_by_handle(
                 mount.as_fd(),
                 handle,
                 libc::O_PATH | libc::O_NOFOLLOW,

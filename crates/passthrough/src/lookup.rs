@@ -51,7 +51,10 @@ impl PassthroughFs {
         let same = match &data.file {
             // A descriptor keeps its inode alive, so no other file can carry this key meanwhile:
             // the name named this very inode when it was stat'ed, as an open would have found.
-            InodeFile::Fd(_) => true,
+            InodeFile::Fd(_)
+            | InodeFile::Handle {
+                pinned: Some(_), ..
+            } => true,
             // Handles name one file for good: equal handles, same file, now. It is the file
             // the stat described too, since while it lives no other file has its number.
             InodeFile::Handle { handle, .. } => name_has_handle(dir, name, handle, mnt_id),

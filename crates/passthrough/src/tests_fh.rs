@@ -53,7 +53,11 @@ impl Drop for ProcMount {
 
 #[test]
 fn mandatory_file_handles_keep_the_fd_count_flat() {
-    let (d, fs) = setup_with(|c| c.inode_file_handles = FileHandleMode::Mandatory);
+    // A budget of 400 leaves 100 slots for inodes that keep their descriptor as well.
+    let (d, fs) = setup_with(|c| {
+        c.inode_file_handles = FileHandleMode::Mandatory;
+        c.fd_budget = 400;
+    });
     for i in 0..2000 {
         fs::write(d.join(&format!("f{i}")), format!("{i}")).unwrap();
     }
@@ -61,11 +65,11 @@ fn mandatory_file_handles_keep_the_fd_count_flat() {
     let entries: Vec<_> = (0..2000).map(|i| lookup(&fs, &format!("f{i}"))).collect();
     let after = fds_under(&d.0);
     assert!(
-        after <= before + 1,
+        after <= before + 100 + 1,
         "2000 lookups left {} more descriptors open",
         after - before
     );
-    assert_eq!(fs.fds_held(), 0);
+    assert_eq!(fs.fds_held(), 100);
     assert_eq!(fs.inode_count(), 2001);
     // Same file looked up again: same inode (dedup by dev, ino, mount).
     assert_eq!(lookup(&fs, "f7").inode, entries[7].inode);
@@ -259,4 +263,50 @@ fn a_caller_creates_and_opens_through_inodes_held_as_handles() {
         libc::EACCES
     );
     assert_eq!(fs::metadata(d.join("sub/made")).unwrap().uid(), 1000);
+}
+
+#[test]
+fn the_first_handle_inodes_keep_their_descriptor_while_slots_last() {
+    let (d, fs) = setup_with(|c| {
+        c.inode_file_handles = FileHandleMode::Mandatory;
+        c.fd_budget = 8;
+    });
+    for i in 0..4 {
+        fs::write(d.join(&format!("f{i}")), format!("{i}")).unwrap();
+    }
+    let pinned = |e: &virtiofsd_fuse::filesystem::Entry| {
+        matches!(
+            fs.inodes.get(e.inode).unwrap().file,
+            crate::inode::InodeFile::Handle {
+                pinned: Some(_),
+                ..
+            }
+        )
+    };
+    // A budget of 8 leaves 2 slots.
+    let entries: Vec<_> = (0..4).map(|i| lookup(&fs, &format!("f{i}"))).collect();
+    assert_eq!(
+        entries.iter().map(pinned).collect::<Vec<_>>(),
+        [true, true, false, false]
+    );
+    assert_eq!(fs.fds_held(), 2);
+    // Pinned or not, requests reach the file.
+    for (i, e) in entries.iter().enumerate() {
+        let (h, _) = fs
+            .open(ROOT, e.inode, libc::O_RDONLY as u32, false)
+            .unwrap();
+        assert_eq!(
+            read_all(&fs, e.inode, h.unwrap(), 10, 0),
+            format!("{i}").as_bytes()
+        );
+        fs.release(ROOT, e.inode, 0, h.unwrap(), false, None)
+            .unwrap();
+        assert_eq!(fs.getattr(ROOT, e.inode, None).unwrap().0.st_size, 1);
+    }
+    // A forgotten pinned inode gives its slot back to the next inode looked up.
+    fs.forget(ROOT, entries[0].inode, 1);
+    assert_eq!(fs.fds_held(), 1);
+    fs::write(d.join("g"), b"g").unwrap();
+    assert!(pinned(&lookup(&fs, "g")));
+    assert_eq!(fs.fds_held(), 2);
 }

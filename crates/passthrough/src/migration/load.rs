@@ -426,7 +426,11 @@ impl PassthroughFs {
                         _ => None,
                     })
                 })?;
-                Ok(InodeFile::Handle { handle, mount })
+                Ok(InodeFile::Handle {
+                    handle,
+                    mount,
+                    pinned: None,
+                })
             });
             match handle {
                 Ok(file) => return Ok((file, None)),
