@@ -28,6 +28,7 @@ use vmm_sys_util::event::{
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod blocking;
+mod poll;
 mod threads;
 
 use crate::config_space::{self, CONFIG_LEN};
@@ -39,6 +40,7 @@ use crate::pool::ThreadPool;
 use crate::stats::{DeviceStats, InFlight, Pending};
 use crate::{DeviceConfig, RequestHandler, REQUEST_PEEK_LEN};
 use blocking::BlockingRequests;
+use poll::AdaptivePoll;
 use threads::QueueThreads;
 
 /// Guest memory with a dirty-page log the frontend can install (SET_LOG_BASE) for live
@@ -136,6 +138,8 @@ struct QueueCtl {
     /// Its thread's resume eventfd (with a pool): written by a pool worker that frees a slot
     /// while the queue thread waits for one.
     resume: Option<Arc<EventFd>>,
+    /// How long its thread watches the emptied ring before sleeping (without a pool).
+    poll: Mutex<AdaptivePoll>,
 }
 
 #[derive(Default)]
@@ -158,11 +162,16 @@ impl QueueCtl {
             state: Mutex::new(CtlState::default()),
             idle: Condvar::new(),
             resume,
+            poll: Mutex::new(AdaptivePoll::default()),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CtlState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poll(&self) -> std::sync::MutexGuard<'_, AdaptivePoll> {
+        self.poll.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends one pool request; wakes the queue thread if it waits for a slot.
@@ -311,7 +320,7 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
         self.resumes.get(thread_index).map(|r| r.as_raw_fd())
     }
 
-    /// Number of queue threads (the hiprio queue's and the request queues').
+    /// Number of queue threads.
     pub fn queue_threads(&self) -> usize {
         self.threads.len()
     }
@@ -431,6 +440,12 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
     ) -> Result<Drained, QueueFault> {
         let mem = self.memory();
         let limit = self.pool_limit(vring);
+        // Only the queue thread answers without a pool; with one, watching the ring would take
+        // a CPU from the workers.
+        let polls = self.pool.is_none();
+        if polls {
+            ctl.poll().woken(Instant::now());
+        }
         loop {
             vring.disable_notification().map_err(QueueFault::from)?;
             loop {
@@ -453,7 +468,18 @@ impl<H: RequestHandler + 'static> VhostUserFsBackend<H> {
             }
             // Before notifications come back on: the guest may sleep until it sees these.
             turn.flush(vring, queue_index).map_err(ring_fault)?;
+            if polls {
+                let window = ctl.poll().window();
+                if let Some(found) = watch_ring(vring, &mem, window)? {
+                    // The next request starts when it was seen, not when the last one ended.
+                    turn.clock.set(Some(found));
+                    continue;
+                }
+            }
             if !vring.enable_notification().map_err(QueueFault::from)? {
+                if polls {
+                    ctl.poll().sleeping(Instant::now());
+                }
                 return Ok(Drained::Empty);
             }
         }
@@ -805,6 +831,38 @@ fn complete(vring: &Vring, head: u16, len: u32, queue_index: usize) -> io::Resul
         state.signal_used_queue()?;
     }
     Ok(())
+}
+
+/// Watches the ring for a new chain for up to `window`; returns when one was seen.
+fn watch_ring(
+    vring: &Vring,
+    mem: &Arc<Memory>,
+    window: Duration,
+) -> Result<Option<Instant>, QueueFault> {
+    if window.is_zero() {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + window;
+    loop {
+        let pending = {
+            let state = vring.get_ref();
+            let queue = state.get_queue();
+            queue.ready()
+                && queue
+                    .avail_idx(&**mem, AtomicOrdering::Acquire)
+                    .map_err(QueueFault::from)?
+                    .0
+                    != queue.next_avail()
+        };
+        let now = Instant::now();
+        if pending {
+            return Ok(Some(now));
+        }
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// Kicks `vring` as the guest would, so its thread serves it again after its other queues.

@@ -222,16 +222,22 @@ fn queues_are_dealt_to_threads_and_events_mapped_to_their_queue() {
         ..DeviceConfig::default()
     };
     let be = VhostUserFsBackend::new(Arc::new(UpperEcho), &config, fx.mem.clone()).unwrap();
-    assert_eq!(be.queue_threads(), 2);
-    assert_eq!(be.queues_per_thread(), vec![0b1, 0b1110]);
-    // Thread 1's third vring is queue 3.
+    assert_eq!(be.queue_threads(), 1);
+    assert_eq!(be.queues_per_thread(), vec![0b1111]);
+    // The thread's fourth vring is queue 3.
     let idle = fixture(&[], false);
-    let vrings = [idle.vring.clone(), idle.vring.clone(), fx.vring.clone()];
-    be.handle_event(2, EventSet::IN, &vrings, 1).unwrap();
+    let vrings = [
+        idle.vring.clone(),
+        idle.vring.clone(),
+        idle.vring.clone(),
+        fx.vring.clone(),
+    ];
+    be.handle_event(3, EventSet::IN, &vrings, 0).unwrap();
     assert_eq!(fx.used_entries(), vec![(0, 2)]);
     let counts: Vec<u64> = be.stats().snapshot().iter().map(|q| q.completed).collect();
     assert_eq!(counts, vec![0, 0, 0, 1]);
-    assert!(be.handle_event(3, EventSet::IN, &vrings, 1).is_err());
+    assert!(be.handle_event(4, EventSet::IN, &vrings, 0).is_err());
+    assert!(be.handle_event(0, EventSet::IN, &vrings, 1).is_err());
 }
 
 #[test]
@@ -367,7 +373,7 @@ fn features_and_protocol_features() {
         .contains(VhostUserProtocolFeatures::CONFIG));
     assert_eq!(tagged.num_queues(), 4);
     assert_eq!(tagged.max_queue_size(), 1024);
-    assert_eq!(tagged.queues_per_thread(), vec![1, 2, 4, 8]);
+    assert_eq!(tagged.queues_per_thread(), vec![0b11, 0b100, 0b1000]);
     let space = tagged.get_config(0, CONFIG_LEN as u32);
     assert_eq!(&space[..6], b"share\0");
     assert_eq!(&space[36..], &[3, 0, 0, 0]);
@@ -379,10 +385,12 @@ fn features_and_protocol_features() {
 fn handle_event_rejects_unknown_vring_and_event_set() {
     let fx = fixture(&[Some(b"x")], false);
     let be = backend(UpperEcho, &fx.mem, 0);
-    let vrings = [fx.vring.clone()];
+    // The one thread serves hiprio (its vring 0) and the request queue (its vring 1).
+    let vrings = [fx.vring.clone(), fx.vring.clone()];
+    assert!(be.handle_event(2, EventSet::IN, &vrings, 0).is_err());
+    assert!(be.handle_event(1, EventSet::OUT, &vrings, 0).is_err());
     assert!(be.handle_event(1, EventSet::IN, &vrings, 1).is_err());
-    assert!(be.handle_event(0, EventSet::OUT, &vrings, 1).is_err());
-    be.handle_event(0, EventSet::IN, &vrings, 1).unwrap();
+    be.handle_event(1, EventSet::IN, &vrings, 0).unwrap();
     assert_eq!(fx.used_entries(), vec![(0, 1)]);
 }
 
@@ -592,7 +600,7 @@ fn avail_index_beyond_the_queue_size_breaks_the_queue_without_spinning() {
     assert_eq!(fx.used_entries(), vec![(0, 3)], "a broken queue was served");
     // The event path (a kick) keeps the thread alive too.
     assert!(be
-        .handle_event(0, EventSet::IN, std::slice::from_ref(&fx.vring), 1)
+        .handle_event(1, EventSet::IN, &[fx.vring.clone(), fx.vring.clone()], 0)
         .is_ok());
 
     // The frontend resets the ring: GET_VRING_BASE, then SET_VRING_BASE.
@@ -635,7 +643,7 @@ fn head_index_beyond_the_queue_size_breaks_the_queue_not_the_thread() {
         wait_until("the first request", || fx.used_entries().len() == 1);
         fx.publish(&[QUEUE_SIZE + 5]);
         assert!(be
-            .handle_event(0, EventSet::IN, std::slice::from_ref(&fx.vring), 1)
+            .handle_event(1, EventSet::IN, &[fx.vring.clone(), fx.vring.clone()], 0)
             .is_ok());
         assert!(be.queue_broken(1), "pool size {pool}");
         assert_eq!(fx.used_entries().len(), 1);
@@ -661,7 +669,7 @@ fn the_pool_holds_at_most_a_queue_size_of_requests() {
     }
     assert!(!be.queue_broken(1));
     // Without a free slot nothing is popped, and nothing is signalled to resume.
-    let resume = be.resume_fd(1).expect("a pool has a resume eventfd");
+    let resume = be.resume_fd(0).expect("a pool has a resume eventfd");
     assert!(!readable(resume));
     release.send(()).unwrap();
     wait_until("a slot to free", || {
@@ -672,8 +680,8 @@ fn the_pool_holds_at_most_a_queue_size_of_requests() {
     be.handle_event(
         be.resume_event(),
         EventSet::IN,
-        std::slice::from_ref(&fx.vring),
-        1,
+        &[fx.vring.clone(), fx.vring.clone()],
+        0,
     )
     .unwrap();
     assert_eq!(be.pool_requests(1), usize::from(QUEUE_SIZE));

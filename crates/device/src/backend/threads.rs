@@ -2,10 +2,11 @@
 //!
 //! The device offers up to [`crate::MAX_REQUEST_QUEUES`] request queues and the frontend
 //! decides how many it sets up, so the threads cannot be one per queue: most queues may never
-//! be used, and more busy threads than CPUs only adds context switches. The hiprio queue
-//! (FORGET, INTERRUPT) keeps a thread of its own, so request traffic never delays it; the
-//! request queues are dealt round-robin to at most one thread per CPU, so the first queues a
-//! frontend uses land on different threads.
+//! be used, and more busy threads than CPUs only adds context switches. The request queues are
+//! dealt round-robin to at most one thread per CPU, so the first queues a frontend uses land on
+//! different threads. The hiprio queue (FORGET; Linux sends no INTERRUPT) shares the first
+//! thread: a thread of its own would be woken for every FORGET, a context switch per unlinked
+//! or evicted inode, and its requests wait at most a turn of that thread's other queue.
 
 use std::num::NonZeroUsize;
 
@@ -22,16 +23,16 @@ pub(crate) struct QueueThreads {
 }
 
 impl QueueThreads {
-    /// Assigns the hiprio queue and `request_queues` request queues to threads: one for hiprio
-    /// and `request_threads` (at least 1, at most one per request queue) for the others.
+    /// Assigns the hiprio queue and `request_queues` request queues to `request_threads`
+    /// threads (at least 1, at most one per request queue); hiprio goes with the first.
     pub(crate) fn new(request_queues: usize, request_threads: usize) -> Self {
         let request_threads = request_threads.clamp(1, request_queues.max(1));
-        let mut queues = vec![Vec::new(); 1 + request_threads];
+        let mut queues = vec![Vec::new(); request_threads];
         let mut thread_of = Vec::with_capacity(1 + request_queues);
         queues[0].push(HIPRIO_QUEUE);
         thread_of.push(0);
         for queue in 1..=request_queues {
-            let thread = 1 + (queue - 1) % request_threads;
+            let thread = (queue - 1) % request_threads;
             queues[thread].push(queue);
             thread_of.push(thread);
         }
@@ -83,23 +84,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hiprio_has_a_thread_of_its_own() {
+    fn hiprio_shares_the_first_thread() {
         let t = QueueThreads::new(1, 8);
-        assert_eq!(t.len(), 2);
-        assert_eq!(t.masks(), vec![0b1, 0b10]);
-        assert_eq!(t.queues_of(0), &[0]);
-        assert_eq!(t.queues_of(1), &[1]);
-        assert!(!t.shared(1));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.masks(), vec![0b11]);
+        assert_eq!(t.queues_of(0), &[0, 1]);
+        assert!(t.shared(0));
     }
 
     #[test]
     fn request_queues_are_dealt_round_robin() {
         let t = QueueThreads::new(5, 2);
-        assert_eq!(t.len(), 3);
-        assert_eq!(t.queues_of(1), &[1, 3, 5]);
-        assert_eq!(t.queues_of(2), &[2, 4]);
-        assert_eq!(t.masks(), vec![0b1, 0b101010, 0b010100]);
-        assert_eq!(t.thread_of(4), Some(2));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.queues_of(0), &[0, 1, 3, 5]);
+        assert_eq!(t.queues_of(1), &[2, 4]);
+        assert_eq!(t.masks(), vec![0b101011, 0b010100]);
+        assert_eq!(t.thread_of(4), Some(1));
         assert_eq!(t.thread_of(6), None);
         assert!(t.shared(1));
         assert!(t.queues_of(7).is_empty());
@@ -107,8 +107,8 @@ mod tests {
 
     #[test]
     fn never_more_threads_than_queues_nor_fewer_than_one() {
-        assert_eq!(QueueThreads::new(2, 16).len(), 3);
-        assert_eq!(QueueThreads::new(3, 0).len(), 2);
+        assert_eq!(QueueThreads::new(2, 16).len(), 2);
+        assert_eq!(QueueThreads::new(3, 0).len(), 1);
     }
 
     #[test]
@@ -127,11 +127,8 @@ mod tests {
 
     #[test]
     fn sized_to_machine_uses_the_request_or_the_cpus() {
-        assert_eq!(QueueThreads::sized_to_machine(8, 3).len(), 4);
+        assert_eq!(QueueThreads::sized_to_machine(8, 3).len(), 3);
         let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-        assert_eq!(
-            QueueThreads::sized_to_machine(63, 0).len(),
-            1 + cpus.min(63)
-        );
+        assert_eq!(QueueThreads::sized_to_machine(63, 0).len(), cpus.min(63));
     }
 }
