@@ -33,8 +33,9 @@ async function libraryScenario(body: string, timeoutMs = 60_000): Promise<any> {
       c.on('error', reject);
     });
     (async () => { ${body} })().then(
-      (result) => { process.stdout.write(JSON.stringify(result === undefined ? null : result)); process.exit(0); },
-      (e) => { process.stdout.write(JSON.stringify({ thrown: { name: e.name, message: e.message, reason: e.reason ?? null } })); process.exit(0); },
+      // A write to a pipe completes asynchronously: exit only once it is out.
+      (result) => { process.stdout.write(JSON.stringify(result === undefined ? null : result), () => process.exit(0)); },
+      (e) => { process.stdout.write(JSON.stringify({ thrown: { name: e.name, message: e.message, reason: e.reason ?? null } }), () => process.exit(0)); },
     );`;
   try {
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });

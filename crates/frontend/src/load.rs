@@ -285,7 +285,8 @@ fn run_create(s: &mut Session, p: &Params) -> Result<Stats> {
     let mut i = 0u64;
     let flags = (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR) as u32;
     while !clock.done(lat.len() as u64) {
-        let name = format!("c{i}");
+        // The pid keeps two tools on one fixture (parallel tests) apart.
+        let name = format!("c{}-{i}", std::process::id());
         let t0 = Instant::now();
         let (e, o) = s.create(dir, name.as_bytes(), flags, libc::S_IFREG | 0o644, 0)?;
         s.release(e.nodeid, o.fh)?;

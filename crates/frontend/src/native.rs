@@ -105,7 +105,8 @@ pub fn run(dir: &Path, p: &Params) -> Result<Stats> {
             .map_err(io("open scratch"))?;
             let mut i = 0u64;
             ops.push(Box::new(move || {
-                let name = CString::new(format!("c{i}")).expect("no NUL");
+                // The pid keeps two tools on one fixture (parallel tests) apart.
+                let name = CString::new(format!("c{}-{i}", std::process::id())).expect("no NUL");
                 i += 1;
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR;
                 drop(sys::openat(scratch.as_raw_fd(), &name, flags, 0o644)?);

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use common::{Daemon, Kind};
 
@@ -114,8 +114,15 @@ fn bench(kind: Kind, workload: &str, ops: u32, depth: u32) -> String {
     line
 }
 
+/// The fixture's `scratch/` is checked for leftovers, so the tests that create in it take turns.
+fn scratch() -> MutexGuard<'static, ()> {
+    static SCRATCH: Mutex<()> = Mutex::new(());
+    SCRATCH.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn every_workload_ours() {
+    let _scratch = scratch();
     for (w, ops, depth) in [
         ("lookup", 50, 1),
         ("lookup", 50, 4),
@@ -183,6 +190,7 @@ fn walk_through_both_daemons() {
 
 #[test]
 fn native_runs_every_workload() {
+    let _scratch = scratch();
     let sh = walk_fixture().to_str().unwrap().to_string();
     for (w, ops, depth) in [
         ("lookup", 50, 1),
