@@ -169,21 +169,45 @@ pub fn bind_path(path: &Path, group: Option<&str>) -> Result<BoundSocket, Socket
         Err(_) => {}
     }
     let gid = group.map(lookup_group).transpose()?;
-    let listener = UnixListener::bind(path).map_err(|e| SocketError::Bind(path.to_owned(), e))?;
-    let bound = BoundSocket {
+    // Bound under a name of its own and renamed into place once it listens and has its group:
+    // a frontend that connects as soon as the path appears (as orchestrators do) never finds a
+    // socket that refuses it between bind() and listen(). A path too long for a longer name
+    // is bound in place.
+    let staging = staging_path(path);
+    let at = staging.as_deref().unwrap_or(path);
+    let listener = UnixListener::bind(at).map_err(|e| SocketError::Bind(path.to_owned(), e))?;
+    let placed = || -> Result<(), SocketError> {
+        if let Some(gid) = gid {
+            std::os::unix::fs::chown(at, None, Some(gid))
+                .and_then(|()| fs::set_permissions(at, fs::Permissions::from_mode(0o660)))
+                .map_err(|e| SocketError::Chown(path.to_owned(), e))?;
+        }
+        if at != path {
+            fs::rename(at, path).map_err(|e| SocketError::Bind(path.to_owned(), e))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = placed() {
+        let _ = fs::remove_file(at);
+        return Err(e);
+    }
+    Ok(BoundSocket {
         listener,
         path: Some(path.to_owned()),
         pid_file: Some(pid_file),
-    };
-    if let Some(gid) = gid {
-        let result = std::os::unix::fs::chown(path, None, Some(gid))
-            .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o660)));
-        if let Err(e) = result {
-            bound.remove_file();
-            return Err(SocketError::Chown(path.to_owned(), e));
-        }
-    }
-    Ok(bound)
+    })
+}
+
+/// A sibling of `path` to bind at before the rename, if it fits in `sun_path`.
+fn staging_path(path: &Path) -> Option<PathBuf> {
+    // sun_path holds 108 bytes with the terminating NUL.
+    const SUN_PATH_MAX: usize = 107;
+    let name = path.file_name()?;
+    let mut staged = std::ffi::OsString::from(".");
+    staged.push(name);
+    staged.push(format!(".{}", std::process::id()));
+    let staging = path.with_file_name(staged);
+    (staging.as_os_str().len() <= SUN_PATH_MAX).then_some(staging)
 }
 
 fn lookup_group(name: &str) -> Result<u32, SocketError> {

@@ -293,3 +293,38 @@ fn refuses_unix_streams_that_are_not_listening() {
     );
     assert!(err.to_string().contains("not listening"), "{err}");
 }
+
+#[test]
+fn the_socket_appears_only_once_it_listens_and_no_staging_name_is_left() {
+    let path = temp_path("staging");
+    let dir = path.parent().unwrap().to_owned();
+    let bound = bind_path(&path, None).unwrap();
+    // The first look at the path connects: no refusal between bind and listen.
+    std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".s.sock.")),
+        "{names:?}"
+    );
+    drop(bound);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_path_with_no_room_for_a_staging_name_is_bound_in_place() {
+    let long = Path::new("/tmp").join("x".repeat(100));
+    assert_eq!(long.as_os_str().len(), 105);
+    assert!(staging_path(&long).is_none());
+    let short = Path::new("/run/vfsd.sock");
+    let staged = staging_path(short).unwrap();
+    assert_eq!(staged.parent(), short.parent());
+    assert!(staged
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with(".vfsd.sock."));
+}
