@@ -14,13 +14,13 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use virtiofsd_fuse::filesystem::Entry;
 
 use crate::fs::PassthroughFs;
 use crate::inode::{InodeData, InodeFile, InodeKey};
-use crate::oslib::{self, FileHandle};
+use crate::oslib;
 
 impl PassthroughFs {
     /// The entry of `name` in `parent` (whose descriptor is `dir`) when the table holds its file,
@@ -57,7 +57,7 @@ impl PassthroughFs {
             } => true,
             // Handles name one file for good: equal handles, same file, now. It is the file
             // the stat described too, since while it lives no other file has its number.
-            InodeFile::Handle { handle, .. } => name_has_handle(dir, name, handle, mnt_id),
+            InodeFile::Handle { handle, .. } => oslib::name_has_handle(dir, name, handle, mnt_id),
             InodeFile::Broken => false,
         };
         if !same || !self.inodes.ref_held(&data) {
@@ -65,46 +65,6 @@ impl PassthroughFs {
         }
         Ok(Some(self.entry_for(parent, &data, st, mnt_id)))
     }
-}
-
-/// The kernel's `MAX_HANDLE_SZ`.
-const MAX_HANDLE_SZ: usize = 128;
-
-/// `struct file_handle` with room for the largest handle.
-#[repr(C)]
-struct RawHandle {
-    handle_bytes: u32,
-    handle_type: libc::c_int,
-    f_handle: [u8; MAX_HANDLE_SZ],
-}
-
-/// Whether `name` in `dir` (a symlink itself, not its target) has the file handle `want` on
-/// the mount `mnt_id`. Compared in place: nothing is allocated.
-fn name_has_handle(dir: BorrowedFd<'_>, name: &CStr, want: &FileHandle, mnt_id: u64) -> bool {
-    let mut raw = RawHandle {
-        handle_bytes: MAX_HANDLE_SZ as u32,
-        handle_type: 0,
-        f_handle: [0; MAX_HANDLE_SZ],
-    };
-    let mut got_mnt: libc::c_int = 0;
-    // SAFETY: `raw` is a file_handle with `handle_bytes` of writable space after its header;
-    // `got_mnt` is writable; `name` is NUL-terminated and only read during the call. Without
-    // AT_SYMLINK_FOLLOW the kernel does not follow a symlink `name` names.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_name_to_handle_at,
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &mut raw as *mut RawHandle,
-            &mut got_mnt as *mut libc::c_int,
-            0,
-        )
-    };
-    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
-    ret == 0
-        && got_mnt as u64 == mnt_id
-        && raw.handle_type == want.handle_type()
-        && &raw.f_handle[..len] == want.bytes()
 }
 
 #[cfg(test)]
@@ -188,9 +148,29 @@ mod tests {
             panic!("a mandatory-handles inode holds a handle");
         };
         let mnt = held.key.mnt_id;
-        assert!(super::name_has_handle(dir.as_fd(), c"a", handle, mnt));
-        assert!(!super::name_has_handle(dir.as_fd(), c"b", handle, mnt));
-        assert!(!super::name_has_handle(dir.as_fd(), c"a", handle, mnt + 1));
-        assert!(!super::name_has_handle(dir.as_fd(), c"nope", handle, mnt));
+        assert!(crate::oslib::name_has_handle(
+            dir.as_fd(),
+            c"a",
+            handle,
+            mnt
+        ));
+        assert!(!crate::oslib::name_has_handle(
+            dir.as_fd(),
+            c"b",
+            handle,
+            mnt
+        ));
+        assert!(!crate::oslib::name_has_handle(
+            dir.as_fd(),
+            c"a",
+            handle,
+            mnt + 1
+        ));
+        assert!(!crate::oslib::name_has_handle(
+            dir.as_fd(),
+            c"nope",
+            handle,
+            mnt
+        ));
     }
 }

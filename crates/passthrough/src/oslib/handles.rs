@@ -1,5 +1,6 @@
 //! File handles: `name_to_handle_at(2)` and `open_by_handle_at(2)`.
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -40,9 +41,12 @@ impl FileHandle {
     }
 }
 
-/// The file handle of the file `fd` refers to (an `O_PATH` fd is fine, symlinks included)
-/// and its mount id. `EOPNOTSUPP` when the filesystem cannot make handles.
-pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
+/// `name_to_handle_at(dir, name, ..., flags)`: the raw handle and the mount id.
+fn raw_name_to_handle(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+) -> io::Result<(RawHandle, libc::c_int)> {
     let mut raw = RawHandle {
         handle_bytes: MAX_HANDLE_SZ as u32,
         handle_type: 0,
@@ -50,21 +54,29 @@ pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
     };
     let mut mnt_id: libc::c_int = 0;
     // SAFETY: `raw` is a file_handle with `handle_bytes` of writable space after its header;
-    // `mnt_id` is writable; the path is an empty C string.
+    // `mnt_id` is writable; `name` is NUL-terminated and only read during the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_name_to_handle_at,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
             &mut raw as *mut RawHandle,
             &mut mnt_id as *mut libc::c_int,
-            libc::AT_EMPTY_PATH,
+            flags,
         )
     };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
-    let len = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    raw.handle_bytes = raw.handle_bytes.min(MAX_HANDLE_SZ as u32);
+    Ok((raw, mnt_id))
+}
+
+/// The file handle of the file `fd` refers to (an `O_PATH` fd is fine, symlinks included)
+/// and its mount id. `EOPNOTSUPP` when the filesystem cannot make handles.
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
+    let (raw, mnt_id) = raw_name_to_handle(fd, c"", libc::AT_EMPTY_PATH)?;
+    let len = raw.handle_bytes as usize;
     Ok((
         FileHandle {
             handle_type: raw.handle_type,
@@ -72,6 +84,19 @@ pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, u64)> {
         },
         mnt_id as u64,
     ))
+}
+
+/// Whether `name` in `dir` (a symlink itself, not its target: no `AT_SYMLINK_FOLLOW`) has the
+/// file handle `want` on the mount `mnt_id`. Compared in place: nothing is allocated.
+pub fn name_has_handle(dir: BorrowedFd<'_>, name: &CStr, want: &FileHandle, mnt_id: u64) -> bool {
+    match raw_name_to_handle(dir, name, 0) {
+        Ok((raw, got_mnt)) => {
+            got_mnt as u64 == mnt_id
+                && raw.handle_type == want.handle_type
+                && raw.f_handle[..raw.handle_bytes as usize] == *want.bytes
+        }
+        Err(_) => false,
+    }
 }
 
 /// Opens the file `handle` names on the mount `mount_fd` is on (a real open, not `O_PATH`:
